@@ -1,0 +1,35 @@
+# Two commands matter: `make demo` and `make test`. Both build .venv from scratch when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test demo lint typecheck unit bench chaos clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP) lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m orchestrator.demo
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m chaos --run-chaos tests/test_chaos.py
+
+clean:
+	rm -rf $(VENV) reports .mgn-cutover build *.egg-info

@@ -1,0 +1,130 @@
+"""The project's exception tree. Every error we raise on purpose is one of these.
+
+    MgnCutoverError                  root; `exit_code` says what the CLI exits with
+    ├── InputError (2)               bad plan, config or arguments; carries every diagnostic
+    │   ├── PlanError
+    │   └── ConfigError
+    ├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
+    ├── LockedError (3)              another run holds the wave's lock
+    ├── AccountError (4)             account-wide: uninitialized account, access denied, credentials
+    └── MgnError (1)                 one call about one server failed; the pool records it and goes on
+        ├── RetryableError           throttling, 5xx, dropped connection, timeout
+        │   └── ThrottledError
+        ├── ConflictError            wrong lifecycle state (HTTP 409)
+        ├── NotFoundError            the server does not exist (HTTP 404)
+        └── RequestRejectedError     ValidationException or any other 4xx: never retried
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class MgnCutoverError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """One problem found in an input file, located by line and column (1-based)."""
+
+    path: str
+    line: int
+    col: int
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        prefix = "" if self.severity == "error" else f"{self.severity}: "
+        return f"{self.path}:{self.line}:{self.col}: {prefix}{self.message}"
+
+
+class InputError(MgnCutoverError):
+    """Bad input: every diagnostic found, not just the first."""
+
+    exit_code = 2
+
+    def __init__(self, diagnostics: Sequence[Diagnostic] | str) -> None:
+        if isinstance(diagnostics, str):
+            self.diagnostics: tuple[Diagnostic, ...] = ()
+            text = diagnostics
+        else:
+            self.diagnostics = tuple(diagnostics)
+            text = "\n".join(str(d) for d in self.diagnostics)
+        super().__init__(text)
+
+
+class PlanError(InputError):
+    """A wave plan file is invalid."""
+
+
+class ConfigError(InputError):
+    """The config file, an environment variable or a flag is invalid."""
+
+
+class JournalError(MgnCutoverError):
+    """The journal cannot be trusted (corrupt, or written by a newer version)."""
+
+    exit_code = 2
+
+
+class LockedError(MgnCutoverError):
+    """Another run holds this wave's lock."""
+
+    exit_code = 3
+
+
+class AccountError(MgnCutoverError):
+    """An account-wide failure: nothing more may be sent for this wave."""
+
+    exit_code = 4
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(f"{code}: {message}")
+
+
+class MgnError(MgnCutoverError):
+    """One MGN call failed; `code` is MGN's error code."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        self.code = code
+        self.message = message
+        self.status = status
+        super().__init__(f"{code}: {message}")
+
+
+class RetryableError(MgnError):
+    """A transient failure worth another attempt; `retry_after_s` is MGN's hint if it gave one."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        ambiguous: bool = False,
+    ) -> None:
+        super().__init__(code, message, status)
+        self.retry_after_s = retry_after_s
+        # True when the request may have reached MGN and taken effect (dropped connection, timeout).
+        self.ambiguous = ambiguous
+
+
+class ThrottledError(RetryableError):
+    """MGN throttled the call (HTTP 429)."""
+
+
+class ConflictError(MgnError):
+    """MGN refused the call because of the server's lifecycle state (HTTP 409)."""
+
+
+class NotFoundError(MgnError):
+    """MGN does not know the server (HTTP 404)."""
+
+
+class RequestRejectedError(MgnError):
+    """MGN rejected the request itself (validation or another 4xx): retrying cannot help."""

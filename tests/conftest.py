@@ -1,0 +1,68 @@
+"""Shared fixtures: no test reads the developer's AWS setup or reaches real AWS."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FAKE_REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def isolated_aws_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clear every AWS_* variable and point AWS config and credentials at empty files."""
+    for name in list(os.environ):
+        if name.startswith(("AWS_", "MGN_CUTOVER_")):
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path_factory.mktemp("aws")
+    (home / "config").write_text("")
+    (home / "credentials").write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Distinctive fake credentials and a region, for clients that talk to the emulator or moto."""
+    creds = {
+        "AWS_ACCESS_KEY_ID": "AKIAFAKETESTKEY00001",
+        "AWS_SECRET_ACCESS_KEY": "fakeSecretKeyDoNotLeak0000000000000000000",
+        "AWS_SESSION_TOKEN": "fakeSessionTokenDoNotLeak000000",
+        "AWS_DEFAULT_REGION": FAKE_REGION,
+    }
+    for k, v in creds.items():
+        monkeypatch.setenv(k, v)
+    return creds
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto in server mode (EC2, STS, S3, DynamoDB); `mock_aws` cannot serve aioboto3."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_url(moto_server: str) -> Iterator[str]:
+    """moto's endpoint, reset after the test so no state leaks between tests."""
+    import urllib.request
+
+    yield moto_server
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST"))
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    """A scratch folder for plans, reports and state."""
+    return tmp_path
