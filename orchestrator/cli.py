@@ -1,4 +1,4 @@
-"""The `mgn-cutover` command: parse arguments, configure logging, run, map the outcome to an exit code."""
+"""The `mgn-cutover` command: parse arguments, set up logging, run, map the outcome to an exit."""
 
 from __future__ import annotations
 
@@ -52,9 +52,13 @@ def _add_config_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
     if not run:
         return
     g.add_argument("--concurrency", metavar="N", help="FinalizeCutover calls in flight")
-    g.add_argument("--finalize-rate", dest="finalize_rate", metavar="R", help="finalizes per second")
+    g.add_argument(
+        "--finalize-rate", dest="finalize_rate", metavar="R", help="finalizes per second"
+    )
     g.add_argument("--poll-interval", dest="poll_interval_s", metavar="S", help="seconds")
-    g.add_argument("--timeout", dest="reconcile_timeout_s", metavar="S", help="reconcile deadline, s")
+    g.add_argument(
+        "--timeout", dest="reconcile_timeout_s", metavar="S", help="reconcile deadline, s"
+    )
     g.add_argument("--max-attempts", dest="max_attempts", metavar="N")
     g.add_argument("--report-dir", dest="report_dir", metavar="D")
     g.add_argument("--state-dir", dest="state_dir", metavar="D")
@@ -151,6 +155,8 @@ def _validate(ns: argparse.Namespace) -> int:
         print(str(warning), file=sys.stderr)
     waves = [w for w in result.waves if ns.wave is None or w.name == ns.wave]
     for wave in waves:
-        print(f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "
-              f"{len(wave.servers)} servers")
+        print(
+            f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "
+            f"{len(wave.servers)} servers"
+        )
     return 0

@@ -1,18 +1,18 @@
 """The project's exception tree. Every error we raise on purpose is one of these.
 
-    MgnCutoverError                  root; `exit_code` says what the CLI exits with
-    ├── InputError (2)               bad plan, config or arguments; carries every diagnostic
-    │   ├── PlanError
-    │   └── ConfigError
-    ├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
-    ├── LockedError (3)              another run holds the wave's lock
-    ├── AccountError (4)             account-wide: uninitialized account, access denied, credentials
-    └── MgnError (1)                 one call about one server failed; the pool records it and goes on
-        ├── RetryableError           throttling, 5xx, dropped connection, timeout
-        │   └── ThrottledError
-        ├── ConflictError            wrong lifecycle state (HTTP 409)
-        ├── NotFoundError            the server does not exist (HTTP 404)
-        └── RequestRejectedError     ValidationException or any other 4xx: never retried
+MgnCutoverError                  root; `exit_code` says what the CLI exits with
+├── InputError (2)               bad plan, config or arguments; carries every diagnostic
+│   ├── PlanError
+│   └── ConfigError
+├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
+├── LockedError (3)              another run holds the wave's lock
+├── AccountError (4)             account-wide: uninitialized account, access denied, credentials
+└── MgnError (1)                 one call about one server failed; the pool records it and goes on
+    ├── RetryableError           throttling, 5xx, dropped connection, timeout
+    │   └── ThrottledError
+    ├── ConflictError            wrong lifecycle state (HTTP 409)
+    ├── NotFoundError            the server does not exist (HTTP 404)
+    └── RequestRejectedError     ValidationException or any other 4xx: never retried
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Wave plans: YAML files of source servers grouped by applicationID, parsed once into frozen types."""
+"""Wave plans: YAML files of source servers grouped by applicationID, parsed into frozen types."""
 
 from __future__ import annotations
 

@@ -12,7 +12,9 @@ FAKE_REGION = "us-east-1"
 
 
 @pytest.fixture(autouse=True)
-def isolated_aws_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def isolated_aws_env(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Clear every AWS_* variable and point AWS config and credentials at empty files."""
     for name in list(os.environ):
         if name.startswith(("AWS_", "MGN_CUTOVER_")):

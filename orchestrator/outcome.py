@@ -1,0 +1,58 @@
+"""What happened to each server: the records the pool, the journal and the report share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """A server's final outcome in a run's report."""
+
+    FINALIZED = "finalized"
+    ALREADY_CUTOVER = "already_cutover"
+    WOULD_FINALIZE = "would_finalize"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    NOT_ATTEMPTED = "not_attempted"
+
+
+# Outcomes that mean the server is where the wave wants it.
+CONVERGED_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER})
+
+
+@dataclass
+class ServerResult:
+    """One server's row in the report. Times are ISO 8601 UTC strings or None."""
+
+    source_server_id: str
+    application_id: str
+    name: str | None = None
+    outcome: Outcome = Outcome.NOT_ATTEMPTED
+    reason: str | None = None
+    lifecycle_state: str | None = None
+    replication_state: str | None = None
+    first_boot: str | None = None
+    ec2_instance_id: str | None = None
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+    finalized_at: str | None = None
+    converged_at: str | None = None
+
+
+@dataclass
+class RunRecord:
+    """A whole run, as the report renders it."""
+
+    wave: str
+    dry_run: bool
+    started_at: str
+    finished_at: str
+    exit_code: int
+    interrupted: bool
+    config: dict[str, Any]
+    servers: list[ServerResult] = field(default_factory=list)
+    account_error: str | None = None
