@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -56,3 +56,22 @@ class RunRecord:
     config: dict[str, Any]
     servers: list[ServerResult] = field(default_factory=list)
     account_error: str | None = None
+
+
+def run_record_from_dict(data: dict[str, Any]) -> RunRecord:
+    """Rebuild a RunRecord from `dataclasses.asdict` output, e.g. read back from JSON.
+
+    Unknown keys are ignored, so a record written by a later version still loads. Raises
+    TypeError or ValueError if a required field is missing or an outcome is unknown.
+    """
+    servers = []
+    for raw in data.get("servers", []):
+        values = _known_fields(ServerResult, raw)
+        values["outcome"] = Outcome(values.get("outcome", Outcome.NOT_ATTEMPTED))
+        servers.append(ServerResult(**values))
+    return RunRecord(**{**_known_fields(RunRecord, data), "servers": servers})
+
+
+def _known_fields(cls: type[Any], data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}

@@ -1,0 +1,422 @@
+"""The per-wave journal: what was sent to MGN for each server, durable before it is sent.
+
+FinalizeCutover cannot be undone, so a run records its *intent* before each call and the outcome
+after it; a rerun reads it to know which servers may already be finalizing. The journal lives in
+`<state_dir>/<wave>/journal.sqlite3` (folder 0700, file 0600).
+
+Durability: WAL mode with `synchronous=NORMAL`, one committed transaction per `record_*` call. A
+committed record survives the process being killed (SIGKILL included): it is in the WAL, which
+the next open replays. It may not survive a power loss or kernel crash; we do not promise that.
+
+The journal stores server and application IDs, states, timestamps and MGN error codes and
+messages; nothing passed to it is a credential, and nothing here may ever be given one.
+
+A damaged or unknown journal is never replaced by a fresh one: `Journal.open` raises JournalError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from orchestrator.errors import JournalError
+from orchestrator.outcome import RunRecord, run_record_from_dict
+
+SCHEMA_VERSION = 1
+JOURNAL_FILE = "journal.sqlite3"
+MAX_MESSAGE_CHARS = 500
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_TABLES = frozenset({"meta", "servers", "runs"})
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE servers (
+    source_server_id TEXT PRIMARY KEY,
+    application_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('intent', 'accepted', 'converged', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    intent_at TEXT,
+    finalized_at TEXT,
+    converged_at TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    run_id TEXT
+);
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    dry_run INTEGER NOT NULL,
+    pid INTEGER,
+    host TEXT,
+    exit_code INTEGER,
+    interrupted INTEGER,
+    record_json TEXT
+);
+"""
+
+_ENTRY_COLUMNS = (
+    "source_server_id, application_id, status, attempts, intent_at, finalized_at, "
+    "converged_at, error_code, error_message, run_id"
+)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One server's journaled state. Times are ISO 8601 UTC strings."""
+
+    source_server_id: str
+    application_id: str
+    status: str  # "intent" | "accepted" | "converged" | "failed"
+    attempts: int  # FinalizeCutover attempts sent, over all runs
+    intent_at: str | None  # the most recent intent
+    finalized_at: str | None  # first time a FinalizeCutover was accepted or confirmed done
+    converged_at: str | None  # first time MGN showed CUTOVER + DISCONNECTED
+    error_code: str | None
+    error_message: str | None
+    run_id: str | None  # run that last touched it
+
+
+def wave_dir(base: Path, wave: str) -> Path:
+    """`<base>/<wave>` as an absolute path.
+
+    Raises ValueError if the wave name is not a single path component or the folder would
+    resolve anywhere but directly under `base` (`..`, a symlink).
+    """
+    if wave in ("", ".", "..") or any(c in wave for c in "/\\\x00"):
+        raise ValueError(f"wave name {wave!r} is not a plain folder name")
+    root = base.resolve()
+    path = root / wave
+    if path.resolve() != path:
+        raise ValueError(f"wave folder for {wave!r} resolves outside {root}")
+    return path
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and missing parents) as 0700 regardless of umask; tighten it if it exists.
+
+    Raises OSError if a folder cannot be created or its mode changed.
+    """
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for p in reversed(missing):
+        p.mkdir(mode=0o700, exist_ok=True)
+        p.chmod(0o700)
+    if path.stat().st_mode & 0o777 != 0o700:
+        path.chmod(0o700)
+
+
+class Journal:
+    """One wave's journal, open on one SQLite connection; use as a context manager."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, wave: str) -> None:
+        self._conn = conn
+        self._mutex = threading.Lock()
+        self.path = path
+        self.wave = wave
+
+    @classmethod
+    def open(cls, state_dir: Path, wave: str, *, create: bool = True) -> Journal:
+        """Open the wave's journal, creating it (atomically, schema included) if allowed.
+
+        Raises JournalError if the wave folder would fall outside state_dir, the file is not a
+        sound journal (not SQLite, damaged, tables missing), was written by a newer schema,
+        belongs to another wave, or does not exist and create is False.
+        """
+        try:
+            folder = wave_dir(state_dir, wave)
+        except ValueError as exc:
+            raise JournalError(f"refusing journal path: {exc}") from exc
+        path = folder / JOURNAL_FILE
+        if not create and not path.exists():
+            raise JournalError(f"no journal for wave {wave!r} at {path}")
+        try:
+            if create:
+                ensure_private_dir(folder)
+                if not path.exists():
+                    _create(path, wave)
+            if path.stat().st_mode & 0o777 != 0o600:
+                path.chmod(0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot create or secure journal {path}: {exc}") from exc
+        _check_header(path)
+        try:
+            conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open journal {path}: {exc}") from exc
+        try:
+            _check_journal(conn, path, wave)
+            _configure(conn, path)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _damaged(path, str(exc)) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, path, wave)
+
+    def close(self) -> None:
+        """Close the connection; further calls raise JournalError."""
+        with self._mutex:
+            self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def entries(self) -> dict[str, JournalEntry]:
+        """Every journaled server, by source server ID. Raises JournalError on a read failure."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(f"SELECT {_ENTRY_COLUMNS} FROM servers ORDER BY 1").fetchall()
+        return {row[0]: JournalEntry(*row) for row in rows}
+
+    def entry(self, server_id: str) -> JournalEntry | None:
+        """One server's entry, or None if never journaled. Raises JournalError on a read failure."""
+        with self._tx(write=False) as cur:
+            sql = f"SELECT {_ENTRY_COLUMNS} FROM servers WHERE source_server_id = ?"
+            row = cur.execute(sql, (server_id,)).fetchone()
+        return None if row is None else JournalEntry(*row)
+
+    def record_intent(self, server_id: str, application_id: str, *, at: str, run_id: str) -> None:
+        """Record, durably, that a FinalizeCutover is about to be sent; counts the attempt.
+
+        Keeps finalized_at and converged_at from earlier records, so an earlier acceptance stays
+        visible. Raises JournalError if the write fails: the caller must then not send.
+        """
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO servers (source_server_id, application_id, status, attempts,"
+                " intent_at, run_id) VALUES (?, ?, 'intent', 1, ?, ?)"
+                " ON CONFLICT (source_server_id) DO UPDATE SET"
+                " application_id = excluded.application_id, status = 'intent',"
+                " attempts = attempts + 1, intent_at = excluded.intent_at,"
+                " error_code = NULL, error_message = NULL, run_id = excluded.run_id",
+                (server_id, application_id, at, run_id),
+            )
+
+    def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
+        """Record that MGN accepted (or already had) the finalize; keeps the first finalized_at.
+
+        Raises JournalError if the server has no entry (no intent was recorded) or the write fails.
+        """
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE servers SET status = 'accepted', finalized_at = COALESCE(finalized_at, ?),"
+                " error_code = NULL, error_message = NULL, run_id = ? WHERE source_server_id = ?",
+                (at, run_id, server_id),
+            )
+            if cur.rowcount == 0:
+                raise JournalError(f"no intent journaled for server {server_id} in {self.path}")
+
+    def record_converged(
+        self, server_id: str, *, at: str, run_id: str, application_id: str | None = None
+    ) -> None:
+        """Record that MGN shows the server CUTOVER + DISCONNECTED; keeps the first converged_at.
+
+        Creates the entry (zero attempts) for a server found already cut over. Raises
+        JournalError if the entry is missing and no application_id is given, or the write fails.
+        """
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE servers SET status = 'converged', converged_at = COALESCE(converged_at, ?),"
+                " application_id = COALESCE(?, application_id), error_code = NULL,"
+                " error_message = NULL, run_id = ? WHERE source_server_id = ?",
+                (at, application_id, run_id, server_id),
+            )
+            if cur.rowcount == 0:
+                if application_id is None:
+                    raise JournalError(f"server {server_id} is not in journal {self.path}")
+                cur.execute(
+                    "INSERT INTO servers (source_server_id, application_id, status, converged_at,"
+                    " run_id) VALUES (?, ?, 'converged', ?, ?)",
+                    (server_id, application_id, at, run_id),
+                )
+
+    def record_failed(
+        self, server_id: str, *, code: str, message: str, at: str, run_id: str
+    ) -> None:
+        """Record a failure with MGN's error; keeps attempts, finalized_at and converged_at.
+
+        The entry keeps no failure time (`at` is for symmetry); the message is cut to about 500
+        characters. Raises JournalError if the server has no entry or the write fails.
+        """
+        del at  # a failure's time is in the run's log and report, not in the journal
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE servers SET status = 'failed', error_code = ?, error_message = ?,"
+                " run_id = ? WHERE source_server_id = ?",
+                (_truncate(code, 100), _truncate(message, MAX_MESSAGE_CHARS), run_id, server_id),
+            )
+            if cur.rowcount == 0:
+                raise JournalError(f"server {server_id} is not in journal {self.path}")
+
+    def start_run(
+        self, run_id: str, *, started_at: str, dry_run: bool, pid: int, host: str
+    ) -> None:
+        """Record that a run started. Raises JournalError if run_id exists or the write fails."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO runs (run_id, started_at, dry_run, pid, host) VALUES (?, ?, ?, ?, ?)",
+                (run_id, started_at, int(dry_run), pid, host),
+            )
+
+    def finish_run(self, run_id: str, record: RunRecord) -> None:
+        """Store the finished run's whole record for `mgn-cutover report`.
+
+        Config values that are not JSON types (a Path) are stored, and read back, as strings.
+
+        Raises JournalError if the run was never started, the record is for another wave, or
+        the write fails.
+        """
+        if record.wave != self.wave:
+            raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
+        data = json.dumps(dataclasses.asdict(record), default=str)
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE runs SET finished_at = ?, exit_code = ?, interrupted = ?, record_json = ?"
+                " WHERE run_id = ?",
+                (record.finished_at, record.exit_code, int(record.interrupted), data, run_id),
+            )
+            if cur.rowcount == 0:
+                raise JournalError(f"run {run_id} was never started in {self.path}")
+
+    def last_run_record(self) -> RunRecord | None:
+        """The most recently finished run's record, or None if no run finished.
+
+        Raises JournalError if the stored record cannot be read back.
+        """
+        with self._tx(write=False) as cur:
+            row = cur.execute(
+                "SELECT run_id, record_json FROM runs WHERE record_json IS NOT NULL"
+                " ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+            ).fetchone()
+        if row is None:
+            return None
+        try:
+            return run_record_from_dict(json.loads(row[1]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise JournalError(f"run {row[0]} in {self.path} has an unreadable record") from exc
+
+    @contextmanager
+    def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
+        """One committed transaction; sqlite errors become JournalError, nothing half-written."""
+        with self._mutex:
+            try:
+                cur = self._conn.cursor()
+                cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.Error as exc:
+                raise JournalError(f"journal {self.path}: {exc}") from exc
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise JournalError(f"journal {self.path}: {exc}") from exc
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                cur.close()
+
+    def _rollback(self) -> None:
+        # The original error matters more than a failed rollback (e.g. the connection is closed).
+        with suppress(sqlite3.Error):
+            self._conn.rollback()
+
+
+def _create(path: Path, wave: str) -> None:
+    """Build a complete journal in a temp file, then link it into place: never a half journal."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    try:
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            conn.executescript(_SCHEMA)
+            meta = [("schema_version", str(SCHEMA_VERSION)), ("wave", wave)]
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
+        finally:
+            conn.close()
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        with suppress(FileExistsError):  # another process created it meanwhile: use theirs
+            os.link(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or link in `folder` durable. Raises OSError if the folder cannot be synced."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite at all, with a message that says so."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc}") from exc
+    if head != _SQLITE_MAGIC:
+        raise _damaged(path, "the file is empty" if not head else "not an SQLite database")
+
+
+def _check_journal(conn: sqlite3.Connection, path: Path, wave: str) -> None:
+    """Check integrity, schema version, wave and tables, in that order."""
+    problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    if problems != ["ok"]:
+        raise _damaged(path, f"integrity check: {'; '.join(problems[:5])}")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables:
+        raise _damaged(path, "no meta table (not an mgn-cutover journal?)")
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    version = meta.get("schema_version")
+    if version is None or not str(version).isdigit():
+        raise JournalError(f"journal {path} has no valid schema_version ({version!r})")
+    if int(version) > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path} has schema version {version}, newer than version {SCHEMA_VERSION} "
+            "that this mgn-cutover understands: upgrade mgn-cutover"
+        )
+    if meta.get("wave") != wave:
+        raise JournalError(f"journal {path} belongs to wave {meta.get('wave')!r}, not {wave!r}")
+    missing = sorted(_TABLES - tables)
+    if missing:
+        raise _damaged(path, f"missing tables: {', '.join(missing)}")
+
+
+def _damaged(path: Path, why: str) -> JournalError:
+    return JournalError(
+        f"journal {path} is damaged ({why}); refusing to start afresh, since it may record "
+        "finalizes in flight: keep the file, check those servers in MGN, then move it aside"
+    )
+
+
+def _configure(conn: sqlite3.Connection, path: Path) -> None:
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise JournalError(f"journal {path}: the filesystem does not support WAL mode ({mode})")
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,266 @@
+"""A wave's report: JSON for machines, Markdown for people, CSV for spreadsheets.
+
+`write_report` puts all three in `<report_dir>/<wave>/` (folder 0700, files 0600), each replaced
+atomically so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from orchestrator.journal import ensure_private_dir, fsync_dir, wave_dir
+from orchestrator.outcome import Outcome, RunRecord, ServerResult
+
+REPORT_SCHEMA = "mgn-cutover/report/v1"
+
+# Outcomes that need no action; any other outcome makes its application a problem.
+OK_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER, Outcome.WOULD_FINALIZE})
+
+EXIT_MEANINGS = {
+    0: "every server converged",
+    1: "something was blocked, failed, timed out or not attempted, or the run was interrupted",
+    2: "bad input, config or journal",
+    3: "another run holds this wave's lock",
+    4: "account or credential error: nothing more was sent for this wave",
+}
+DRY_RUN_EXIT_0 = "every server is ready to finalize or already cut over"
+
+NEXT_STEPS = {
+    Outcome.BLOCKED: (
+        "fix the cause in MGN (e.g. first boot, lifecycle or replication state) or drop the "
+        "application from the wave, then rerun: the journal makes reruns safe."
+    ),
+    Outcome.FAILED: "see the error, check the server in the MGN console, then rerun.",
+    Outcome.TIMED_OUT: (
+        "MGN accepted the finalize but has not shown CUTOVER/DISCONNECTED yet; rerun later: "
+        "the rerun only polls, it never finalizes these servers again."
+    ),
+    Outcome.NOT_ATTEMPTED: "rerun the wave.",
+}
+
+SERVER_FIELDS = (
+    "sourceServerID",
+    "applicationID",
+    "name",
+    "outcome",
+    "reason",
+    "lifecycle_state",
+    "replication_state",
+    "first_boot",
+    "ec2InstanceID",
+    "attempts",
+    "error",
+    "finalized_at",
+    "converged_at",
+)
+CSV_FIELDS = tuple(
+    name
+    for f in SERVER_FIELDS
+    for name in (("error_code", "error_message") if f == "error" else (f,))
+)
+# Spreadsheets run cells that start with these as formulas; names come from MGN tags.
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def summarize(servers: Sequence[ServerResult]) -> dict[str, int]:
+    """The total and a count for every outcome, zeros included, in Outcome order.
+
+    Raises ValueError if a server's outcome is not an Outcome value.
+    """
+    counts = {"total": len(servers)} | {o.value: 0 for o in Outcome}
+    for server in servers:
+        counts[Outcome(server.outcome).value] += 1
+    return counts
+
+
+def render_json(record: RunRecord) -> str:
+    """The report as pretty-printed JSON with a stable key order; objects in config as str."""
+    doc = {
+        "schema": REPORT_SCHEMA,
+        "wave": record.wave,
+        "dry_run": record.dry_run,
+        "interrupted": record.interrupted,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "exit_code": record.exit_code,
+        "account_error": record.account_error,
+        "config": record.config,
+        "summary": summarize(record.servers),
+        "servers": [_server_json(s) for s in _sorted(record.servers)],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def render_markdown(record: RunRecord) -> str:
+    """The report for people: status, summary, then each application, problems first."""
+    lines = [f"# mgn-cutover report: wave {_md(record.wave)}", ""]
+    if record.dry_run:
+        lines += ["**DRY RUN**: no FinalizeCutover was sent; outcomes say what a run would do.", ""]
+    if record.interrupted:
+        lines += ["**INTERRUPTED**: the run stopped before every server had an outcome.", ""]
+    lines += [
+        f"- Started: {_md(record.started_at)}",
+        f"- Finished: {_md(record.finished_at)}",
+        f"- Exit code: **{record.exit_code}**: {exit_meaning(record.exit_code, record.dry_run)}",
+    ]
+    if record.account_error:
+        lines.append(
+            f"- Account error: {_md(record.account_error)}. Fix the credentials or permissions "
+            "for this account, then rerun."
+        )
+    lines += ["", "## Summary", "", "| Outcome | Servers |", "| --- | ---: |"]
+    lines += [f"| {name} | {count} |" for name, count in summarize(record.servers).items()]
+    lines += ["", "## Applications"]
+    apps = _by_application(record.servers)
+    if not apps:
+        lines += ["", "No servers in this run."]
+    for app_id, servers in sorted(apps.items(), key=lambda kv: (not _is_problem(kv[1]), kv[0])):
+        lines += ["", *_application_section(app_id, servers)]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(record: RunRecord) -> str:
+    """One row per server under a header row, for spreadsheets.
+
+    Text that a spreadsheet would run as a formula (starting with =, +, -, @) gets a leading
+    apostrophe; every other cell reads back exactly, None as an empty cell.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(CSV_FIELDS)
+    for server in _sorted(record.servers):
+        writer.writerow([_csv_cell(v) for v in _server_flat(server)])
+    return buf.getvalue()
+
+
+def write_report(record: RunRecord, report_dir: Path) -> Path:
+    """Write report.json, report.md and report.csv to `<report_dir>/<wave>/`; return the folder.
+
+    Raises ValueError if the wave name would resolve outside report_dir; OSError if a file
+    cannot be written (the previous report file then stays whole).
+    """
+    folder = wave_dir(report_dir, record.wave)
+    rendered = {
+        "report.json": render_json(record),
+        "report.md": render_markdown(record),
+        "report.csv": render_csv(record),
+    }
+    ensure_private_dir(folder)
+    for name, text in rendered.items():
+        _write_atomic(folder / name, text)
+    fsync_dir(folder)
+    return folder
+
+
+def exit_meaning(exit_code: int, dry_run: bool = False) -> str:
+    """What an exit code of `mgn-cutover run` means, in a few words."""
+    if exit_code == 0 and dry_run:
+        return DRY_RUN_EXIT_0
+    return EXIT_MEANINGS.get(exit_code, "unexpected exit code")
+
+
+def _sorted(servers: Sequence[ServerResult]) -> list[ServerResult]:
+    return sorted(servers, key=lambda s: (s.application_id, s.source_server_id))
+
+
+def _by_application(servers: Sequence[ServerResult]) -> dict[str, list[ServerResult]]:
+    apps: dict[str, list[ServerResult]] = {}
+    for server in _sorted(servers):
+        apps.setdefault(server.application_id, []).append(server)
+    return apps
+
+
+def _is_problem(servers: Sequence[ServerResult]) -> bool:
+    return any(Outcome(s.outcome) not in OK_OUTCOMES for s in servers)
+
+
+def _server_json(s: ServerResult) -> dict[str, Any]:
+    has_error = s.error_code is not None or s.error_message is not None
+    return {
+        "sourceServerID": s.source_server_id,
+        "applicationID": s.application_id,
+        "name": s.name,
+        "outcome": Outcome(s.outcome).value,
+        "reason": s.reason,
+        "lifecycle_state": s.lifecycle_state,
+        "replication_state": s.replication_state,
+        "first_boot": s.first_boot,
+        "ec2InstanceID": s.ec2_instance_id,
+        "attempts": s.attempts,
+        "error": {"code": s.error_code, "message": s.error_message} if has_error else None,
+        "finalized_at": s.finalized_at,
+        "converged_at": s.converged_at,
+    }
+
+
+def _server_flat(s: ServerResult) -> list[Any]:
+    """The JSON server row with `error` split into two columns, in CSV_FIELDS order."""
+    row = _server_json(s)
+    error = row.pop("error") or {}
+    row["error_code"], row["error_message"] = error.get("code"), error.get("message")
+    return [row[name] for name in CSV_FIELDS]
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    return "'" + text if isinstance(value, str) and text.startswith(_FORMULA_PREFIXES) else text
+
+
+def _application_section(app_id: str, servers: Sequence[ServerResult]) -> list[str]:
+    problem = _is_problem(servers)
+    lines = [
+        f"### {_md(app_id)}" + (" (needs attention)" if problem else ""),
+        "",
+        "| Server | Name | Outcome | Reason | Lifecycle | Replication | Error |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for s in servers:
+        error = ": ".join(x for x in (s.error_code, s.error_message) if x) or None
+        cells = (
+            s.source_server_id,
+            s.name,
+            Outcome(s.outcome).value,
+            s.reason,
+            s.lifecycle_state,
+            s.replication_state,
+            error,
+        )
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    present = {Outcome(s.outcome) for s in servers}
+    steps = [f"- **{o.value}**: {text}" for o, text in NEXT_STEPS.items() if o in present]
+    if steps:
+        lines += ["", "What to do next:", "", *steps]
+    return lines
+
+
+def _md(value: str | None) -> str:
+    """Text safe inside a Markdown table cell or heading; None as a dash."""
+    if value is None or value == "":
+        return "-"
+    text = " ".join(str(value).splitlines())
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a 0600 temp file in the same folder, fsync, then rename over `path`."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,229 @@
+"""The report: JSON shape, summary counts, Markdown order and advice, CSV, safe atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from orchestrator.outcome import Outcome, RunRecord, ServerResult
+from orchestrator.report import (
+    CSV_FIELDS,
+    REPORT_SCHEMA,
+    render_csv,
+    render_json,
+    render_markdown,
+    summarize,
+    write_report,
+)
+
+T0, T1 = "2025-03-01T10:00:00Z", "2025-03-01T10:30:00Z"
+
+
+def make_record(**overrides: object) -> RunRecord:
+    """A run of three applications: one all good, one blocked, one with a failure and a timeout."""
+    servers = [
+        ServerResult(
+            "s-ok1",
+            "app-good",
+            name="web-1",
+            outcome=Outcome.FINALIZED,
+            lifecycle_state="CUTOVER",
+            replication_state="DISCONNECTED",
+            first_boot="SUCCEEDED",
+            ec2_instance_id="i-0123",
+            attempts=1,
+            finalized_at=T0,
+            converged_at=T1,
+        ),
+        ServerResult("s-ok2", "app-good", outcome=Outcome.ALREADY_CUTOVER, converged_at=T1),
+        ServerResult(
+            "s-blk",
+            "app-blocked",
+            name="db|primary",
+            outcome=Outcome.BLOCKED,
+            reason="first boot not SUCCEEDED (WAITING)",
+            lifecycle_state="READY_FOR_CUTOVER",
+        ),
+        ServerResult(
+            "s-fail",
+            "app-mixed",
+            outcome=Outcome.FAILED,
+            reason="InternalServerError: boom",
+            attempts=3,
+            error_code="InternalServerError",
+            error_message="boom, with a comma\nand a newline",
+        ),
+        ServerResult("s-slow", "app-mixed", outcome=Outcome.TIMED_OUT, finalized_at=T0),
+    ]
+    fields: dict[str, object] = {
+        "wave": "wave-1",
+        "dry_run": False,
+        "started_at": T0,
+        "finished_at": T1,
+        "exit_code": 1,
+        "interrupted": False,
+        "config": {"concurrency": 16, "state_dir": Path(".mgn-cutover")},
+        "servers": servers,
+    }
+    fields.update(overrides)
+    return RunRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_summary_has_every_outcome_key() -> None:
+    """summarize counts each outcome and lists every Outcome value, zeros included, plus total."""
+    counts = summarize(make_record().servers)
+    assert list(counts) == ["total", *(o.value for o in Outcome)]
+    assert counts == {
+        "total": 5,
+        "finalized": 1,
+        "already_cutover": 1,
+        "would_finalize": 0,
+        "blocked": 1,
+        "failed": 1,
+        "timed_out": 1,
+        "not_attempted": 0,
+    }
+    assert summarize([])["total"] == 0
+
+
+def test_json_schema_keys_and_order() -> None:
+    """The JSON has the v1 keys in a stable order and servers sorted by application then server."""
+    doc = json.loads(render_json(make_record()))
+    assert list(doc) == [
+        "schema",
+        "wave",
+        "dry_run",
+        "interrupted",
+        "started_at",
+        "finished_at",
+        "exit_code",
+        "account_error",
+        "config",
+        "summary",
+        "servers",
+    ]
+    assert doc["schema"] == REPORT_SCHEMA
+    assert doc["config"] == {"concurrency": 16, "state_dir": ".mgn-cutover"}
+    assert [s["sourceServerID"] for s in doc["servers"]] == [
+        "s-blk",
+        "s-ok1",
+        "s-ok2",
+        "s-fail",
+        "s-slow",
+    ]
+    first_ok = doc["servers"][1]
+    assert list(first_ok) == [
+        "sourceServerID",
+        "applicationID",
+        "name",
+        "outcome",
+        "reason",
+        "lifecycle_state",
+        "replication_state",
+        "first_boot",
+        "ec2InstanceID",
+        "attempts",
+        "error",
+        "finalized_at",
+        "converged_at",
+    ]
+    assert first_ok["error"] is None and first_ok["ec2InstanceID"] == "i-0123"
+    assert doc["servers"][3]["error"] == {
+        "code": "InternalServerError",
+        "message": "boom, with a comma\nand a newline",
+    }
+    assert render_json(make_record()) == render_json(make_record())
+
+
+def test_markdown_puts_problem_applications_first_with_advice() -> None:
+    """Problem applications come first, with reasons and a what-to-do line per problem outcome."""
+    text = render_markdown(make_record(interrupted=True))
+    assert text.startswith("# mgn-cutover report: wave wave-1\n")
+    assert "**INTERRUPTED**" in text and "DRY RUN" not in text
+    assert "Exit code: **1**: something was blocked, failed, timed out" in text
+    blocked = text.index("### app-blocked (needs attention)")
+    mixed = text.index("### app-mixed (needs attention)")
+    good = text.index("### app-good\n")
+    assert blocked < mixed < good
+    assert "first boot not SUCCEEDED (WAITING)" in text
+    assert "db\\|primary" in text and "boom, with a comma and a newline" in text
+    assert "- **blocked**: fix the cause in MGN" in text[blocked:mixed]
+    assert "- **failed**: see the error" in text[mixed:good]
+    assert "- **timed_out**: MGN accepted the finalize" in text[mixed:good]
+    assert "What to do next" not in text[good:]
+    assert "| timed_out | 1 |" in text
+
+
+def test_markdown_dry_run_and_account_error() -> None:
+    """A dry run says DRY RUN; an account error and exit code 4 are explained."""
+    text = render_markdown(make_record(dry_run=True, exit_code=4, account_error="AccessDenied: no"))
+    assert "**DRY RUN**" in text
+    assert "Exit code: **4**: account or credential error" in text
+    assert "Account error: AccessDenied: no" in text
+    assert "every server is ready" in render_markdown(make_record(dry_run=True, exit_code=0))
+
+
+def test_csv_parses_back_to_the_json_rows() -> None:
+    """The CSV reads back with the csv module to the JSON server rows, error split in two."""
+    record = make_record()
+    rows = list(csv.DictReader(io.StringIO(render_csv(record), newline="")))
+    assert rows and list(rows[0]) == list(CSV_FIELDS)
+    expected = []
+    for server in json.loads(render_json(record))["servers"]:
+        error = server.pop("error") or {}
+        server["error_code"], server["error_message"] = error.get("code"), error.get("message")
+        expected.append({k: "" if server[k] is None else str(server[k]) for k in CSV_FIELDS})
+    assert rows == expected
+
+
+def test_csv_defuses_spreadsheet_formulas() -> None:
+    """A server name a spreadsheet would run as a formula gets a leading apostrophe."""
+    record = make_record(servers=[ServerResult("s-1", "app-1", name="=HYPERLINK(1)")])
+    row = next(csv.DictReader(io.StringIO(render_csv(record), newline="")))
+    assert row["name"] == "'=HYPERLINK(1)"
+
+
+def test_write_report_is_atomic_and_private_with_umask_0(tmp_path: Path) -> None:
+    """write_report leaves exactly the three files, 0600, in a 0700 folder, even with umask 0."""
+    record = make_record()
+    old = os.umask(0)
+    try:
+        folder = write_report(record, tmp_path / "reports")
+        write_report(record, tmp_path / "reports")  # a rewrite replaces, leaving no temp files
+    finally:
+        os.umask(old)
+    assert folder == (tmp_path / "reports" / "wave-1").resolve()
+    assert sorted(p.name for p in folder.iterdir()) == ["report.csv", "report.json", "report.md"]
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "reports").stat().st_mode) == 0o700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+    assert (folder / "report.json").read_text() == render_json(record)
+    assert (folder / "report.csv").read_bytes() == render_csv(record).encode()
+
+
+def test_write_report_tightens_an_existing_open_folder(tmp_path: Path) -> None:
+    """An existing world-readable wave folder is made 0700 before the report is written."""
+    folder = tmp_path / "wave-1"
+    folder.mkdir()
+    folder.chmod(0o755)
+    write_report(make_record(), tmp_path)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("wave", ["..", "../escape", "/tmp/x", "link"])
+def test_write_report_refuses_paths_outside_report_dir(tmp_path: Path, wave: str) -> None:
+    """A wave name or symlink resolving outside report_dir raises ValueError and writes nothing."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (reports / "link").symlink_to(outside)
+    with pytest.raises(ValueError, match="wave"):
+        write_report(make_record(wave=wave), reports)
+    assert list(outside.iterdir()) == []
