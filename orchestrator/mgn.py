@@ -1,0 +1,272 @@
+"""The AWS boundary: every botocore call this project makes, and every botocore error translated.
+
+Nothing else in the package imports botocore, boto3 or aioboto3. Each method makes exactly one
+attempt (botocore's own retries are off because botocore ignores `Retry-After`); retrying is the
+caller's business (`orchestrator.retry`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aioboto3
+import botocore.exceptions as bce
+from aiobotocore.config import AioConfig
+
+from orchestrator.errors import (
+    AccountError,
+    ConfigError,
+    ConflictError,
+    MgnCutoverError,
+    MgnError,
+    NotFoundError,
+    RequestRejectedError,
+    RetryableError,
+    ThrottledError,
+)
+
+MAX_IDS_PER_DESCRIBE = 200  # DescribeSourceServers filters.sourceServerIDs max
+MAX_IDS_PER_INSTANCE_STATUS = 100
+
+# Error codes that mean nothing more may be sent for this account: stop the wave.
+ACCOUNT_WIDE_CODES = frozenset(
+    {
+        "UninitializedAccountException",
+        "AccessDeniedException",
+        "AccessDenied",
+        "UnauthorizedOperation",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "AuthFailure",
+    }
+)
+_THROTTLE_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
+)
+_CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
+    bce.NoCredentialsError,
+    bce.PartialCredentialsError,
+    bce.CredentialRetrievalError,
+    bce.TokenRetrievalError,
+    bce.SSOError,
+    bce.ProfileNotFound,
+)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How to reach AWS: region, profile and endpoint; credentials come from boto3's chain."""
+
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    account_id: str | None = None
+    max_pool_connections: int = 10
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 30.0
+
+
+def translate(exc: BaseException) -> MgnCutoverError:
+    """Map a botocore/aiobotocore exception to the project's error tree (use `raise ... from`)."""
+    if isinstance(exc, bce.ClientError):
+        return _translate_client_error(exc)
+    if isinstance(exc, bce.NoRegionError):
+        return ConfigError("no AWS region: set --region, `region` in the config, or AWS_REGION")
+    if isinstance(exc, _CREDENTIAL_ERRORS):
+        return AccountError("CredentialsError", _one_line(str(exc)))
+    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
+        # The request never reached the service: not ambiguous.
+        return RetryableError("ConnectionError", _one_line(str(exc)))
+    if isinstance(exc, bce.HTTPClientError | bce.ConnectionError | asyncio.TimeoutError):
+        # The connection dropped or timed out after sending: the call may have taken effect.
+        return RetryableError(type(exc).__name__, _one_line(str(exc)), ambiguous=True)
+    if isinstance(exc, bce.BotoCoreError):
+        return RequestRejectedError(type(exc).__name__, _one_line(str(exc)))
+    return MgnError(type(exc).__name__, _one_line(str(exc)))
+
+
+def _translate_client_error(exc: bce.ClientError) -> MgnCutoverError:
+    response: dict[str, Any] = exc.response
+    error = response.get("Error", {})
+    code = str(error.get("Code") or "Unknown")
+    message = _one_line(str(error.get("Message") or response.get("message") or code))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in ACCOUNT_WIDE_CODES or status == 403:
+        return AccountError(code, message)
+    retry_after = _retry_after_s(response)
+    if code in _THROTTLE_CODES or status == 429:
+        return ThrottledError(code, message, status, retry_after)
+    if code == "InternalServerException" or (isinstance(status, int) and status >= 500):
+        return RetryableError(code, message, status, retry_after)
+    if code == "ConflictException" or status == 409:
+        return ConflictError(code, message, status)
+    if code == "ResourceNotFoundException" or status == 404:
+        return NotFoundError(code, message, status)
+    return RequestRejectedError(code, message, status)
+
+
+def _retry_after_s(response: dict[str, Any]) -> float | None:
+    raw = response.get("retryAfterSeconds")
+    if raw is None:
+        raw = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("retry-after")
+    try:
+        value = float(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and 0 <= value <= 3600 else None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]
+
+
+def chunks(items: Sequence[str], size: int) -> list[list[str]]:
+    """Split `items` into lists of at most `size`, keeping order."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+class MgnClient:
+    """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
+
+    def __init__(self, settings: ClientSettings) -> None:
+        self.settings = settings
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+        self._ec2: Any = None
+        self._session: Any = None
+
+    async def __aenter__(self) -> MgnClient:
+        s = self.settings
+        try:
+            self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
+            self._client = await self._stack.enter_async_context(
+                self._session.client("mgn", endpoint_url=s.endpoint_url, config=self._config())
+            )
+        except Exception as exc:
+            await self._stack.aclose()
+            raise translate(exc) from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    def _config(self) -> AioConfig:
+        s = self.settings
+        return AioConfig(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=max(10, s.max_pool_connections),
+            connect_timeout=s.connect_timeout_s,
+            read_timeout=s.read_timeout_s,
+        )
+
+    def _account(self) -> dict[str, str]:
+        return {"accountID": self.settings.account_id} if self.settings.account_id else {}
+
+    async def _call(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
+        try:
+            response: dict[str, Any] = await getattr(client, operation)(**params)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise translate(exc) from exc
+        return response
+
+    async def describe(self, server_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """DescribeSourceServers for at most 200 IDs (one call per page of the answer).
+
+        Raises MgnError subclasses (or AccountError) for the failed call.
+        """
+        if len(server_ids) > MAX_IDS_PER_DESCRIBE:
+            raise ValueError(f"at most {MAX_IDS_PER_DESCRIBE} IDs per call, got {len(server_ids)}")
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {
+            "filters": {"sourceServerIDs": list(server_ids)},
+            "maxResults": MAX_IDS_PER_DESCRIBE,
+            **self._account(),
+        }
+        while True:
+            page = await self._call(self._client, "describe_source_servers", **params)
+            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
+            token = page.get("nextToken")
+            if not token:
+                return items
+            params["nextToken"] = token
+
+    async def describe_applications(self, application_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every source server of the given applications (<= 200 IDs per call)."""
+        items: list[dict[str, Any]] = []
+        for batch in chunks(application_ids, MAX_IDS_PER_DESCRIBE):
+            params: dict[str, Any] = {
+                "filters": {"applicationIDs": batch, "isArchived": False},
+                "maxResults": 1000,
+                **self._account(),
+            }
+            while True:
+                page = await self._call(self._client, "describe_source_servers", **params)
+                items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
+                if not page.get("nextToken"):
+                    break
+                params["nextToken"] = page["nextToken"]
+        return items
+
+    async def finalize(self, server_id: str) -> dict[str, Any]:
+        """FinalizeCutover for one server. Irreversible. Raises MgnError subclasses."""
+        return await self._call(
+            self._client, "finalize_cutover", sourceServerID=server_id, **self._account()
+        )
+
+    async def list_waves(self) -> list[dict[str, Any]]:
+        """Every MGN wave of the account (ListWaves, all pages)."""
+        return await self._list("list_waves", {})
+
+    async def list_applications(self, wave_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """MGN applications of the given waves (ListApplications, all pages)."""
+        return await self._list("list_applications", {"filters": {"waveIDs": list(wave_ids)}})
+
+    async def _list(self, operation: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params = {**params, **self._account()}
+        while True:
+            page = await self._call(self._client, operation, **params)
+            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
+            if not page.get("nextToken"):
+                return items
+            params["nextToken"] = page["nextToken"]
+
+    async def instance_status(self, instance_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """EC2 DescribeInstanceStatus for at most 100 instances: {id: {state, system, instance}}.
+
+        Instances EC2 does not report are absent from the answer.
+        """
+        if self._ec2 is None:
+            # endpoint_url is for MGN; EC2 follows AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
+            self._ec2 = await self._stack.enter_async_context(
+                self._session.client("ec2", config=self._config())
+            )
+        result: dict[str, dict[str, str]] = {}
+        params: dict[str, Any] = {"InstanceIds": list(instance_ids), "IncludeAllInstances": True}
+        while True:
+            page = await self._call(self._ec2, "describe_instance_status", **params)
+            for st in page.get("InstanceStatuses") or []:
+                result[str(st.get("InstanceId"))] = {
+                    "state": str((st.get("InstanceState") or {}).get("Name", "unknown")),
+                    "system": str((st.get("SystemStatus") or {}).get("Status", "unknown")),
+                    "instance": str((st.get("InstanceStatus") or {}).get("Status", "unknown")),
+                }
+            if not page.get("NextToken"):
+                return result
+            params["NextToken"] = page["NextToken"]

@@ -1,0 +1,88 @@
+"""Retry policy for MGN calls: ours, not botocore's, because botocore ignores `Retry-After`.
+
+Retried: throttling, internal errors and other 5xx, dropped connections and timeouts. Waits for
+MGN's `Retry-After` when given, otherwise exponential backoff with full jitter. Bounded by
+attempts and by a deadline; every other error is raised at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from orchestrator.errors import RetryableError, ThrottledError
+from orchestrator.limiter import Clock, RateLimiter, Sleep
+
+T = TypeVar("T")
+
+
+class Stopped(Exception):
+    """The run is stopping: no new attempt was started."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one logical call."""
+
+    max_attempts: int = 8
+    base_delay_s: float = 0.25
+    max_delay_s: float = 20.0
+    deadline_s: float = 600.0
+
+    def delay_s(self, attempt: int, err: RetryableError, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based)."""
+        if err.retry_after_s is not None:
+            return min(err.retry_after_s, self.max_delay_s)
+        cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        return rng.uniform(0, cap)
+
+
+async def call_with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    limiter: RateLimiter,
+    sleep: Sleep,
+    clock: Clock = time.monotonic,
+    rng: random.Random | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    gate: AbstractAsyncContextManager[Any] | None = None,
+) -> T:
+    """Run `call` under `limiter` until it succeeds, fails for good, or the policy gives up.
+
+    `gate` (a semaphore) is held only around each attempt, not while backing off, so a
+    server waiting out `Retry-After` does not hold a concurrency slot.
+    Raises the last RetryableError when attempts or the deadline run out, any other error at
+    once, and Stopped when `should_stop()` turns true before an attempt.
+    """
+    rng = rng or random.Random()
+    started: float | None = None
+    attempt = 0
+    while True:
+        async with gate or contextlib.nullcontext():
+            if should_stop():
+                raise Stopped()
+            await limiter.acquire()
+            if should_stop():
+                raise Stopped()
+            attempt += 1
+            started = clock() if started is None else started
+            try:
+                result = await call()
+            except ThrottledError as err:
+                limiter.on_throttle()
+                last: RetryableError = err
+            except RetryableError as err:
+                last = err
+            else:
+                limiter.on_success()
+                return result
+        delay = policy.delay_s(attempt, last, rng)
+        if attempt >= policy.max_attempts or clock() + delay - started > policy.deadline_s:
+            raise last
+        await sleep(delay)
