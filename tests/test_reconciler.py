@@ -1,0 +1,172 @@
+"""The reconciler's polling state machine, on virtual time with a fake MGN read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import AccountError, RetryableError
+from orchestrator.preflight import ServerView
+from orchestrator.reconciler import Reconciler
+from tests.fakes import VirtualTime
+
+
+class FakeReads:
+    """DescribeSourceServers answers: each server converges at its own virtual time."""
+
+    def __init__(self, vt: VirtualTime, converge_at: dict[str, float]) -> None:
+        self.vt = vt
+        self.converge_at = converge_at
+        self.calls: list[tuple[float, int]] = []
+        self.fail_next: Exception | None = None
+
+    async def __call__(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        self.calls.append((self.vt.now, len(ids)))
+        if self.fail_next is not None:
+            err, self.fail_next = self.fail_next, None
+            raise err
+        out = []
+        for sid in ids:
+            done = self.vt.now >= self.converge_at[sid]
+            out.append(
+                {
+                    "sourceServerID": sid,
+                    "isArchived": False,
+                    "lifeCycle": {"state": "CUTOVER" if done else "CUTTING_OVER"},
+                    "dataReplicationInfo": {
+                        "dataReplicationState": "DISCONNECTED" if done else "CONTINUOUS"
+                    },
+                }
+            )
+        return out
+
+
+def _reconciler(vt: VirtualTime, reads: FakeReads, **kw: Any) -> tuple[Reconciler, dict[str, Any]]:
+    seen: dict[str, Any] = {"converged": [], "timed_out": []}
+
+    def converged(view: ServerView) -> None:
+        seen["converged"].append((view.source_server_id, vt.now))
+
+    def timed_out(sid: str, view: ServerView | None) -> None:
+        seen["timed_out"].append(sid)
+
+    rec = Reconciler(
+        reads,
+        poll_interval_s=kw.pop("poll_interval_s", 1.0),
+        timeout_s=kw.pop("timeout_s", 60.0),
+        on_converged=converged,
+        on_timed_out=timed_out,
+        clock=vt.clock,
+        sleep=vt.sleep,
+    )
+    return rec, seen
+
+
+async def test_polls_in_batches_of_200_and_settles_each_server() -> None:
+    """450 pending servers cost 3 describe calls per cycle, and all converge."""
+    vt = VirtualTime()
+    ids = [f"s-{i:017d}" for i in range(450)]
+    reads = FakeReads(vt, dict.fromkeys(ids, 2.5))
+    rec, seen = _reconciler(vt, reads)
+    for sid in ids:
+        rec.add(sid)
+    rec.close()
+    await vt.run(rec.run())
+    assert sorted(n for _, n in reads.calls) == sorted([200, 200, 50] * 4)
+    assert rec.stats.cycles == 4  # t = 0, 1, 2, 3
+    assert rec.stats.describe_calls == rec.stats.expected_calls == 12
+    assert len(seen["converged"]) == 450
+    assert all(t == 3.0 for _, t in seen["converged"])
+
+
+async def test_only_pending_servers_are_polled() -> None:
+    """Servers that converged are dropped from the next cycle's reads."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-a": 0.0, "s-b": 5.0})
+    rec, seen = _reconciler(vt, reads)
+    rec.add("s-a")
+    rec.add("s-b")
+    rec.close()
+    await vt.run(rec.run())
+    assert reads.calls[0] == (0.0, 2)
+    assert all(n == 1 for _, n in reads.calls[1:])
+    assert [sid for sid, _ in seen["converged"]] == ["s-a", "s-b"]
+
+
+async def test_ticks_are_drift_corrected() -> None:
+    """Polls happen on the interval's grid even though each read takes time."""
+    vt = VirtualTime()
+
+    class SlowReads(FakeReads):
+        async def __call__(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+            await vt.sleep(0.3)
+            return await super().__call__(ids)
+
+    reads = SlowReads(vt, {"s-a": 4.5})
+    rec, _ = _reconciler(vt, reads, poll_interval_s=1.0)
+    rec.add("s-a")
+    rec.close()
+    await vt.run(rec.run())
+    assert [round(t, 6) for t, _ in reads.calls] == [0.3, 1.3, 2.3, 3.3, 4.3, 5.3]
+
+
+async def test_past_the_deadline_servers_time_out() -> None:
+    """A server that never converges is reported timed out at its deadline, then polling ends."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-stuck": float("inf"), "s-ok": 1.0})
+    rec, seen = _reconciler(vt, reads, timeout_s=10.0)
+    rec.add("s-stuck")
+    rec.add("s-ok")
+    rec.close()
+    await vt.run(rec.run())
+    assert seen["timed_out"] == ["s-stuck"]
+    assert [sid for sid, _ in seen["converged"]] == ["s-ok"]
+    assert vt.now == pytest.approx(10.0)
+
+
+async def test_a_failed_poll_is_retried_next_cycle() -> None:
+    """A transient read failure costs one cycle, not the run."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-a": 0.0})
+    reads.fail_next = RetryableError("InternalServerException", "boom", 500)
+    rec, seen = _reconciler(vt, reads)
+    rec.add("s-a")
+    rec.close()
+    await vt.run(rec.run())
+    assert rec.stats.failed_polls == 1
+    assert seen["converged"] == [("s-a", 1.0)]
+
+
+async def test_account_errors_stop_the_reconciler() -> None:
+    """An account-wide error is raised, not retried."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-a": 0.0})
+    reads.fail_next = AccountError("AccessDeniedException", "no")
+    rec, _ = _reconciler(vt, reads)
+    rec.add("s-a")
+    with pytest.raises(AccountError):
+        await vt.run(rec.run())
+
+
+async def test_waits_for_the_pool_while_nothing_is_pending() -> None:
+    """Open and idle, it polls nothing; servers added later are polled; close ends it."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-late": 0.0})
+    rec, seen = _reconciler(vt, reads)
+
+    async def pool() -> None:
+        await vt.sleep(3.5)
+        rec.add("s-late")
+        await vt.sleep(1.0)
+        rec.close()
+
+    async def both() -> None:
+        import asyncio
+
+        await asyncio.gather(rec.run(), pool())
+
+    await vt.run(both())
+    assert reads.calls == [(4.0, 1)]
+    assert seen["converged"] == [("s-late", 4.0)]
