@@ -1,0 +1,143 @@
+"""Pre-flight verdicts: where we decide whether a server may be finalized."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Config
+from orchestrator.plan import Server
+from orchestrator.preflight import (
+    Decision,
+    apply_application_gate,
+    check_instances,
+    decide,
+    parse_server,
+)
+
+APP = "app-0000000000000000a"
+OTHER_APP = "app-0000000000000000b"
+
+
+def _item(sid: str = "s-00000000000000001", **over: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "sourceServerID": sid,
+        "applicationID": APP,
+        "isArchived": False,
+        "lifeCycle": {"state": "CUTTING_OVER"},
+        "dataReplicationInfo": {"dataReplicationState": "CONTINUOUS"},
+        "launchedInstance": {"ec2InstanceID": "i-0123456789abcdef0", "firstBoot": "SUCCEEDED"},
+        "sourceProperties": {"identificationHints": {"hostname": "pay-web-01"}},
+    }
+    item.update(over)
+    return item
+
+
+def _decide(item: dict[str, Any] | None, **cfg: Any) -> tuple[Decision, str | None]:
+    sid = item["sourceServerID"] if item else "s-00000000000000001"
+    view = parse_server(item) if item else None
+    check = decide(Server(sid, APP), view, Config(**cfg))
+    return check.decision, check.reason
+
+
+def test_ready_server_is_finalized() -> None:
+    """CUTTING_OVER, first boot SUCCEEDED, right application, not archived: finalize."""
+    assert _decide(_item()) == (Decision.FINALIZE, None)
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (None, "not_found"),
+        (_item(isArchived=True), "archived"),
+        (_item(applicationID=OTHER_APP), "application_mismatch"),
+        (_item(lifeCycle={"state": "READY_FOR_CUTOVER"}), "wrong_state: READY_FOR_CUTOVER"),
+        (_item(lifeCycle={"state": "TESTING"}), "wrong_state: TESTING"),
+        (_item(launchedInstance={"firstBoot": "WAITING"}), "first_boot: WAITING"),
+        (_item(launchedInstance={"firstBoot": "STOPPED"}), "first_boot: STOPPED"),
+        (_item(launchedInstance=None), "first_boot: no launched instance"),
+        (_item(lifeCycle={"state": "EXPLODING"}), "unknown_state"),
+        (_item(lifeCycle=None), "unknown_state"),
+        (_item(isArchived="no"), "unknown_state"),
+        (_item(launchedInstance={"firstBoot": "MAYBE"}), "unknown_state"),
+    ],
+)
+def test_blocked_with_reason(item: dict[str, Any] | None, reason: str) -> None:
+    """Each failed condition blocks the server, and the reason says which."""
+    decision, got = _decide(item)
+    assert decision is Decision.BLOCKED
+    assert got is not None and got.startswith(reason)
+
+
+def test_first_boot_check_can_be_turned_off() -> None:
+    """With require_first_boot false, a WAITING first boot does not block."""
+    item = _item(launchedInstance={"firstBoot": "WAITING"})
+    assert _decide(item, require_first_boot=False)[0] is Decision.FINALIZE
+
+
+def test_cutover_and_disconnected_is_already_done() -> None:
+    """A server already CUTOVER + DISCONNECTED needs nothing."""
+    item = _item(
+        lifeCycle={"state": "CUTOVER"},
+        dataReplicationInfo={"dataReplicationState": "DISCONNECTED"},
+    )
+    assert _decide(item) == (Decision.ALREADY_CUTOVER, None)
+
+
+def test_server_without_mgn_application_is_not_a_mismatch() -> None:
+    """MGN naming no application is not a mismatch (the plan's grouping stands)."""
+    item = _item()
+    del item["applicationID"]
+    assert _decide(item)[0] is Decision.FINALIZE
+
+
+def test_gate_blocks_the_whole_application() -> None:
+    """One blocked server blocks its application's ready servers, naming the culprit."""
+    servers = [Server(f"s-0000000000000000{i}", APP) for i in range(3)]
+    other = Server("s-00000000000000009", OTHER_APP)
+    items = [_item(s.source_server_id) for s in servers]
+    items[1]["lifeCycle"] = {"state": "READY_FOR_CUTOVER"}
+    checks = [decide(s, parse_server(i), Config()) for s, i in zip(servers, items, strict=True)]
+    checks.append(
+        decide(
+            other, parse_server(_item(other.source_server_id, applicationID=OTHER_APP)), Config()
+        )
+    )
+    gated = apply_application_gate(checks)
+    assert [c.decision for c in gated] == [Decision.BLOCKED] * 3 + [Decision.FINALIZE]
+    assert gated[0].reason == (
+        "application_gate: s-00000000000000001 wrong_state: READY_FOR_CUTOVER "
+        "(finalize needs CUTTING_OVER)"
+    )
+    assert gated[1].reason is not None and gated[1].reason.startswith("wrong_state")
+
+
+async def test_instance_check_blocks_unhealthy_instances() -> None:
+    """A stopped or impaired or unknown instance blocks; running with both checks ok passes."""
+    ids = ["s-00000000000000001", "s-00000000000000002", "s-00000000000000003"]
+    instances = ["i-00000000000000001", "i-00000000000000002", "i-00000000000000003"]
+    checks = [
+        decide(
+            Server(sid, APP),
+            parse_server(
+                _item(sid, launchedInstance={"ec2InstanceID": iid, "firstBoot": "SUCCEEDED"})
+            ),
+            Config(),
+        )
+        for sid, iid in zip(ids, instances, strict=True)
+    ]
+    asked: list[list[str]] = []
+
+    async def status(batch: Any) -> dict[str, dict[str, str]]:
+        asked.append(list(batch))
+        return {
+            instances[0]: {"state": "running", "system": "ok", "instance": "ok"},
+            instances[1]: {"state": "running", "system": "ok", "instance": "impaired"},
+        }
+
+    out = await check_instances(checks, status)
+    assert [c.decision for c in out] == [Decision.FINALIZE, Decision.BLOCKED, Decision.BLOCKED]
+    assert "instance_status=impaired" in (out[1].reason or "")
+    assert "EC2 does not know" in (out[2].reason or "")
+    assert asked == [instances]
