@@ -68,3 +68,53 @@ def moto_url(moto_server: str) -> Iterator[str]:
 def work_dir(tmp_path: Path) -> Path:
     """A scratch folder for plans, reports and state."""
     return tmp_path
+
+
+@pytest.fixture
+def emulator() -> Iterator[object]:
+    """A running MGN emulator with no servers (tests seed what they need); yields its handle.
+
+    AWS_ENDPOINT_URL_MGN is not set: tests pass `endpoint_url=emulator.url` or set it themselves.
+    """
+    from orchestrator.emulator.testing import running_emulator
+
+    with running_emulator() as handle:
+        yield handle
+
+
+class FakeClock:
+    """A clock that only moves when told: `clock()` reads it, `clock.advance(s)` moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A fake monotonic clock for unit tests of timing (no real sleeps)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def make_mgn_client(fake_credentials: dict[str, str]) -> Iterator[object]:
+    """A factory of boto3 MGN clients with botocore retries off, all closed after the test."""
+    import boto3
+    from botocore.config import Config
+
+    clients = []
+
+    def make(endpoint_url: str | None = None, **config: object) -> object:
+        settings: dict[str, object] = {"retries": {"total_max_attempts": 1}, **config}
+        client = boto3.client("mgn", endpoint_url=endpoint_url, config=Config(**settings))
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()

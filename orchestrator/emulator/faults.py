@@ -1,0 +1,177 @@
+"""Fault injection: what can go wrong per run (`Faults`) and the seeded dice that decide it.
+
+Per request, in this order (see engine.py): latency, AccessDeniedException (403), quota (429
+ThrottlingException), injected InternalServerException (500), validation,
+UninitializedAccountException (400), then a dropped connection. A drop on a read, or a drop chosen
+"before apply" on a mutating operation, closes the connection before anything changes; a drop
+chosen "after apply" (probability `drop_after_apply` among drops of mutating calls) applies the
+change and then loses the response, as a real network can.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from orchestrator.emulator.errors import FaultsError
+
+
+def _frozen_map(value: Mapping[str, float]) -> Mapping[str, float]:
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What can go wrong in one run. Rates are probabilities in [0, 1]; times in seconds or ms."""
+
+    # Requests per second per operation; the bucket holds max(1, rate) tokens (one second's worth).
+    quota_per_s: Mapping[str, float] = field(default_factory=lambda: _frozen_map({}))
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    error_rate: float = 0.0
+    error_retry_after_s: int = 1
+    drop_rate: float = 0.0
+    drop_after_apply: float = 0.5
+    # Operations that latency, error_rate and drop_rate apply to; None means every operation.
+    fault_ops: frozenset[str] | None = None
+    visibility_lag_s: float = 0.0
+    stuck: frozenset[str] = frozenset()
+    stuck_rate: float = 0.0
+    first_boot_delay_s: float = 0.0
+    uninitialized: bool = False
+    access_denied: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.quota_per_s, MappingProxyType):
+            object.__setattr__(self, "quota_per_s", _frozen_map(self.quota_per_s))
+        for name in ("error_rate", "drop_rate", "drop_after_apply", "stuck_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise FaultsError(f"faults: {name} must be within [0, 1], got {value!r}")
+        for op, rate in self.quota_per_s.items():
+            if rate <= 0:
+                raise FaultsError(f"faults: quota for {op} must be positive, got {rate!r}")
+
+    def applies_to(self, op: str) -> bool:
+        """Whether latency, injected errors and drops apply to `op`."""
+        return self.fault_ops is None or op in self.fault_ops
+
+    def updated(self, changes: Mapping[str, Any]) -> Faults:
+        """A copy with `changes` applied; JSON-friendly values (lists, dicts) are converted."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise FaultsError(f"faults: unknown field(s) {', '.join(unknown)}")
+        converted: dict[str, Any] = {}
+        for name, value in changes.items():
+            if name in ("stuck", "fault_ops") and value is not None:
+                value = frozenset(value)
+            elif name == "quota_per_s":
+                value = _frozen_map({str(k): float(v) for k, v in dict(value).items()})
+            converted[name] = value
+        return replace(self, **converted)
+
+    def to_json(self) -> dict[str, Any]:
+        """The faults as plain JSON values."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, frozenset):
+                value = sorted(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+
+class TokenBucket:
+    """A token bucket: `rate_per_s` tokens a second, at most `max(1, rate_per_s)` stored."""
+
+    def __init__(self, rate_per_s: float, clock: Callable[[], float]) -> None:
+        self.rate_per_s = rate_per_s
+        self.capacity = max(1.0, rate_per_s)
+        self._clock = clock
+        self._tokens = self.capacity
+        self._updated = clock()
+
+    def try_take(self) -> float:
+        """Take a token and return 0.0, or return the seconds until one will be available."""
+        now = self._clock()
+        elapsed = now - self._updated
+        if elapsed > 0:
+            self._tokens = min(self.capacity, self._tokens + elapsed * self.rate_per_s)
+            self._updated = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.rate_per_s
+
+
+def retry_after_s(wait_s: float) -> int:
+    """The Retry-After header value for a wait: whole seconds, rounded up, at least 1."""
+    return max(1, math.ceil(wait_s))
+
+
+class FaultInjector:
+    """Decides each fault from one seeded random.Random, so a run is repeatable for a seed."""
+
+    def __init__(self, faults: Faults, seed: int, clock: Callable[[], float]) -> None:
+        self._seed = seed
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._buckets: dict[str, TokenBucket] = {}
+        self.faults = faults
+        self.set_faults(faults)
+
+    def set_faults(self, faults: Faults) -> None:
+        """Switch to new faults, keeping the buckets whose rate did not change."""
+        self.faults = faults
+        self._buckets = {
+            op: self._buckets[op]
+            if op in self._buckets and self._buckets[op].rate_per_s == rate
+            else TokenBucket(rate, self._clock)
+            for op, rate in faults.quota_per_s.items()
+        }
+
+    def latency_s(self, op: str) -> float:
+        """How long to delay this request before answering."""
+        f = self.faults
+        if not f.applies_to(op) or (f.latency_ms <= 0 and f.jitter_ms <= 0):
+            return 0.0
+        jitter = self._rng.uniform(0.0, f.jitter_ms) if f.jitter_ms > 0 else 0.0
+        return (f.latency_ms + jitter) / 1000.0
+
+    def throttle_wait_s(self, op: str) -> float:
+        """0.0 when the request fits the operation's quota, else the seconds until it would."""
+        bucket = self._buckets.get(op)
+        return 0.0 if bucket is None else bucket.try_take()
+
+    def inject_error(self, op: str) -> bool:
+        """Whether to answer this request with an injected InternalServerException."""
+        f = self.faults
+        return f.error_rate > 0 and f.applies_to(op) and self._rng.random() < f.error_rate
+
+    def drop(self, op: str, mutating: bool) -> str | None:
+        """None to answer, "before" to drop before applying, "after" to apply then drop."""
+        f = self.faults
+        if f.drop_rate <= 0 or not f.applies_to(op) or self._rng.random() >= f.drop_rate:
+            return None
+        if mutating and self._rng.random() < f.drop_after_apply:
+            return "after"
+        return "before"
+
+    def is_stuck(self, server_id: str, flagged: bool) -> bool:
+        """Whether FinalizeCutover on this server is accepted but never converges.
+
+        `stuck_rate` is decided per server from the seed and the ID, not the call order.
+        """
+        f = self.faults
+        if flagged or server_id in f.stuck:
+            return True
+        if f.stuck_rate <= 0:
+            return False
+        return random.Random(f"{self._seed}:{server_id}").random() < f.stuck_rate

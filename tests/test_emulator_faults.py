@@ -1,0 +1,98 @@
+"""Fault settings and decisions: token bucket on a fake clock, seeded dice, runtime updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.emulator.errors import FaultsError
+from orchestrator.emulator.faults import FaultInjector, Faults, TokenBucket, retry_after_s
+
+
+def test_bucket_allows_one_seconds_burst_then_refills(fake_clock: Any) -> None:
+    """A 5/s bucket serves 5 at once, refuses the 6th, and refills at 5 tokens a second."""
+    bucket = TokenBucket(5.0, fake_clock)
+    assert [bucket.try_take() for _ in range(5)] == [0.0] * 5
+    assert bucket.try_take() == pytest.approx(0.2)
+    fake_clock.advance(0.2)
+    assert bucket.try_take() == 0.0
+    fake_clock.advance(10)
+    assert sum(bucket.try_take() == 0.0 for _ in range(10)) == 5
+
+
+def test_slow_bucket_has_burst_of_one(fake_clock: Any) -> None:
+    """A rate below 1/s still holds one token, and the wait names the time to the next."""
+    bucket = TokenBucket(0.5, fake_clock)
+    assert bucket.try_take() == 0.0
+    assert bucket.try_take() == pytest.approx(2.0)
+    fake_clock.advance(1.5)
+    assert bucket.try_take() == pytest.approx(0.5)
+
+
+def test_retry_after_rounds_up_to_at_least_one() -> None:
+    """Retry-After is the ceiling of the wait in whole seconds, never 0."""
+    assert [retry_after_s(w) for w in (0.01, 1.0, 1.2, 2.9)] == [1, 1, 2, 3]
+
+
+def test_injector_throttles_per_operation(fake_clock: Any) -> None:
+    """Quotas are per operation: an unlisted operation is never throttled."""
+    inj = FaultInjector(Faults(quota_per_s={"FinalizeCutover": 2}), seed=0, clock=fake_clock)
+    waits = [inj.throttle_wait_s("FinalizeCutover") for _ in range(3)]
+    assert waits[:2] == [0.0, 0.0] and waits[2] > 0
+    assert all(inj.throttle_wait_s("DescribeSourceServers") == 0.0 for _ in range(100))
+
+
+def test_same_seed_same_decisions(fake_clock: Any) -> None:
+    """Two injectors with the same seed and faults make identical decisions."""
+    faults = Faults(error_rate=0.3, drop_rate=0.2, jitter_ms=10)
+
+    def run() -> list[object]:
+        inj = FaultInjector(faults, seed=42, clock=fake_clock)
+        return [(inj.latency_s("X"), inj.inject_error("X"), inj.drop("X", True)) for _ in range(50)]
+
+    assert run() == run()
+
+
+def test_drop_after_apply_splits_drops_of_mutating_calls(fake_clock: Any) -> None:
+    """drop_after_apply=1 drops mutating calls after the change, reads always before."""
+    inj = FaultInjector(Faults(drop_rate=1.0, drop_after_apply=1.0), seed=0, clock=fake_clock)
+    assert inj.drop("FinalizeCutover", True) == "after"
+    assert inj.drop("DescribeSourceServers", False) == "before"
+
+
+def test_fault_ops_limit_where_faults_apply(fake_clock: Any) -> None:
+    """With fault_ops set, error and drop rates leave other operations alone."""
+    faults = Faults(error_rate=1.0, drop_rate=1.0, fault_ops=frozenset({"FinalizeCutover"}))
+    inj = FaultInjector(faults, seed=0, clock=fake_clock)
+    assert inj.inject_error("FinalizeCutover")
+    assert not inj.inject_error("DescribeSourceServers")
+    assert inj.drop("DescribeSourceServers", False) is None
+
+
+def test_stuck_rate_depends_on_server_not_call_order(fake_clock: Any) -> None:
+    """stuck_rate picks the same servers for a seed whatever order they are finalized in."""
+    ids = [f"s-{i:017x}" for i in range(200)]
+    a = FaultInjector(Faults(stuck_rate=0.25), seed=7, clock=fake_clock)
+    b = FaultInjector(Faults(stuck_rate=0.25), seed=7, clock=fake_clock)
+    picked = {s for s in ids if a.is_stuck(s, False)}
+    assert picked == {s for s in reversed(ids) if b.is_stuck(s, False)}
+    assert 20 < len(picked) < 80
+
+
+def test_updated_converts_json_values_and_rejects_unknown_fields() -> None:
+    """A partial update from JSON converts lists and dicts; unknown or bad values are refused."""
+    f = Faults().updated({"stuck": ["s-1"], "quota_per_s": {"FinalizeCutover": 3}})
+    assert f.stuck == frozenset({"s-1"}) and f.quota_per_s == {"FinalizeCutover": 3.0}
+    with pytest.raises(FaultsError, match="unknown"):
+        Faults().updated({"eror_rate": 0.1})
+    with pytest.raises(FaultsError, match="error_rate"):
+        Faults(error_rate=1.5)
+
+
+def test_set_faults_keeps_unchanged_buckets(fake_clock: Any) -> None:
+    """Changing another fault at runtime does not refill an operation's quota bucket."""
+    inj = FaultInjector(Faults(quota_per_s={"ListWaves": 1}), seed=0, clock=fake_clock)
+    assert inj.throttle_wait_s("ListWaves") == 0.0
+    inj.set_faults(inj.faults.updated({"latency_ms": 5}))
+    assert inj.throttle_wait_s("ListWaves") > 0
