@@ -140,20 +140,39 @@ def _dispatch(ns: argparse.Namespace) -> int:
         return emulator_cli.main(ns)
     if ns.command == "validate":
         return _validate(ns)
-    print(f"mgn-cutover: {ns.command}: not available yet", file=sys.stderr)
-    return 2
+    from orchestrator import commands
+
+    handlers = {
+        "plan": commands.cmd_plan,
+        "run": commands.cmd_run,
+        "report": commands.cmd_report,
+        "status": commands.cmd_status,
+        "export-plan": commands.cmd_export_plan,
+    }
+    return handlers[ns.command](ns)
 
 
 def _validate(ns: argparse.Namespace) -> int:
     from orchestrator.config import load_config
-    from orchestrator.plan import load_waves
+    from orchestrator.errors import Diagnostic, InputError
+    from orchestrator.plan import LoadResult, load_waves, select_wave
 
-    if ns.config is not None:
+    # Config and plans are both checked, so one run shows every problem of both.
+    problems: list[Diagnostic] = []
+    try:
         load_config(ns.config, os.environ, {})
-    result = load_waves(ns.paths)
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    result = LoadResult(())
+    try:
+        result = load_waves(ns.paths)
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    if problems:
+        raise InputError(problems)
     for warning in result.warnings:
         print(str(warning), file=sys.stderr)
-    waves = [w for w in result.waves if ns.wave is None or w.name == ns.wave]
+    waves = result.waves if ns.wave is None else (select_wave(result, ns.wave),)
     for wave in waves:
         print(
             f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "

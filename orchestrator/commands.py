@@ -1,0 +1,225 @@
+"""The commands behind the CLI: load inputs once, run the async work, render, return an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import structlog
+
+from orchestrator import logs
+from orchestrator.config import Config, load_config
+from orchestrator.errors import ConfigError, InputError
+from orchestrator.gateway import Gateway, client_settings
+from orchestrator.journal import Journal
+from orchestrator.lock import WaveLock
+from orchestrator.mgn import MgnClient
+from orchestrator.outcome import RunRecord
+from orchestrator.plan import Wave, load_waves, select_wave
+from orchestrator.preflight import Check, counts, preflight
+from orchestrator.progress import Progress
+from orchestrator.report import summarize, write_report
+from orchestrator.runner import RunState, run_wave
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+
+def load_settings(ns: argparse.Namespace) -> Config:
+    """The effective Config: flags > MGN_CUTOVER_* environment > --config file > defaults."""
+    from orchestrator.cli import config_overrides
+
+    return load_config(getattr(ns, "config", None), os.environ, config_overrides(ns))
+
+
+def load_wave(ns: argparse.Namespace) -> Wave:
+    """The plan's wave named by --wave, narrowed to --application IDs if given."""
+    result = load_waves(ns.paths)
+    for warning in result.warnings:
+        print(str(warning), file=sys.stderr)
+    wave = select_wave(result, ns.wave)
+    wanted = getattr(ns, "applications", None)
+    if not wanted:
+        return wave
+    known = {a.application_id for a in wave.applications}
+    unknown = [a for a in wanted if a not in known]
+    if unknown:
+        raise InputError(
+            f"--application: {', '.join(unknown)} not in wave {wave.name} "
+            f"(it has: {', '.join(sorted(known))})"
+        )
+    return replace(wave, applications=tuple(a for a in wave.applications if a.application_id in wanted))
+
+
+async def _with_gateway(
+    config: Config, wave: Wave | None, work: Callable[[Gateway], Awaitable[T]]
+) -> T:
+    settings = client_settings(
+        config, wave.account_id if wave else None, wave.region if wave else None
+    )
+    async with MgnClient(settings) as client:
+        return await work(Gateway(client, config))
+
+
+def _setup_logging(config: Config) -> bool:
+    return logs.configure(config.log_format)
+
+
+def cmd_plan(ns: argparse.Namespace) -> int:
+    """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
+    config = load_settings(ns)
+    wave = load_wave(ns)
+    _setup_logging(replace(config, log_format="json") if ns.output == "json" else config)
+
+    async def work(gw: Gateway) -> list[Check]:
+        return await preflight(wave, config, gw.describe, gw.instance_status)
+
+    checks = asyncio.run(_with_gateway(config, wave, work))
+    if ns.output == "json":
+        print(json.dumps(plan_document(wave, checks), indent=2))
+    else:
+        print(plan_table(checks))
+    return 1 if counts(checks)["blocked"] else 0
+
+
+def _ordered(checks: list[Check]) -> list[Check]:
+    blocked_apps = {c.server.application_id for c in checks if c.decision.value == "blocked"}
+    return sorted(
+        checks,
+        key=lambda c: (c.server.application_id not in blocked_apps, c.server.application_id),
+    )
+
+
+def plan_document(wave: Wave, checks: list[Check]) -> dict[str, Any]:
+    """The plan as a JSON-able document: one entry per server, then the counts."""
+    return {
+        "schema": "mgn-cutover/plan/v1",
+        "wave": wave.name,
+        "servers": [
+            {
+                "sourceServerID": c.source_server_id,
+                "applicationID": c.server.application_id,
+                "name": c.view.name if c.view else None,
+                "decision": c.decision.value,
+                "reason": c.reason,
+                "lifecycle_state": c.view.lifecycle_state if c.view else None,
+                "first_boot": c.view.first_boot if c.view else None,
+            }
+            for c in _ordered(checks)
+        ],
+        "counts": counts(checks),
+    }
+
+
+def plan_table(checks: list[Check]) -> str:
+    """A table grouped by application, blocked applications first, ending with counts."""
+    rows = [("SERVER", "NAME", "APPLICATION", "DECISION", "REASON")]
+    rows += [
+        (
+            c.source_server_id,
+            (c.view.name if c.view else None) or "-",
+            c.server.application_id,
+            c.decision.value,
+            c.reason or "",
+        )
+        for c in _ordered(checks)
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
+    tally = counts(checks)
+    lines.append("")
+    lines.append(
+        f"{tally['total']} servers: {tally['finalize']} finalize, "
+        f"{tally['already_cutover']} already_cutover, {tally['blocked']} blocked"
+    )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
+    config = load_settings(ns)
+    wave = load_wave(ns)
+    as_json = _setup_logging(config)
+    state = RunState(wave=wave.name, dry_run=ns.dry_run)
+    with WaveLock(config.state_dir, wave.name), Journal.open(config.state_dir, wave.name) as journal:
+        progress = Progress(state, len(wave.servers), enabled=not as_json and sys.stderr.isatty())
+
+        async def work(gw: Gateway) -> RunRecord:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, state.stop)
+            async with progress:
+                return await run_wave(wave, config, gw, journal, state)
+
+        record = asyncio.run(_with_gateway(config, wave, work))
+        folder = write_report(record, config.report_dir)
+    summary = summarize(record.servers)
+    line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
+    print(f"wave {wave.name}: {line} exit={record.exit_code} report={folder / 'report.md'}")
+    if record.account_error:
+        print(f"mgn-cutover: stopped: {record.account_error}", file=sys.stderr)
+    return record.exit_code
+
+
+def cmd_report(ns: argparse.Namespace) -> int:
+    """`report`: re-render the last run's report from the journal."""
+    config = load_settings(ns)
+    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+        record = journal.last_run_record()
+    if record is None:
+        raise ConfigError(f"wave {ns.wave}: the journal has no finished run to report")
+    folder = write_report(record, config.report_dir)
+    print(folder / "report.md")
+    return record.exit_code
+
+
+def cmd_status(ns: argparse.Namespace) -> int:
+    """`status`: the journal and MGN's live state, side by side."""
+    config = load_settings(ns)
+    _setup_logging(config)
+    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+        entries = journal.entries()
+    ids = sorted(entries)
+
+    async def work(gw: Gateway) -> dict[str, Any]:
+        from orchestrator.preflight import read_views
+
+        return dict(await read_views(ids, gw.describe))
+
+    views = asyncio.run(_with_gateway(config, None, work))
+    rows = [("SERVER", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
+    for sid in ids:
+        e, v = entries[sid], views.get(sid)
+        rows.append(
+            (
+                sid,
+                e.status,
+                e.finalized_at or "-",
+                (v.lifecycle_state if v else "not found") or "?",
+                (v.replication_state if v else "-") or "?",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(5)).rstrip())
+    return 0
+
+
+def cmd_export_plan(ns: argparse.Namespace) -> int:
+    """`export-plan`: a plan file from MGN's own wave, applications and servers."""
+    from orchestrator.exporter import export_plan
+
+    config = load_settings(ns)
+    _setup_logging(config)
+    text = asyncio.run(
+        _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
+    )
+    sys.stdout.write(text)
+    return 0

@@ -1,0 +1,297 @@
+"""One run of a wave: pre-flight -> finalize pool with the reconciler alongside -> run record.
+
+The caller holds the wave's lock and the journal. Resume rules come from the journal: a server
+whose finalize was accepted by an earlier run is only polled, never finalized again; one with an
+intent but no result was described by the pre-flight and is finalized only if still CUTTING_OVER.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+from structlog.contextvars import bound_contextvars
+
+from orchestrator.config import Config
+from orchestrator.errors import AccountError
+from orchestrator.gateway import Gateway
+from orchestrator.journal import Journal, JournalEntry
+from orchestrator.limiter import Clock, Sleep
+from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, RunRecord, ServerResult
+from orchestrator.plan import Wave
+from orchestrator.pool import FinalizePool, apply_view
+from orchestrator.preflight import Check, Decision, ServerView, preflight
+from orchestrator.reconciler import Reconciler
+
+log = structlog.get_logger(__name__)
+
+
+def utc_now_iso() -> str:
+    """The wall-clock time as ISO 8601 UTC, to the millisecond."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RunState:
+    """What a run knows while it runs; the progress display reads it."""
+
+    wave: str
+    dry_run: bool
+    results: dict[str, ServerResult] = field(default_factory=dict)
+    phase: str = "starting"
+    interrupted: bool = False
+    account_error: AccountError | None = None
+    pool: FinalizePool | None = None
+    reconciler: Reconciler | None = None
+
+    def stop(self) -> None:
+        """SIGINT/SIGTERM: start nothing new; in-flight calls finish."""
+        self.interrupted = True
+        if self.pool is not None:
+            self.pool.stop()
+
+    def stopping(self) -> bool:
+        return self.interrupted or self.account_error is not None
+
+
+def exit_code_for(results: list[ServerResult], state: RunState) -> int:
+    """0 every server converged (or would be finalized, in a dry run); 4 account; else 1."""
+    if state.account_error is not None:
+        return 4
+    if state.interrupted:
+        return 1
+    ok = CONVERGED_OUTCOMES | ({Outcome.WOULD_FINALIZE} if state.dry_run else set())
+    return 0 if all(r.outcome in ok for r in results) else 1
+
+
+def _resume(
+    check: Check, entry: JournalEntry | None, result: ServerResult, dry_run: bool
+) -> str | None:
+    """Decide a server's work from pre-flight + journal: 'finalize', 'poll' or None (settled)."""
+    view = check.view
+    if entry is not None and (entry.status in ("accepted", "converged") or entry.finalized_at):
+        # Finalized by an earlier run of this wave: never again; confirm it by polling.
+        result.outcome = Outcome.FINALIZED
+        result.finalized_at = entry.finalized_at or entry.intent_at
+        result.attempts = entry.attempts
+        if view is not None and view.converged:
+            result.converged_at = entry.converged_at
+            return None
+        return None if dry_run else "poll"
+    if (
+        entry is not None
+        and entry.status == "intent"
+        and check.decision is Decision.ALREADY_CUTOVER
+    ):
+        # Our earlier call went through but the run died before recording it.
+        result.outcome = Outcome.FINALIZED
+        result.finalized_at = entry.intent_at
+        result.attempts = entry.attempts
+        return None if (view and view.converged) or dry_run else "poll"
+    if check.decision is Decision.FINALIZE:
+        result.outcome = Outcome.WOULD_FINALIZE if dry_run else Outcome.NOT_ATTEMPTED
+        result.attempts = entry.attempts if entry else 0
+        return None if dry_run else "finalize"
+    if check.decision is Decision.ALREADY_CUTOVER:
+        result.outcome = Outcome.ALREADY_CUTOVER
+        result.reason = check.reason
+        return None if (view and view.converged) or dry_run else "poll"
+    result.outcome = Outcome.BLOCKED
+    result.reason = check.reason
+    return None
+
+
+async def run_wave(
+    wave: Wave,
+    config: Config,
+    gateway: Gateway,
+    journal: Journal,
+    state: RunState,
+    *,
+    run_id: str | None = None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    now_iso: Callable[[], str] = utc_now_iso,
+) -> RunRecord:
+    """Run the wave once and return its record. Raises AccountError only from the pre-flight."""
+    run_id = run_id or uuid.uuid4().hex
+    started_at = now_iso()
+    journal.start_run(
+        run_id,
+        started_at=started_at,
+        dry_run=state.dry_run,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+    )
+    with bound_contextvars(wave=wave.name, run_id=run_id):
+        log.info("run_started", servers=len(wave.servers), dry_run=state.dry_run)
+        state.phase = "preflight"
+        try:
+            checks = await preflight(wave, config, gateway.describe, gateway.instance_status)
+        except AccountError as err:
+            state.account_error = err
+            checks = []
+        entries = journal.entries()
+        to_finalize: list[str] = []
+        to_poll: list[str] = []
+        prior_intent: set[str] = set()
+        for server in wave.servers:
+            state.results[server.source_server_id] = ServerResult(
+                server.source_server_id, server.application_id, reason="not checked"
+            )
+        for check in checks:
+            result = state.results[check.source_server_id]
+            result.reason = None
+            apply_view(result, check.view)
+            entry = entries.get(check.source_server_id)
+            work = _resume(check, entry, result, state.dry_run)
+            if work == "finalize":
+                to_finalize.append(check.source_server_id)
+                if entry is not None and entry.status == "intent":
+                    prior_intent.add(check.source_server_id)
+            elif work == "poll":
+                to_poll.append(check.source_server_id)
+            elif result.outcome is Outcome.FINALIZED and entry and entry.status != "converged":
+                result.converged_at = result.converged_at or now_iso()
+                journal.record_converged(
+                    check.source_server_id,
+                    at=result.converged_at,
+                    run_id=run_id,
+                    application_id=result.application_id,
+                )
+        log.info(
+            "preflight_done",
+            finalize=len(to_finalize),
+            poll=len(to_poll),
+            blocked=sum(r.outcome is Outcome.BLOCKED for r in state.results.values()),
+        )
+        if not state.dry_run and not state.stopping():
+            await _finalize_and_reconcile(
+                config, gateway, journal, state, to_finalize, to_poll, prior_intent,
+                run_id=run_id, clock=clock, sleep=sleep, now_iso=now_iso,
+            )  # fmt: skip
+        state.phase = "report"
+        for result in state.results.values():
+            if result.reason == "not checked":
+                result.reason = "pre-flight did not complete (account error)"
+        results = sorted(
+            state.results.values(), key=lambda r: (r.application_id, r.source_server_id)
+        )
+        record = RunRecord(
+            wave=wave.name,
+            dry_run=state.dry_run,
+            started_at=started_at,
+            finished_at=now_iso(),
+            exit_code=exit_code_for(results, state),
+            interrupted=state.interrupted,
+            config=config.as_report_dict(),
+            servers=results,
+            account_error=str(state.account_error) if state.account_error else None,
+        )
+        journal.finish_run(run_id, record)
+        log.info("run_finished", exit_code=record.exit_code, interrupted=state.interrupted)
+        return record
+
+
+async def _finalize_and_reconcile(
+    config: Config,
+    gateway: Gateway,
+    journal: Journal,
+    state: RunState,
+    to_finalize: list[str],
+    to_poll: list[str],
+    prior_intent: set[str],
+    *,
+    run_id: str,
+    clock: Clock,
+    sleep: Sleep,
+    now_iso: Callable[[], str],
+) -> None:
+    results = state.results
+
+    def converged(view: ServerView) -> None:
+        result = results[view.source_server_id]
+        apply_view(result, view)
+        result.converged_at = now_iso()
+        journal.record_converged(
+            view.source_server_id,
+            at=result.converged_at,
+            run_id=run_id,
+            application_id=result.application_id,
+        )
+        log.info("server_converged", sourceServerID=view.source_server_id)
+
+    def timed_out(server_id: str, view: ServerView | None) -> None:
+        result = results[server_id]
+        apply_view(result, view)
+        result.outcome = Outcome.TIMED_OUT
+        result.reason = (
+            f"finalize accepted; MGN still shows {result.lifecycle_state}/"
+            f"{result.replication_state} after {config.reconcile_timeout_s:g}s"
+        )
+        log.warning("server_timed_out", sourceServerID=server_id)
+
+    reconciler = Reconciler(
+        gateway.describe,
+        poll_interval_s=config.poll_interval_s,
+        timeout_s=config.reconcile_timeout_s,
+        on_converged=converged,
+        on_timed_out=timed_out,
+        clock=clock,
+        sleep=sleep,
+    )
+    pool = FinalizePool(
+        finalize=gateway.client.finalize,
+        describe_one=gateway.describe_one,
+        limiter=gateway.finalize_limiter,
+        policy=gateway.policy,
+        concurrency=config.concurrency,
+        journal=journal,
+        reconciler=reconciler,
+        results=results,
+        run_id=run_id,
+        now_iso=now_iso,
+        clock=clock,
+        sleep=sleep,
+        rng=gateway.rng,
+        prior_intent=prior_intent,
+    )
+    state.pool, state.reconciler = pool, reconciler
+    if state.interrupted:
+        pool.stop()
+    for server_id in to_poll:
+        reconciler.add(server_id)
+    state.phase = "finalize"
+
+    async def watch() -> None:
+        try:
+            await reconciler.run(should_stop=lambda: state.stopping() or pool.stopping())
+        except AccountError as err:  # account-wide: stop the pool too
+            pool.account_error = pool.account_error or err
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await pool.run(to_finalize)
+        state.phase = "reconcile"
+        reconciler.close()
+        await watcher
+    finally:
+        state.account_error = state.account_error or pool.account_error
+    if pool.journal_error is not None:
+        raise pool.journal_error
+        if not watcher.done():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+    for server_id in reconciler.expire_all():
+        result = results[server_id]
+        result.outcome = Outcome.TIMED_OUT
+        result.reason = (
+            "stopped before MGN confirmed the finalize; rerun to confirm (it only polls)"
+        )

@@ -1,0 +1,272 @@
+"""`mgn-cutover run` as a subprocess against the emulator over HTTP: outcomes, faults, exit codes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.lock import WaveLock
+from tests.runhelp import (
+    aid,
+    cli_env,
+    mgn_cutover,
+    outcomes,
+    report,
+    run_args,
+    server,
+    sid,
+    write_plan,
+)
+
+pytestmark = pytest.mark.usefixtures("fake_credentials")
+
+MUTATING = (
+    "FinalizeCutover",
+    "StartCutover",
+    "ChangeServerLifeCycleState",
+    "MarkAsArchived",
+    "DisconnectFromService",
+)
+
+
+def _ready_wave(emulator: Any, work: Path, apps: int, per_app: int, wave: str = "w") -> Path:
+    groups = {aid(a): [sid(a, n) for n in range(per_app)] for a in range(apps)}
+    emulator.seed({"servers": [server(s, a) for a, ids in groups.items() for s in ids]})
+    return write_plan(work, wave, groups)
+
+
+def finalize_after_success(emulator: Any) -> list[str]:
+    """Servers that received a FinalizeCutover after one answered 200: must always be empty."""
+    done: set[str] = set()
+    offenders = []
+    for entry in emulator.request_log():
+        if entry["op"] != "FinalizeCutover":
+            continue
+        (server_id,) = entry["servers"]
+        if server_id in done:
+            offenders.append(server_id)
+        if entry["status"] == 200:
+            done.add(server_id)
+    return offenders
+
+
+def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
+    """Ready, already done, gated, blocked, missing and stuck servers each get their outcome."""
+    a = [aid(i) for i in range(5)]
+    groups = {
+        a[0]: [sid(0, 0), sid(0, 1), sid(0, 2)],
+        a[1]: [sid(1, 0), sid(1, 1)],
+        a[2]: [sid(2, 0), sid(2, 1)],
+        a[3]: [sid(3, 0)],
+        a[4]: [sid(4, 0)],
+    }
+    emulator.seed(
+        {
+            "servers": [
+                *(server(s, a[0]) for s in groups[a[0]]),
+                server(sid(1, 0), a[1], "CUTOVER"),
+                server(sid(1, 1), a[1]),
+                server(sid(2, 0), a[2]),
+                server(sid(2, 1), a[2], "READY_FOR_CUTOVER"),
+                server(sid(3, 0), a[3], stuck=True),
+            ]
+        }
+    )
+    plan = write_plan(work_dir, "mixed", groups)
+    out = mgn_cutover(
+        run_args(plan, "mixed", work_dir, "--timeout", "1.5"), cli_env(emulator.url)
+    )
+    assert out.returncode == 1, out.stderr
+    rep = report(work_dir, "mixed")
+    got = outcomes(rep)
+    assert got == {
+        sid(0, 0): "finalized",
+        sid(0, 1): "finalized",
+        sid(0, 2): "finalized",
+        sid(1, 0): "already_cutover",
+        sid(1, 1): "finalized",
+        sid(2, 0): "blocked",
+        sid(2, 1): "blocked",
+        sid(3, 0): "timed_out",
+        sid(4, 0): "blocked",
+    }
+    reasons = {s["sourceServerID"]: s["reason"] for s in rep["servers"]}
+    assert reasons[sid(2, 0)].startswith(f"application_gate: {sid(2, 1)} wrong_state")
+    assert reasons[sid(2, 1)].startswith("wrong_state: READY_FOR_CUTOVER")
+    assert reasons[sid(4, 0)].startswith("not_found")
+    assert emulator.calls_for(sid(2, 0), "FinalizeCutover") == 0  # the gate held it back
+    assert emulator.calls_for(sid(1, 0), "FinalizeCutover") == 0
+    for s in groups[a[0]]:
+        assert emulator.server(s)["lifeCycle"]["state"] == "CUTOVER"
+    assert rep["summary"] == {
+        "total": 9,
+        "finalized": 4,
+        "already_cutover": 1,
+        "would_finalize": 0,
+        "blocked": 3,
+        "failed": 0,
+        "timed_out": 1,
+        "not_attempted": 0,
+    }
+    assert rep["exit_code"] == 1
+    assert f"report={work_dir / 'reports' / 'mixed' / 'report.md'}" in out.stdout
+
+
+def test_all_ready_converges_with_exit_zero(emulator: Any, work_dir: Path) -> None:
+    """A wholly ready wave ends with every server CUTOVER + DISCONNECTED and exit 0."""
+    plan = _ready_wave(emulator, work_dir, apps=4, per_app=5)
+    out = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert out.returncode == 0, out.stderr
+    rep = report(work_dir, "w")
+    assert set(outcomes(rep).values()) == {"finalized"}
+    assert all(s["converged_at"] and s["finalized_at"] for s in rep["servers"])
+    assert emulator.calls("FinalizeCutover") == 20
+    for s in emulator.servers():
+        assert s["lifeCycle"]["state"] == "CUTOVER"
+        assert s["dataReplicationInfo"]["dataReplicationState"] == "DISCONNECTED"
+
+
+def test_dry_run_sends_no_mutating_call(emulator: Any, work_dir: Path) -> None:
+    """--dry-run reports would_finalize and the emulator counts zero mutating calls."""
+    plan = _ready_wave(emulator, work_dir, apps=3, per_app=4)
+    out = mgn_cutover(run_args(plan, "w", work_dir, "--dry-run"), cli_env(emulator.url))
+    assert out.returncode == 0, out.stderr
+    rep = report(work_dir, "w")
+    assert rep["dry_run"] is True
+    assert set(outcomes(rep).values()) == {"would_finalize"}
+    assert all(emulator.calls(op) == 0 for op in MUTATING)
+    assert emulator.calls("DescribeSourceServers") >= 1
+    assert {s["lifeCycle"]["state"] for s in emulator.servers()} == {"CUTTING_OVER"}
+
+
+def test_throttling_is_retried_after_retry_after(emulator: Any, work_dir: Path) -> None:
+    """Over-driven against a 5/s quota, every server still finishes, waiting out Retry-After."""
+    plan = _ready_wave(emulator, work_dir, apps=2, per_app=10)
+    emulator.set_faults(quota_per_s={"FinalizeCutover": 5})
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--finalize-rate", "50"), cli_env(emulator.url)
+    )
+    assert out.returncode == 0, out.stderr
+    assert emulator.throttled("FinalizeCutover") > 0
+    assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
+    # After a 429 (Retry-After: 1), that server's next attempt comes at least 1 s later.
+    last_429: dict[str, float] = {}
+    for entry in emulator.request_log():
+        if entry["op"] != "FinalizeCutover":
+            continue
+        (server_id,) = entry["servers"]
+        if server_id in last_429:
+            assert entry["t"] - last_429.pop(server_id) >= 0.95
+        if entry["status"] == 429:
+            last_429[server_id] = entry["t"]
+    assert finalize_after_success(emulator) == []
+
+
+def test_internal_errors_and_dropped_connections_are_survived(
+    emulator: Any, work_dir: Path
+) -> None:
+    """With 25% 5xx and 15% dropped connections on every call, the wave still converges."""
+    plan = _ready_wave(emulator, work_dir, apps=3, per_app=10)
+    emulator.set_faults(error_rate=0.25, drop_rate=0.15)
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--max-attempts", "12"), cli_env(emulator.url)
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert emulator.failed() > 0
+    assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
+    assert finalize_after_success(emulator) == []
+
+
+def test_visibility_lag_is_waited_out(emulator: Any, work_dir: Path) -> None:
+    """When Describe lags the change by 1 s, the reconciler keeps polling until it shows."""
+    plan = _ready_wave(emulator, work_dir, apps=2, per_app=5)
+    emulator.set_faults(visibility_lag_s=1.0)
+    out = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert out.returncode == 0, out.stderr
+    assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
+    assert emulator.calls("FinalizeCutover") == 10
+
+
+def test_retries_exhausted_is_failed_with_the_error(emulator: Any, work_dir: Path) -> None:
+    """FinalizeCutover failing every time ends failed after max_attempts, with the error."""
+    plan = _ready_wave(emulator, work_dir, apps=1, per_app=3)
+    emulator.set_faults(error_rate=1.0, fault_ops=frozenset({"FinalizeCutover"}))
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--max-attempts", "2"), cli_env(emulator.url)
+    )
+    assert out.returncode == 1
+    rep = report(work_dir, "w")
+    for s in rep["servers"]:
+        assert s["outcome"] == "failed"
+        assert s["attempts"] == 2
+        assert s["error"]["code"] == "InternalServerException"
+        assert s["reason"].startswith("retries_exhausted")
+    assert emulator.calls("FinalizeCutover") == 6
+
+
+@pytest.mark.parametrize("mode", ["uninitialized", "access_denied"])
+def test_account_errors_stop_the_run_with_exit_4(
+    emulator: Any, work_dir: Path, mode: str
+) -> None:
+    """An account-wide error stops everything: exit 4, nothing finalized, one-line reason."""
+    plan = _ready_wave(emulator, work_dir, apps=2, per_app=3)
+    emulator.set_faults(**{mode: True})
+    out = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert out.returncode == 4, out.stderr
+    assert "Traceback" not in out.stderr
+    rep = report(work_dir, "w")
+    assert set(outcomes(rep).values()) == {"not_attempted"}
+    assert rep["account_error"]
+    assert emulator.calls("FinalizeCutover") == 0
+
+
+def test_rerun_after_success_sends_nothing_and_keeps_times(emulator: Any, work_dir: Path) -> None:
+    """A second run of a finished wave finalizes nothing and reports the first run's times."""
+    plan = _ready_wave(emulator, work_dir, apps=2, per_app=3)
+    first = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert first.returncode == 0, first.stderr
+    before = {s["sourceServerID"]: s["finalized_at"] for s in report(work_dir, "w")["servers"]}
+    emulator.reset_counters()
+    second = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert second.returncode == 0, second.stderr
+    assert emulator.calls("FinalizeCutover") == 0
+    rep = report(work_dir, "w")
+    assert set(outcomes(rep).values()) == {"finalized"}
+    assert {s["sourceServerID"]: s["finalized_at"] for s in rep["servers"]} == before
+
+
+def test_a_second_run_of_a_locked_wave_exits_3(emulator: Any, work_dir: Path) -> None:
+    """While another process holds the wave's lock, run exits 3 at once naming the holder."""
+    plan = _ready_wave(emulator, work_dir, apps=1, per_app=2)
+    with WaveLock(work_dir / "state", "w"):
+        out = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
+    assert out.returncode == 3
+    import os
+
+    assert f"pid {os.getpid()}" in out.stderr
+    assert emulator.calls("FinalizeCutover") == 0
+    assert emulator.calls("DescribeSourceServers") == 0
+
+
+def test_application_filter_runs_part_of_a_wave(emulator: Any, work_dir: Path) -> None:
+    """--application limits the run to those applications; the others are not touched."""
+    plan = _ready_wave(emulator, work_dir, apps=3, per_app=2)
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--application", aid(1)), cli_env(emulator.url)
+    )
+    assert out.returncode == 0, out.stderr
+    assert set(outcomes(report(work_dir, "w"))) == {sid(1, 0), sid(1, 1)}
+    calls: dict[str, int] = defaultdict(int)
+    for entry in emulator.request_log():
+        if entry["op"] == "FinalizeCutover":
+            calls[entry["servers"][0]] += 1
+    assert set(calls) == {sid(1, 0), sid(1, 1)}
+    bad = mgn_cutover(
+        run_args(plan, "w", work_dir, "--application", "app-zzzzzzzzzzzzzzzzz"),
+        cli_env(emulator.url),
+    )
+    assert bad.returncode == 2
+    assert "app-zzzzzzzzzzzzzzzzz" in bad.stderr
