@@ -39,6 +39,15 @@ def load_settings(ns: argparse.Namespace) -> Config:
     return load_config(getattr(ns, "config", None), os.environ, config_overrides(ns))
 
 
+def for_wave(config: Config, wave: Wave) -> Config:
+    """The plan's accountID and region win over the config's for that wave."""
+    return replace(
+        config,
+        account_id=wave.account_id or config.account_id,
+        region=wave.region or config.region,
+    )
+
+
 def load_wave(ns: argparse.Namespace) -> Wave:
     """The plan's wave named by --wave, narrowed to --application IDs if given."""
     result = load_waves(ns.paths)
@@ -74,8 +83,8 @@ def _setup_logging(config: Config) -> bool:
 
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
-    config = load_settings(ns)
     wave = load_wave(ns)
+    config = for_wave(load_settings(ns), wave)
     _setup_logging(replace(config, log_format="json") if ns.output == "json" else config)
 
     async def work(gw: Gateway) -> list[Check]:
@@ -144,8 +153,8 @@ def plan_table(checks: list[Check]) -> str:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
-    config = load_settings(ns)
     wave = load_wave(ns)
+    config = for_wave(load_settings(ns), wave)
     as_json = _setup_logging(config)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with WaveLock(config.state_dir, wave.name), Journal.open(config.state_dir, wave.name) as journal:
