@@ -39,7 +39,11 @@ class Diagnostic:
 
     def __str__(self) -> str:
         prefix = "" if self.severity == "error" else f"{self.severity}: "
-        return f"{self.path}:{self.line}:{self.col}: {prefix}{self.message}"
+        # Line 0 means the whole source (a missing file, an environment variable, a flag).
+        where = self.path if self.line <= 0 else f"{self.path}:{self.line}"
+        if self.line > 0 and self.col > 0:
+            where += f":{self.col}"
+        return f"{where}: {prefix}{self.message}"
 
 
 class InputError(MgnCutoverError):

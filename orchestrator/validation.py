@@ -1,0 +1,176 @@
+"""What the plan and config validators share: patterns, quoting, did-you-mean, a sink."""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import re
+from collections.abc import Iterable, Sequence
+
+from orchestrator.errors import Diagnostic
+from orchestrator.yamlsource import Map, Node, Scalar, Seq
+
+# MGN's own patterns, from the botocore service model.
+SOURCE_SERVER_ID_RE = re.compile(r"s-[0-9a-zA-Z]{17}")
+APPLICATION_ID_RE = re.compile(r"app-[0-9a-zA-Z]{17}")
+ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
+# us-east-1, us-gov-west-1, ap-southeast-5, eu-isoe-west-1 ...
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+# Enough to locate and read a value; a multi-megabyte scalar is never echoed whole.
+_QUOTE_MAX_CHARS = 80
+MAX_ERRORS_PER_SOURCE = 100
+
+
+def quote(value: object) -> str:
+    """A value as a message shows it: strings double-quoted and escaped, long ones cut."""
+    if isinstance(value, str):
+        cut = value if len(value) <= _QUOTE_MAX_CHARS else value[:_QUOTE_MAX_CHARS] + "..."
+        return json.dumps(cut, ensure_ascii=False)
+    return repr(value)[:_QUOTE_MAX_CHARS]
+
+
+def describe(node: Node) -> str:
+    """What a node holds, for "expected X, got Y" messages."""
+    if isinstance(node, Map):
+        return "a mapping"
+    if isinstance(node, Seq):
+        return "a list"
+    value = node.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {node.text}"
+    if isinstance(value, int | float):
+        return f"the number {node.text}"
+    if isinstance(value, dt.date):
+        return f"the date {node.text}"
+    return f"the string {quote(value)}"
+
+
+def did_you_mean(key: str, known: Iterable[str]) -> str | None:
+    """The known key `key` is a near miss of (case-insensitive first, then difflib), or None."""
+    known = list(known)
+    for candidate in known:
+        if candidate.lower() == key.lower():
+            return candidate
+    lowered = {candidate.lower(): candidate for candidate in known}
+    close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.75)
+    return lowered[close[0]] if close else None
+
+
+def unknown_key_message(key: str, known: Iterable[str], where: str = "") -> str:
+    """`unknown key "x"; did you mean "y"?`, or the list of keys allowed there."""
+    known = list(known)
+    prefix = f"{where}: " if where else ""
+    guess = did_you_mean(key, known)
+    if guess is not None:
+        return f"{prefix}unknown key {quote(key)}; did you mean {quote(guess)}?"
+    return f"{prefix}unknown key {quote(key)} (allowed: {', '.join(known)})"
+
+
+def string_value(node: Node) -> str | None:
+    """The node's string when it is a string scalar, else None."""
+    if isinstance(node, Scalar) and isinstance(node.value, str):
+        return node.value
+    return None
+
+
+class Sink:
+    """Collects one source's diagnostics, stopping at MAX_ERRORS_PER_SOURCE errors."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.diagnostics: list[Diagnostic] = []
+        self._errors = 0
+
+    @property
+    def full(self) -> bool:
+        return self._errors >= MAX_ERRORS_PER_SOURCE
+
+    @property
+    def has_errors(self) -> bool:
+        return self._errors > 0
+
+    def error(self, line: int, col: int, message: str) -> None:
+        if self.full:
+            return
+        self._errors += 1
+        self.diagnostics.append(Diagnostic(self.path, line, col, message))
+        if self.full:
+            stop = "too many errors; stopped checking this file"
+            self.diagnostics.append(Diagnostic(self.path, 0, 0, stop))
+
+    def at(self, node: Node, message: str) -> None:
+        self.error(node.line, node.col, message)
+
+    def warning(self, line: int, col: int, message: str) -> None:
+        self.diagnostics.append(Diagnostic(self.path, line, col, message, "warning"))
+
+    def extend(self, diagnostics: Iterable[Diagnostic]) -> None:
+        for d in diagnostics:
+            if d.severity == "error":
+                self.error(d.line, d.col, d.message)
+            else:
+                self.diagnostics.append(d)
+
+
+def check_keys(
+    sink: Sink, node: Map, allowed: Sequence[str], required: Sequence[str], where: str = ""
+) -> None:
+    """Report unknown keys (with a did-you-mean) and missing required ones.
+
+    A required key is not also reported missing when an unknown key looks like a typo of it.
+    """
+    guessed: set[str] = set()
+    for key, _ in node.items:
+        if key.text not in allowed:
+            guess = did_you_mean(key.text, allowed)
+            if guess is not None:
+                guessed.add(guess)
+            sink.at(key, unknown_key_message(key.text, allowed, where))
+    for name in required:
+        if name not in guessed and node.get(name) is None:
+            prefix = f"{where}: " if where else ""
+            sink.at(node, f"{prefix}missing required key {quote(name)}")
+
+
+def is_null(node: Node | None) -> bool:
+    """True when the key is absent or its value is null (an optional key left empty)."""
+    return node is None or (isinstance(node, Scalar) and node.value is None)
+
+
+def expect_string(sink: Sink, node: Node, field: str, what: str = "") -> str | None:
+    """The node's string, or None after reporting what it holds instead.
+
+    With no `what` ("a string"), a number or boolean gets the hint to quote it.
+    """
+    value = string_value(node)
+    if value is None:
+        quotable = not what and isinstance(node, Scalar) and node.value is not None
+        hint = "; quote it" if quotable else ""
+        sink.at(node, f"{field}: expected {what or 'a string'}, got {describe(node)}{hint}")
+    return value
+
+
+def optional_string(sink: Sink, mapping: Map, key: str, where: str = "") -> str | None:
+    """The string under `key`, None when absent or null; a wrong type is reported."""
+    node = mapping.get(key)
+    if node is None or is_null(node):
+        return None
+    return expect_string(sink, node, f"{where}.{key}" if where else key)
+
+
+def matching_string(
+    sink: Sink, node: Node, field: str, pattern: re.Pattern[str], what: str, expected: str = ""
+) -> str | None:
+    """The node's string if it matches `pattern`; else None after saying it is not `what`.
+
+    `expected` names the type in "expected X, got Y" (default "a string", hinting to quote).
+    """
+    value = expect_string(sink, node, field, expected)
+    if value is not None and not pattern.fullmatch(value):
+        sink.at(node, f"{field}: {quote(value)} is not {what}")
+        return None
+    return value
