@@ -109,10 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wave", required=True)
     _add_config_flags(p, run=True)
 
-    from orchestrator.emulator import cli as emulator_cli
+    from orchestrator.emulator.args import add_arguments as add_simulate_arguments
 
     p = sub.add_parser("simulate", help="serve the MGN emulator for a rehearsal")
-    emulator_cli.add_arguments(p)
+    add_simulate_arguments(p)
     return parser
 
 

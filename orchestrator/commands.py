@@ -1,4 +1,4 @@
-"""The commands behind the CLI: load inputs once, run the async work, render, return an exit code."""
+"""The commands behind the CLI: load inputs, run the async work, render, return an exit code."""
 
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def load_wave(ns: argparse.Namespace) -> Wave:
             f"--application: {', '.join(unknown)} not in wave {wave.name} "
             f"(it has: {', '.join(sorted(known))})"
         )
-    return replace(wave, applications=tuple(a for a in wave.applications if a.application_id in wanted))
+    return replace(
+        wave, applications=tuple(a for a in wave.applications if a.application_id in wanted)
+    )
 
 
 async def _with_gateway(
@@ -157,7 +159,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
     config = for_wave(load_settings(ns), wave)
     as_json = _setup_logging(config)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
-    with WaveLock(config.state_dir, wave.name), Journal.open(config.state_dir, wave.name) as journal:
+    with (
+        WaveLock(config.state_dir, wave.name),
+        Journal.open(config.state_dir, wave.name) as journal,
+    ):
         progress = Progress(state, len(wave.servers), enabled=not as_json and sys.stderr.isatty())
 
         async def work(gw: Gateway) -> RunRecord:

@@ -1,8 +1,8 @@
 """`make demo`: rehearse the example wave end to end against the MGN emulator.
 
-Starts `mgn-cutover simulate` seeded from `waves/demo-fixture.yaml` (one application the gate
-blocks, one slow server), runs `mgn-cutover run` on `waves/wave-01-payments.yaml`, and prints the
-summary and where the report is. Fake credentials only: nothing here can reach AWS.
+Starts `mgn-cutover simulate` seeded from `waves/fixtures/wave-01-demo.yaml` (one application
+the gate blocks, one slow server), runs `mgn-cutover run` on `waves/wave-01-payments.yaml`, and
+prints the summary and where the report is. Fake credentials only: nothing here can reach AWS.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "waves" / "demo-fixture.yaml"
+FIXTURE = ROOT / "waves" / "fixtures" / "wave-01-demo.yaml"
 PLAN = ROOT / "waves" / "wave-01-payments.yaml"
 WAVE = "wave-01"
 

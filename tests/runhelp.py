@@ -39,7 +39,9 @@ def write_plan(folder: Path, wave: str, apps: Mapping[str, Sequence[str]]) -> Pa
     return path
 
 
-def server(server_id: str, app_id: str, state: str = "CUTTING_OVER", **extra: Any) -> dict[str, Any]:
+def server(
+    server_id: str, app_id: str, state: str = "CUTTING_OVER", **extra: Any
+) -> dict[str, Any]:
     """A fixture entry for the emulator; ready for finalize unless told otherwise."""
     entry: dict[str, Any] = {
         "sourceServerID": server_id,

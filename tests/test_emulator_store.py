@@ -191,3 +191,14 @@ async def test_latency_uses_the_injected_sleep(fake_clock: Any) -> None:
     for _ in range(20):
         await call(em, "ListWaves", {})
     assert len(slept) == 20 and all(0.02 <= s <= 0.03 for s in slept)
+
+
+async def test_slow_server_shows_its_change_later(fake_clock: Any) -> None:
+    """A server seeded with slowSeconds shows its finalize that much after the account's lag."""
+    em = make(fake_clock, Faults(visibility_lag_s=1.0), slowSeconds=3)
+    status, _ = await call(em, "FinalizeCutover", {"sourceServerID": SID})
+    assert status == 200
+    fake_clock.advance(3.9)
+    assert (await visible(em))["lifeCycle"]["state"] == "CUTTING_OVER"
+    fake_clock.advance(0.1)
+    assert (await visible(em))["lifeCycle"]["state"] == "CUTOVER"

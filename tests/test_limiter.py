@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from orchestrator.limiter import RateLimiter
 from tests.fakes import VirtualTime
@@ -23,7 +24,7 @@ async def test_paces_calls_at_the_configured_rate() -> None:
     times = await vt.run(_acquire_n(limiter, 100, vt))
     assert times[0] == 0.0
     assert abs(times[-1] - 9.9) < 1e-6
-    gaps = {round(b - a, 6) for a, b in zip(times, times[1:], strict=False)}
+    gaps = {round(b - a, 6) for a, b in itertools.pairwise(times)}
     assert gaps == {0.1}
 
 

@@ -1,4 +1,4 @@
-"""`mgn-cutover run` as a subprocess against the emulator over HTTP: outcomes, faults, exit codes."""
+"""`mgn-cutover run` as a subprocess against the emulator over HTTP: outcomes, faults, exits."""
 
 from __future__ import annotations
 
@@ -76,9 +76,7 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
         }
     )
     plan = write_plan(work_dir, "mixed", groups)
-    out = mgn_cutover(
-        run_args(plan, "mixed", work_dir, "--timeout", "1.5"), cli_env(emulator.url)
-    )
+    out = mgn_cutover(run_args(plan, "mixed", work_dir, "--timeout", "1.5"), cli_env(emulator.url))
     assert out.returncode == 1, out.stderr
     rep = report(work_dir, "mixed")
     got = outcomes(rep)
@@ -146,9 +144,7 @@ def test_throttling_is_retried_after_retry_after(emulator: Any, work_dir: Path) 
     """Over-driven against a 5/s quota, every server still finishes, waiting out Retry-After."""
     plan = _ready_wave(emulator, work_dir, apps=2, per_app=10)
     emulator.set_faults(quota_per_s={"FinalizeCutover": 5})
-    out = mgn_cutover(
-        run_args(plan, "w", work_dir, "--finalize-rate", "50"), cli_env(emulator.url)
-    )
+    out = mgn_cutover(run_args(plan, "w", work_dir, "--finalize-rate", "50"), cli_env(emulator.url))
     assert out.returncode == 0, out.stderr
     assert emulator.throttled("FinalizeCutover") > 0
     assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
@@ -171,9 +167,7 @@ def test_internal_errors_and_dropped_connections_are_survived(
     """With 25% 5xx and 15% dropped connections on every call, the wave still converges."""
     plan = _ready_wave(emulator, work_dir, apps=3, per_app=10)
     emulator.set_faults(error_rate=0.25, drop_rate=0.15)
-    out = mgn_cutover(
-        run_args(plan, "w", work_dir, "--max-attempts", "12"), cli_env(emulator.url)
-    )
+    out = mgn_cutover(run_args(plan, "w", work_dir, "--max-attempts", "12"), cli_env(emulator.url))
     assert out.returncode == 0, out.stdout + out.stderr
     assert emulator.failed() > 0
     assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
@@ -194,9 +188,7 @@ def test_retries_exhausted_is_failed_with_the_error(emulator: Any, work_dir: Pat
     """FinalizeCutover failing every time ends failed after max_attempts, with the error."""
     plan = _ready_wave(emulator, work_dir, apps=1, per_app=3)
     emulator.set_faults(error_rate=1.0, fault_ops=frozenset({"FinalizeCutover"}))
-    out = mgn_cutover(
-        run_args(plan, "w", work_dir, "--max-attempts", "2"), cli_env(emulator.url)
-    )
+    out = mgn_cutover(run_args(plan, "w", work_dir, "--max-attempts", "2"), cli_env(emulator.url))
     assert out.returncode == 1
     rep = report(work_dir, "w")
     for s in rep["servers"]:
@@ -208,9 +200,7 @@ def test_retries_exhausted_is_failed_with_the_error(emulator: Any, work_dir: Pat
 
 
 @pytest.mark.parametrize("mode", ["uninitialized", "access_denied"])
-def test_account_errors_stop_the_run_with_exit_4(
-    emulator: Any, work_dir: Path, mode: str
-) -> None:
+def test_account_errors_stop_the_run_with_exit_4(emulator: Any, work_dir: Path, mode: str) -> None:
     """An account-wide error stops everything: exit 4, nothing finalized, one-line reason."""
     plan = _ready_wave(emulator, work_dir, apps=2, per_app=3)
     emulator.set_faults(**{mode: True})
@@ -254,9 +244,7 @@ def test_a_second_run_of_a_locked_wave_exits_3(emulator: Any, work_dir: Path) ->
 def test_application_filter_runs_part_of_a_wave(emulator: Any, work_dir: Path) -> None:
     """--application limits the run to those applications; the others are not touched."""
     plan = _ready_wave(emulator, work_dir, apps=3, per_app=2)
-    out = mgn_cutover(
-        run_args(plan, "w", work_dir, "--application", aid(1)), cli_env(emulator.url)
-    )
+    out = mgn_cutover(run_args(plan, "w", work_dir, "--application", aid(1)), cli_env(emulator.url))
     assert out.returncode == 0, out.stderr
     assert set(outcomes(report(work_dir, "w"))) == {sid(1, 0), sid(1, 1)}
     calls: dict[str, int] = defaultdict(int)

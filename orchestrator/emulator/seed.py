@@ -14,6 +14,7 @@ Fixture format (YAML file, or the same structure as a dict / JSON for `POST /_em
         archived: false
         accountID: "222222222222"             # optional; the default account otherwise
         stuck: false                          # accepts FinalizeCutover, never converges
+        slowSeconds: 0                        # its changes show in Describe this much later
         disks: [{deviceName: /dev/xvda, totalStorageBytes: 107374182400}]
         tags: {Name: pay-web-01}
     waves: [{waveID: wave-..., name: wave-01, applicationIDs: [app-...], accountID: ...}]
@@ -72,6 +73,7 @@ SERVER_KEYS = frozenset(
         "archived",
         "accountID",
         "stuck",
+        "slowSeconds",
         "disks",
         "tags",
     ]
@@ -178,6 +180,10 @@ def _check_server(spec: Any, where: str) -> list[str]:
         ("ec2InstanceID", lambda v: isinstance(v, str) and INSTANCE_ID.match(v)),
         ("archived", lambda v: isinstance(v, bool)),
         ("stuck", lambda v: isinstance(v, bool)),
+        (
+            "slowSeconds",
+            lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 3600,
+        ),
         ("hostname", lambda v: isinstance(v, str) and 0 < len(v) <= 200),
         ("tags", lambda v: isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values())),
         ("disks", _disks_ok),
@@ -257,7 +263,12 @@ def _store_server(store: Store, spec: Mapping[str, Any], server: dict[str, Any])
     app_id = spec.get("applicationID")
     if app_id is not None and app_id not in store.account(account_id).applications:
         put_app(store, account_id, app_id, None, None)
-    store.put_server(account_id, server, stuck=bool(spec.get("stuck", False)))
+    store.put_server(
+        account_id,
+        server,
+        stuck=bool(spec.get("stuck", False)),
+        slow_s=float(spec.get("slowSeconds", 0)),
+    )
 
 
 def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:

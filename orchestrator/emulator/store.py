@@ -33,6 +33,8 @@ class ServerRecord:
     stuck: bool = False
     # Clock time at which a WAITING launched instance's first boot succeeds.
     boot_at: float | None = None
+    # A slow server: its changes show in Describe this much later than the account's lag.
+    slow_s: float = 0.0
 
 
 @dataclass
@@ -90,6 +92,7 @@ class Store:
         *,
         stuck: bool = False,
         boot_at: float | None = None,
+        slow_s: float = 0.0,
     ) -> None:
         """Add or replace a server; it is visible immediately."""
         acct = self.account(account_id)
@@ -99,7 +102,9 @@ class Store:
             old_app = old.current.get("applicationID")
             if old_app is not None:
                 acct.by_app.get(old_app, {}).pop(sid, None)
-        acct.servers[sid] = ServerRecord(server, deque([(_NEVER, server)]), stuck, boot_at)
+        acct.servers[sid] = ServerRecord(
+            server, deque([(_NEVER, server)]), stuck, boot_at, slow_s
+        )
         app = server.get("applicationID")
         if app is not None:
             acct.by_app.setdefault(app, {})[sid] = None
@@ -127,7 +132,7 @@ class Store:
         """Make `new` the true record now; Describe sees it after the visibility lag."""
         when = self.clock() if at is None else at
         rec.current = new
-        lag = self.visibility_lag_s
+        lag = self.visibility_lag_s + rec.slow_s
         if lag <= 0 and at is None:
             rec.history.clear()
             rec.history.append((_NEVER, new))
