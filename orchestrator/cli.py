@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
-from orchestrator.errors import MgnCutoverError
+from orchestrator.errors import InputError, MgnCutoverError
 
 # Flags whose value overrides a Config field of the same name (dest -> field).
 CONFIG_FLAGS = (
@@ -127,7 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(ns)
     except MgnCutoverError as exc:
-        print(f"mgn-cutover: {exc}" if exc.exit_code != 2 else str(exc), file=sys.stderr)
+        # Diagnostics already read `file:line:col: message`; anything else gets our prefix.
+        located = isinstance(exc, InputError) and exc.diagnostics
+        print(str(exc) if located else f"mgn-cutover: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

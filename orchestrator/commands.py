@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,7 +24,7 @@ from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient
 from orchestrator.outcome import RunRecord
 from orchestrator.plan import Wave, load_waves, select_wave
-from orchestrator.preflight import Check, counts, preflight
+from orchestrator.preflight import Check, counts, preflight, read_views
 from orchestrator.progress import Progress
 from orchestrator.report import summarize, write_report
 from orchestrator.runner import RunState, run_wave
@@ -157,13 +158,15 @@ def cmd_run(ns: argparse.Namespace) -> int:
     """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
     wave = load_wave(ns)
     config = for_wave(load_settings(ns), wave)
-    as_json = _setup_logging(config)
+    show_progress = sys.stderr.isatty() and not logs.use_json(config.log_format, sys.stderr)
+    # On a terminal the progress line is the main output: only warnings and errors scroll by.
+    logs.configure(config.log_format, level=logging.WARNING if show_progress else logging.INFO)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with (
         WaveLock(config.state_dir, wave.name),
         Journal.open(config.state_dir, wave.name) as journal,
     ):
-        progress = Progress(state, len(wave.servers), enabled=not as_json and sys.stderr.isatty())
+        progress = Progress(state, len(wave.servers), enabled=show_progress)
 
         async def work(gw: Gateway) -> RunRecord:
             loop = asyncio.get_running_loop()
@@ -195,34 +198,42 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    """`status`: the journal and MGN's live state, side by side."""
+    """`status`: the last run's outcomes, the journal and MGN's live state, side by side."""
     config = load_settings(ns)
     _setup_logging(config)
     with Journal.open(config.state_dir, ns.wave, create=False) as journal:
         entries = journal.entries()
-    ids = sorted(entries)
+        record = journal.last_run_record()
+    last = {r.source_server_id: r for r in record.servers} if record else {}
+    if record is not None:  # the wave's own account and region, as the last run used them
+        used = record.config
+        config = replace(
+            config,
+            account_id=str(used.get("account_id") or "") or config.account_id,
+            region=str(used.get("region") or "") or config.region,
+        )
+    ids = sorted(set(entries) | set(last))
 
     async def work(gw: Gateway) -> dict[str, Any]:
-        from orchestrator.preflight import read_views
-
         return dict(await read_views(ids, gw.describe))
 
     views = asyncio.run(_with_gateway(config, None, work))
-    rows = [("SERVER", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
+    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
     for sid in ids:
-        e, v = entries[sid], views.get(sid)
+        entry, view, result = entries.get(sid), views.get(sid), last.get(sid)
         rows.append(
             (
                 sid,
-                e.status,
-                e.finalized_at or "-",
-                (v.lifecycle_state if v else "not found") or "?",
-                (v.replication_state if v else "-") or "?",
+                result.outcome.value if result else "-",
+                entry.status if entry else "-",
+                (entry.finalized_at if entry else None) or "-",
+                (view.lifecycle_state if view else "not found") or "?",
+                (view.replication_state if view else "-") or "?",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(5)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 

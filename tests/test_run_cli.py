@@ -258,3 +258,37 @@ def test_application_filter_runs_part_of_a_wave(emulator: Any, work_dir: Path) -
     )
     assert bad.returncode == 2
     assert "app-zzzzzzzzzzzzzzzzz" in bad.stderr
+
+
+def test_report_and_status_read_the_journal(emulator: Any, work_dir: Path) -> None:
+    """`report` re-renders the last run from the journal; `status` shows journal and MGN state."""
+    groups = {aid(0): [sid(0, 0), sid(0, 1)], aid(1): [sid(1, 0)]}
+    emulator.seed(
+        {
+            "servers": [
+                server(sid(0, 0), aid(0)),
+                server(sid(0, 1), aid(0)),
+                server(sid(1, 0), aid(1), firstBoot="WAITING"),
+            ]
+        }
+    )
+    plan = write_plan(work_dir, "w", groups)
+    env = cli_env(emulator.url)
+    assert mgn_cutover(run_args(plan, "w", work_dir), env).returncode == 1
+    state = ["--state-dir", str(work_dir / "state")]
+    again = mgn_cutover(
+        ["report", "--wave", "w", *state, "--report-dir", str(work_dir / "again")], env
+    )
+    assert again.returncode == 1
+    first = (work_dir / "reports" / "w" / "report.json").read_text()
+    assert (work_dir / "again" / "w" / "report.json").read_text() == first
+    status = mgn_cutover(["status", "--wave", "w", *state], env)
+    assert status.returncode == 0, status.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in status.stdout.splitlines()[1:]}
+    assert rows[sid(0, 0)][0:2] == ["finalized", "converged"]
+    assert rows[sid(0, 0)][-2:] == ["CUTOVER", "DISCONNECTED"]
+    assert rows[sid(1, 0)][0:2] == ["blocked", "-"]
+    assert rows[sid(1, 0)][-2] == "CUTTING_OVER"
+    missing = mgn_cutover(["status", "--wave", "nope", *state], env)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("mgn-cutover: no journal for wave 'nope'")
