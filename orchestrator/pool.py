@@ -190,11 +190,10 @@ class FinalizePool:
             return
         apply_view(result, view)
         state = view.lifecycle_state if view else None
-        if state == "CUTOVER" or (state == "CUTTING_OVER" and ambiguous):
-            # CUTOVER: finalized already. CUTTING_OVER after our own dropped call: MGN's reads
-            # lag its writes, so our earlier attempt most likely went through. Either way, never
-            # send it again: only poll.
-            if ambiguous:
+        if state in ("CUTOVER", "CUTTING_OVER"):
+            # CUTOVER: finalized already. CUTTING_OVER: a stale read, since MGN just refused on
+            # state (its reads lag its writes). Either way never send it again: only poll.
+            if ambiguous:  # our own earlier attempt may have gone through
                 self._accepted(result, view)
             else:
                 why = "finalized outside this run (MGN answered ConflictException)"

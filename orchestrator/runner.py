@@ -154,7 +154,8 @@ async def run_wave(
             work = _resume(check, entry, result, state.dry_run)
             if work == "finalize":
                 to_finalize.append(check.source_server_id)
-                if entry is not None and entry.status == "intent":
+                if entry is not None and entry.attempts > 0:
+                    # Sent before without a recorded acceptance: it may have gone through.
                     prior_intent.add(check.source_server_id)
             elif work == "poll":
                 to_poll.append(check.source_server_id)
@@ -226,7 +227,11 @@ async def _finalize_and_reconcile(
             run_id=run_id,
             application_id=result.application_id,
         )
-        log.info("server_converged", sourceServerID=view.source_server_id)
+        log.info(
+            "server_converged",
+            sourceServerID=view.source_server_id,
+            applicationID=result.application_id,
+        )
 
     def timed_out(server_id: str, view: ServerView | None) -> None:
         result = results[server_id]
@@ -236,7 +241,9 @@ async def _finalize_and_reconcile(
             f"finalize accepted; MGN still shows {result.lifecycle_state}/"
             f"{result.replication_state} after {config.reconcile_timeout_s:g}s"
         )
-        log.warning("server_timed_out", sourceServerID=server_id)
+        log.warning(
+            "server_timed_out", sourceServerID=server_id, applicationID=result.application_id
+        )
 
     reconciler = Reconciler(
         gateway.describe,

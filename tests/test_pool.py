@@ -51,6 +51,7 @@ class FakeMgn:
         self.in_flight = 0
         self.max_in_flight = 0
         self.apply_before_error: set[str] = set()
+        self.stale: dict[str, str] = {}
 
     async def finalize(self, sid: str) -> dict[str, Any]:
         self.finalize_calls.append((self.vt.now, sid))
@@ -71,7 +72,8 @@ class FakeMgn:
         return _item(sid, "CUTOVER")
 
     async def describe(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [_item(sid, self.state[sid]) for sid in ids if sid in self.state]
+        shown = {**self.state, **self.stale}  # `stale`: what lagging reads still show
+        return [_item(sid, shown[sid]) for sid in ids if sid in self.state]
 
     async def describe_one(self, sid: str) -> ServerView | None:
         items = await self.describe([sid])
@@ -263,3 +265,28 @@ async def test_stop_lets_in_flight_calls_finish_and_starts_nothing_new(journal: 
     finalized = {sid for sid, r in results.items() if r.outcome is Outcome.FINALIZED}
     assert finalized == {sid for _, sid in mgn.finalize_calls}
     assert 10 <= len(finalized) <= 13
+
+
+async def test_conflict_with_a_stale_read_is_polled_never_resent(journal: Journal) -> None:
+    """Conflict while reads still show CUTTING_OVER (lag): polled, not failed, not sent again."""
+    vt = VirtualTime()
+    mgn = FakeMgn(vt, IDS[:1])
+    mgn.state[IDS[0]] = "CUTOVER"
+    mgn.stale[IDS[0]] = "CUTTING_OVER"
+    pool, rec, results = _pool(vt, mgn, journal, IDS[:1])
+    await vt.run(pool.run(IDS[:1]))
+    assert results[IDS[0]].outcome is Outcome.ALREADY_CUTOVER
+    assert IDS[0] in rec.pending
+    assert len(mgn.finalize_calls) == 1
+    assert journal.entries()[IDS[0]].status == "accepted"
+
+
+async def test_prior_intent_then_conflict_counts_as_ours(journal: Journal) -> None:
+    """A server an earlier run sent without recording the answer is finalized, not failed."""
+    vt = VirtualTime()
+    mgn = FakeMgn(vt, IDS[:1])
+    mgn.state[IDS[0]] = "CUTOVER"
+    mgn.stale[IDS[0]] = "CUTTING_OVER"
+    pool, _, results = _pool(vt, mgn, journal, IDS[:1], prior_intent=frozenset(IDS[:1]))
+    await vt.run(pool.run(IDS[:1]))
+    assert results[IDS[0]].outcome is Outcome.FINALIZED
