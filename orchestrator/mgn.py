@@ -185,16 +185,22 @@ class MgnClient:
             raise translate(exc) from exc
         return response
 
-    async def describe(self, server_ids: Sequence[str]) -> list[dict[str, Any]]:
+    async def describe(
+        self, server_ids: Sequence[str], states: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
         """DescribeSourceServers for at most 200 IDs (one call per page of the answer).
 
+        With `states`, only servers in those lifecycle states come back (smaller answers).
         Raises MgnError subclasses (or AccountError) for the failed call.
         """
         if len(server_ids) > MAX_IDS_PER_DESCRIBE:
             raise ValueError(f"at most {MAX_IDS_PER_DESCRIBE} IDs per call, got {len(server_ids)}")
         items: list[dict[str, Any]] = []
+        filters: dict[str, Any] = {"sourceServerIDs": list(server_ids)}
+        if states:
+            filters["lifeCycleStates"] = list(states)
         params: dict[str, Any] = {
-            "filters": {"sourceServerIDs": list(server_ids)},
+            "filters": filters,
             "maxResults": MAX_IDS_PER_DESCRIBE,
             **self._account(),
         }

@@ -20,14 +20,14 @@ import structlog
 from structlog.contextvars import bound_contextvars
 
 from orchestrator.config import Config
-from orchestrator.errors import AccountError
+from orchestrator.errors import AccountError, MgnError
 from orchestrator.gateway import Gateway
 from orchestrator.journal import Journal, JournalEntry
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool, apply_view
-from orchestrator.preflight import Check, Decision, ServerView, preflight
+from orchestrator.preflight import Check, Decision, ServerView, preflight, read_views
 from orchestrator.reconciler import Reconciler
 
 log = structlog.get_logger(__name__)
@@ -237,16 +237,13 @@ async def _finalize_and_reconcile(
         result = results[server_id]
         apply_view(result, view)
         result.outcome = Outcome.TIMED_OUT
-        result.reason = (
-            f"finalize accepted; MGN still shows {result.lifecycle_state}/"
-            f"{result.replication_state} after {config.reconcile_timeout_s:g}s"
-        )
+        result.reason = None  # written once MGN's full record is read back
         log.warning(
             "server_timed_out", sourceServerID=server_id, applicationID=result.application_id
         )
 
     reconciler = Reconciler(
-        gateway.describe,
+        gateway.describe_cutover,
         poll_interval_s=config.poll_interval_s,
         timeout_s=config.reconcile_timeout_s,
         on_converged=converged,
@@ -302,3 +299,25 @@ async def _finalize_and_reconcile(
         result.reason = (
             "stopped before MGN confirmed the finalize; rerun to confirm (it only polls)"
         )
+    await _refresh_unconfirmed(gateway, results, config.reconcile_timeout_s)
+
+
+async def _refresh_unconfirmed(
+    gateway: Gateway, results: dict[str, ServerResult], timeout_s: float
+) -> None:
+    """Read the full record of every timed-out server, so the report shows MGN's last word."""
+    late = [r for r in results.values() if r.outcome is Outcome.TIMED_OUT]
+    if not late:
+        return
+    try:
+        views = await read_views([r.source_server_id for r in late], gateway.describe)
+    except MgnError as err:
+        log.warning("final_read_failed", error_code=err.code, error=err.message)
+        views = {}
+    for result in late:
+        apply_view(result, views.get(result.source_server_id))
+        if result.reason is None:
+            result.reason = (
+                f"finalize accepted; MGN still shows {result.lifecycle_state}/"
+                f"{result.replication_state} after {timeout_s:g}s"
+            )

@@ -95,6 +95,9 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
     assert reasons[sid(2, 0)].startswith(f"application_gate: {sid(2, 1)} wrong_state")
     assert reasons[sid(2, 1)].startswith("wrong_state: READY_FOR_CUTOVER")
     assert reasons[sid(4, 0)].startswith("not_found")
+    stuck = next(s for s in rep["servers"] if s["sourceServerID"] == sid(3, 0))
+    assert stuck["lifecycle_state"] == "CUTTING_OVER"  # MGN's last word, not the 200's body
+    assert reasons[sid(3, 0)].startswith("finalize accepted; MGN still shows CUTTING_OVER")
     assert emulator.calls_for(sid(2, 0), "FinalizeCutover") == 0  # the gate held it back
     assert emulator.calls_for(sid(1, 0), "FinalizeCutover") == 0
     for s in groups[a[0]]:
