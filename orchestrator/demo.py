@@ -20,9 +20,9 @@ PLAN = ROOT / "waves" / "wave-01-payments.yaml"
 WAVE = "wave-01"
 
 
-def _env(endpoint: str) -> dict[str, str]:
+def _env(endpoint: str, empty: Path) -> dict[str, str]:
+    """Only fake credentials and empty AWS config files: the demo never reads the real ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MGN_CUTOVER_"))}
-    empty = Path(tempfile.mkdtemp(prefix="mgn-demo-aws-")) / "empty"
     empty.write_text("")
     env.update(
         AWS_ENDPOINT_URL_MGN=endpoint,
@@ -37,7 +37,12 @@ def _env(endpoint: str) -> dict[str, str]:
 
 
 def main() -> int:
-    """Run the demo; returns the run's exit code (1 is expected: the gate blocks one app)."""
+    """Run the demo; returns 0 when the run behaved as rehearsed (its exit 1: the gate held)."""
+    with tempfile.TemporaryDirectory(prefix="mgn-demo-") as tmp:
+        return _demo(Path(tmp) / "empty")
+
+
+def _demo(empty: Path) -> int:
     cmd = [sys.executable, "-m", "orchestrator"]
     simulator = subprocess.Popen(
         [*cmd, "simulate", "--port", "0", "--fixture", str(FIXTURE), "--latency-ms", "20"],
@@ -57,7 +62,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
         common = [str(PLAN), "--wave", WAVE, "--state-dir", str(work / "state")]
         print("\ndemo: step 1, pre-flight (`mgn-cutover plan`): what a run would do\n", flush=True)
-        subprocess.run([*cmd, "plan", *common[:3]], env=_env(endpoint), check=False)
+        subprocess.run([*cmd, "plan", *common[:3]], env=_env(endpoint, empty), check=False)
         print("\ndemo: step 2, the run (`mgn-cutover run`)\n", flush=True)
         run = subprocess.run(
             [
@@ -68,7 +73,7 @@ def main() -> int:
                 "--timeout", "30",
                 "--log-format", "console",
             ],
-            env=_env(endpoint),
+            env=_env(endpoint, empty),
             check=False,
         )  # fmt: skip
         report = work / WAVE / "report.md"
