@@ -25,11 +25,11 @@ unit: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m orchestrator.demo
 
-bench: $(STAMP)
-	$(BIN)/python benchmarks/run.py
+bench: $(STAMP)  # make bench BENCH_ARGS='--quick' (or --scenario NAME, --repeat N)
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
-chaos: $(STAMP)
-	$(BIN)/pytest -q -m chaos --run-chaos tests/test_chaos.py
+chaos: $(STAMP)  # the long fault runs: thousands of servers, several seeds, figures printed
+	MGN_CHAOS_LONG=1 $(BIN)/pytest -q -s tests/test_chaos.py
 
 clean:
 	rm -rf $(VENV) reports .mgn-cutover build *.egg-info

@@ -1,0 +1,250 @@
+"""Unattended runs: JSON lines under cron, partial reruns, and the operations docs kept honest.
+
+Under cron (no terminal, `--log-format auto`), stderr carries only JSON lines and stdout carries
+exactly one plain summary line (`wave W: total=N ... exit=E report=PATH`); docs/operations.md
+says so, and documents the crontab, the systemd units, the exit codes and the IAM policy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import build_parser
+from orchestrator.report import EXIT_MEANINGS
+from tests.runhelp import aid, cli_env, outcomes, report, run_args, server, sid, write_plan
+
+pytestmark = pytest.mark.usefixtures("fake_credentials")
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+SUMMARY_LINE = re.compile(r"^wave (\S+): total=\d+( \w+=\d+)* exit=(\d) report=(\S+report\.md)$")
+PER_SERVER_KEYS = ("wave", "applicationID", "sourceServerID")
+
+
+def cron_args(plan: Path, wave: str, work: Path, *extra: str) -> list[str]:
+    """`run` arguments as a crontab line would give them: no --log-format (auto)."""
+    args = run_args(plan, wave, work, *extra)
+    at = args.index("--log-format")
+    del args[at : at + 2]
+    return args
+
+
+def as_cron(args: Sequence[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run mgn-cutover the way cron does: stdin, stdout and stderr are not terminals."""
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def json_events(stderr: str) -> list[dict[str, Any]]:
+    """Every stderr line as a JSON object; fails on the first line that is not one."""
+    events = []
+    for line in stderr.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            pytest.fail(f"stderr line is not JSON: {line!r}")
+        assert isinstance(event, dict), line
+        events.append(event)
+    return events
+
+
+def assert_cron_output(out: subprocess.CompletedProcess[str], wave: str) -> list[dict[str, Any]]:
+    """stdout is the one summary line; stderr is JSON events, each with the keys it promises."""
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    match = SUMMARY_LINE.match(lines[0])
+    assert match, lines[0]
+    assert match.group(1) == wave and int(match.group(3)) == out.returncode
+    assert Path(match.group(4)).is_file()
+    events = json_events(out.stderr)
+    assert events, "a run logs at least run_started and run_finished"
+    for event in events:
+        assert {"event", "level", "timestamp"} <= set(event), event
+        if "sourceServerID" in event:
+            assert all(event.get(k) for k in PER_SERVER_KEYS), event
+            assert event["wave"] == wave
+    return events
+
+
+def test_cron_run_writes_json_lines_and_one_summary_line(emulator: Any, work_dir: Path) -> None:
+    """A cron run with warnings, blocks, retries and failures keeps stderr pure JSON lines."""
+    big = aid(0)  # 201 servers: the plan warns (MGN allows 200 per application)
+    groups = {big: [sid(0, n) for n in range(201)], aid(1): [sid(1, 0), sid(1, 1)]}
+    emulator.seed(
+        {
+            "servers": [
+                *(server(s, big) for s in groups[big]),
+                server(sid(1, 0), aid(1), firstBoot="WAITING"),
+                server(sid(1, 1), aid(1)),
+            ]
+        }
+    )
+    plan = write_plan(work_dir, "cron", groups)
+    emulator.set_faults(error_rate=0.3, fault_ops=frozenset({"FinalizeCutover"}))
+    out = as_cron(cron_args(plan, "cron", work_dir, "--max-attempts", "2"), cli_env(emulator.url))
+    assert out.returncode == 1, out.stdout + out.stderr[-3000:]
+    events = assert_cron_output(out, "cron")
+    names = Counter(e["event"] for e in events)
+    for expected in (
+        "plan_warning",
+        "run_started",
+        "preflight_done",
+        "finalize_retry",
+        "finalize_accepted",
+        "finalize_failed",
+        "server_converged",
+        "run_finished",
+    ):
+        assert names[expected] > 0, (expected, names)
+    got = Counter(outcomes(report(work_dir, "cron")).values())
+    assert got["blocked"] == 2 and got["failed"] > 0 and got["finalized"] > 0
+
+
+def test_cron_run_stopped_by_an_account_error_stays_json(emulator: Any, work_dir: Path) -> None:
+    """An access-denied run exits 4 and still writes only JSON lines and one summary line."""
+    groups = {aid(0): [sid(0, 0), sid(0, 1)]}
+    emulator.seed({"servers": [server(s, aid(0)) for s in groups[aid(0)]]})
+    plan = write_plan(work_dir, "denied", groups)
+    emulator.set_faults(access_denied=True)
+    out = as_cron(cron_args(plan, "denied", work_dir), cli_env(emulator.url))
+    assert out.returncode == 4, out.stdout + out.stderr[-3000:]
+    events = assert_cron_output(out, "denied")
+    assert any(e["level"] == "error" and "AccessDenied" in json.dumps(e) for e in events)
+
+
+def test_application_flag_reruns_only_the_named_applications(emulator: Any, work_dir: Path) -> None:
+    """After fixing two blocked applications, `--application` twice finalizes only those two."""
+    groups = {aid(a): [sid(a, n) for n in range(3)] for a in range(4)}
+    entries = [server(s, a) for a, ids in groups.items() for s in ids]
+    entries[4] = server(sid(1, 1), aid(1), firstBoot="WAITING")
+    entries[8] = server(sid(2, 2), aid(2), "READY_FOR_CUTOVER")
+    emulator.seed({"servers": entries})
+    plan = write_plan(work_dir, "part", groups)
+    first = as_cron(cron_args(plan, "part", work_dir), cli_env(emulator.url))
+    assert first.returncode == 1, first.stderr[-3000:]
+    assert Counter(outcomes(report(work_dir, "part")).values()) == {"finalized": 6, "blocked": 6}
+
+    # The operator fixes both in MGN, then reruns just those applications.
+    emulator.seed({"servers": [server(sid(1, 1), aid(1)), server(sid(2, 2), aid(2))]})
+    emulator.reset_counters()
+    rerun = as_cron(
+        cron_args(plan, "part", work_dir, "--application", aid(1), "--application", aid(2)),
+        cli_env(emulator.url),
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_cron_output(rerun, "part")
+    fixed = set(groups[aid(1)]) | set(groups[aid(2)])
+    assert outcomes(report(work_dir, "part")) == dict.fromkeys(fixed, "finalized")
+    by_server = emulator.stats()["by_server"]
+    sent = {s: ops["FinalizeCutover"] for s, ops in by_server.items() if "FinalizeCutover" in ops}
+    assert sent == dict.fromkeys(fixed, 1)
+
+    # A full rerun now finds everything done: nothing sent, exit 0, the whole wave reported.
+    emulator.reset_counters()
+    full = as_cron(cron_args(plan, "part", work_dir), cli_env(emulator.url))
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert emulator.calls("FinalizeCutover") == 0
+    assert set(outcomes(report(work_dir, "part")).values()) == {"finalized"}
+    assert len(outcomes(report(work_dir, "part"))) == 12
+
+
+# -- docs/iam-policy.json ------------------------------------------------------------------------
+
+PLAN_ACTIONS = {
+    "mgn:DescribeSourceServers",
+    "mgn:ListWaves",
+    "mgn:ListApplications",
+    "ec2:DescribeInstanceStatus",
+}
+RUN_ACTIONS = {"mgn:FinalizeCutover"}
+
+
+def _statements() -> dict[str, dict[str, Any]]:
+    policy = json.loads((DOCS / "iam-policy.json").read_text())
+    assert policy["Version"] == "2012-10-17"
+    statements = policy["Statement"]
+    assert all(s["Effect"] == "Allow" for s in statements)
+    return {s["Sid"]: s for s in statements}
+
+
+def _actions(statement: Mapping[str, Any]) -> set[str]:
+    actions = statement["Action"]
+    return {actions} if isinstance(actions, str) else set(actions)
+
+
+def test_iam_policy_grants_exactly_the_actions_plan_and_run_need() -> None:
+    """docs/iam-policy.json is valid JSON with a read-only plan statement and a finalize one."""
+    statements = _statements()
+    assert set(statements) == {"PlanReadOnly", "RunFinalize"}
+    assert _actions(statements["PlanReadOnly"]) == PLAN_ACTIONS
+    assert _actions(statements["RunFinalize"]) == RUN_ACTIONS
+    for statement in statements.values():
+        assert not any("*" in a for a in _actions(statement)), "no wildcard actions"
+
+
+def test_iam_policy_covers_every_call_the_adapter_makes() -> None:
+    """Every AWS operation orchestrator/mgn.py calls is in the policy, and nothing else is."""
+    source = (ROOT / "orchestrator" / "mgn.py").read_text()
+    called = set(re.findall(r'_call\(\s*self\._(\w+),\s*"(\w+)"', source))
+    called |= {("client", op) for op in re.findall(r'self\._list\(\s*"(\w+)"', source)}
+    service = {"client": "mgn", "ec2": "ec2"}
+    wanted = {f"{service[c]}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
+    granted = set().union(*(_actions(s) for s in _statements().values()))
+    assert wanted == granted
+
+
+# -- docs/operations.md --------------------------------------------------------------------------
+
+
+def _operations() -> str:
+    return (DOCS / "operations.md").read_text()
+
+
+def test_operations_doc_explains_every_exit_code() -> None:
+    """docs/operations.md has a row for each exit code the tool can return, and no other."""
+    rows = re.findall(r"^\| *`?(\d)`? *\|", _operations(), flags=re.MULTILINE)
+    assert sorted(int(r) for r in rows) == sorted(EXIT_MEANINGS)
+
+
+def _doc_commands(text: str) -> list[list[str]]:
+    """The arguments of every `mgn-cutover COMMAND ...` in the doc's code blocks."""
+    blocks = re.findall(r"^```\w*\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+    commands = []
+    for line in "\n".join(blocks).replace("\\\n", " ").splitlines():
+        found = re.search(r"mgn-cutover\s+((?:run|plan|report|status|validate)\b.*)", line)
+        if found is None:
+            continue
+        words = []
+        for word in shlex.split(found.group(1)):
+            if word in ("&&", "||", ";", "|") or re.match(r"^\d?>", word):
+                break  # the shell's business from here on
+            words.append(word)
+        commands.append(words)
+    return commands
+
+
+def test_operations_doc_commands_parse_with_the_real_cli() -> None:
+    """Every mgn-cutover command in docs/operations.md, crontab and unit included, parses."""
+    text = _operations()
+    assert "crontab" in text and "OnCalendar=" in text and "ExecStart=" in text
+    commands = _doc_commands(text)
+    assert sum(c[0] == "run" for c in commands) >= 4  # crontab, unit, dry run, --application
+    parser = build_parser()
+    for words in commands:
+        parser.parse_args(words)
