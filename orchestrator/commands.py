@@ -50,10 +50,13 @@ def for_wave(config: Config, wave: Wave) -> Config:
 
 
 def load_wave(ns: argparse.Namespace) -> Wave:
-    """The plan's wave named by --wave, narrowed to --application IDs if given."""
+    """The plan's wave named by --wave, narrowed to --application IDs if given.
+
+    Call it once logging is set up: its warnings are log events (JSON lines under cron).
+    """
     result = load_waves(ns.paths)
     for warning in result.warnings:
-        print(str(warning), file=sys.stderr)
+        log.warning("plan_warning", warning=str(warning))
     wave = select_wave(result, ns.wave)
     wanted = getattr(ns, "applications", None)
     if not wanted:
@@ -86,9 +89,10 @@ def _setup_logging(config: Config) -> bool:
 
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
+    settings = load_settings(ns)
+    _setup_logging(replace(settings, log_format="json") if ns.output == "json" else settings)
     wave = load_wave(ns)
-    config = for_wave(load_settings(ns), wave)
-    _setup_logging(replace(config, log_format="json") if ns.output == "json" else config)
+    config = for_wave(settings, wave)
 
     async def work(gw: Gateway) -> list[Check]:
         return await preflight(wave, config, gw.describe, gw.instance_status)
@@ -156,11 +160,14 @@ def plan_table(checks: list[Check]) -> str:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
-    wave = load_wave(ns)
-    config = for_wave(load_settings(ns), wave)
-    show_progress = sys.stderr.isatty() and not logs.use_json(config.log_format, sys.stderr)
+    settings = load_settings(ns)
+    show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)
     # On a terminal the progress line is the main output: only warnings and errors scroll by.
-    logs.configure(config.log_format, level=logging.WARNING if show_progress else logging.INFO)
+    as_json = logs.configure(
+        settings.log_format, level=logging.WARNING if show_progress else logging.INFO
+    )
+    wave = load_wave(ns)
+    config = for_wave(settings, wave)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with (
         WaveLock(config.state_dir, wave.name),
@@ -180,7 +187,9 @@ def cmd_run(ns: argparse.Namespace) -> int:
     summary = summarize(record.servers)
     line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
     print(f"wave {wave.name}: {line} exit={record.exit_code} report={folder / 'report.md'}")
-    if record.account_error:
+    if record.account_error and as_json:  # cron: stderr stays JSON lines
+        log.error("run_stopped", error=record.account_error)
+    elif record.account_error:
         print(f"mgn-cutover: stopped: {record.account_error}", file=sys.stderr)
     return record.exit_code
 

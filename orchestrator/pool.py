@@ -86,10 +86,20 @@ class FinalizePool:
         self.account_error: AccountError | None = None
         self.journal_error: JournalError | None = None
         self.interrupted = False
+        # Per server: its retry loop, and whether a FinalizeCutover of it is on the wire now.
+        self._retrying: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._in_flight: set[str] = set()
 
     def stop(self) -> None:
-        """Start nothing new; calls in flight finish."""
+        """Start nothing new; calls in flight finish, waits for a slot or a retry end now."""
         self.interrupted = True
+        self._cancel_waiting()
+
+    def _cancel_waiting(self) -> None:
+        # Only loops parked in a limiter slot, a backoff or the semaphore: never a sent call.
+        for server_id, retrying in self._retrying.items():
+            if server_id not in self._in_flight:
+                retrying.cancel()
 
     def stopping(self) -> bool:
         return self.interrupted or self.account_error is not None
@@ -105,28 +115,24 @@ class FinalizePool:
 
             async def attempt() -> dict[str, Any]:
                 nonlocal ambiguous
-                self._journal.record_intent(
-                    server_id, result.application_id, at=self._now_iso(), run_id=self._run_id
-                )
-                result.attempts += 1
+                self._in_flight.add(server_id)  # before any await: stop() must not cancel it
                 try:
+                    self._journal.record_intent(
+                        server_id, result.application_id, at=self._now_iso(), run_id=self._run_id
+                    )
+                    result.attempts += 1
                     return await self._finalize(server_id)
                 except RetryableError as err:
                     ambiguous = ambiguous or err.ambiguous
+                    if self.stopping():  # stopped while this call was out: no backoff, no retry
+                        raise Stopped() from err
                     log.info("finalize_retry", error_code=err.code, attempt=result.attempts)
                     raise
+                finally:
+                    self._in_flight.discard(server_id)
 
             try:
-                response = await call_with_retries(
-                    attempt,
-                    policy=self._policy,
-                    limiter=self._limiter,
-                    sleep=self._sleep,
-                    clock=self._clock,
-                    rng=self._rng,
-                    should_stop=self.stopping,
-                    gate=self._sem,
-                )
+                response = await self._with_retries(server_id, attempt)
             except asyncio.CancelledError:
                 raise
             except Stopped:
@@ -137,6 +143,7 @@ class FinalizePool:
                 if self.account_error is None:
                     self.account_error = err
                     log.error("account_error_stop", error_code=err.code, error=str(err))
+                    self._cancel_waiting()
                 self._failed(result, err.code, str(err), f"account_error: {err.code}")
             except RetryableError as err:
                 reason = f"retries_exhausted: {err.code} after {result.attempts} attempts"
@@ -153,6 +160,36 @@ class FinalizePool:
                 self._failed(result, type(err).__name__, str(err), "internal_error")
             else:
                 self._accepted(result, parse_server(response) if response else None)
+
+    async def _with_retries(
+        self, server_id: str, attempt: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> dict[str, Any]:
+        """call_with_retries as a task that stopping may cancel while it waits.
+
+        Raises Stopped when the pool stopped while this server waited, else what the call raises.
+        """
+        retrying = asyncio.ensure_future(
+            call_with_retries(
+                attempt,
+                policy=self._policy,
+                limiter=self._limiter,
+                sleep=self._sleep,
+                clock=self._clock,
+                rng=self._rng,
+                should_stop=self.stopping,
+                gate=self._sem,
+            )
+        )
+        self._retrying[server_id] = retrying
+        try:
+            return await retrying
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if retrying.cancelled() and self.stopping() and not (me and me.cancelling()):
+                raise Stopped() from None
+            raise
+        finally:
+            del self._retrying[server_id]
 
     def _accepted(
         self,

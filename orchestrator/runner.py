@@ -133,10 +133,15 @@ async def run_wave(
     with bound_contextvars(wave=wave.name, run_id=run_id):
         log.info("run_started", servers=len(wave.servers), dry_run=state.dry_run)
         state.phase = "preflight"
+        not_checked = "pre-flight did not complete (account error)"
         try:
             checks = await preflight(wave, config, gateway.describe, gateway.instance_status)
         except AccountError as err:
             state.account_error = err
+            checks = []
+        except MgnError as err:  # reads kept failing, or an answer botocore could not parse
+            log.error("preflight_failed", error_code=err.code, error=err.message)
+            not_checked = f"pre-flight failed, nothing was sent: {err}"
             checks = []
         entries = journal.entries()
         to_finalize: list[str] = []
@@ -181,7 +186,7 @@ async def run_wave(
         state.phase = "report"
         for result in state.results.values():
             if result.reason == "not checked":
-                result.reason = "pre-flight did not complete (account error)"
+                result.reason = not_checked
         results = sorted(
             state.results.values(), key=lambda r: (r.application_id, r.source_server_id)
         )
