@@ -17,7 +17,9 @@ from typing import Any
 import aioboto3
 import botocore.exceptions as bce
 from aiobotocore.config import AioConfig
+from botocore.parsers import ResponseParserError
 
+from orchestrator.answers import PROBLEM_KEY, make_hook
 from orchestrator.errors import (
     AccountError,
     ConfigError,
@@ -89,6 +91,9 @@ def translate(exc: BaseException) -> MgnCutoverError:
     if isinstance(exc, bce.HTTPClientError | bce.ConnectionError | asyncio.TimeoutError):
         # The connection dropped or timed out after sending: the call may have taken effect.
         return RetryableError(type(exc).__name__, _one_line(str(exc)), ambiguous=True)
+    if isinstance(exc, ResponseParserError):
+        # An answer we cannot read: for a mutating call it may still have taken effect.
+        return RetryableError("ResponseParserError", _one_line(str(exc)), ambiguous=True)
     if isinstance(exc, bce.BotoCoreError):
         return RequestRejectedError(type(exc).__name__, _one_line(str(exc)))
     return MgnError(type(exc).__name__, _one_line(str(exc)))
@@ -154,7 +159,19 @@ class MgnClient:
         except Exception as exc:
             await self._stack.aclose()
             raise translate(exc) from exc
+        self._check_answers(self._client)
         return self
+
+    @staticmethod
+    def _check_answers(client: Any) -> None:
+        """Catch off-model SourceServer answers before botocore's parser sees them."""
+        model = client.meta.service_model
+        server_shape = model.shape_for("SourceServer")
+        events = client.meta.events
+        events.register(
+            "before-parse.mgn.DescribeSourceServers", make_hook(server_shape, single=False)
+        )
+        events.register("before-parse.mgn.FinalizeCutover", make_hook(server_shape, single=True))
 
     async def __aexit__(
         self,
@@ -206,7 +223,12 @@ class MgnClient:
         }
         while True:
             page = await self._call(self._client, "describe_source_servers", **params)
-            items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
+            problems = page.get(PROBLEM_KEY) or {}
+            for item in page.get("items") or []:
+                if isinstance(item, dict):
+                    if item.get("sourceServerID") in problems:
+                        item[PROBLEM_KEY] = problems[item["sourceServerID"]]
+                    items.append(item)
             token = page.get("nextToken")
             if not token:
                 return items

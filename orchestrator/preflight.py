@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
+from orchestrator.answers import PROBLEM_KEY
 from orchestrator.config import Config
 from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_INSTANCE_STATUS, chunks
 from orchestrator.plan import Server, Wave
@@ -82,7 +83,9 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
     state = _str(life.get("state"))
     first_boot = _str(launched.get("firstBoot"))
     archived = item.get("isArchived")
-    problems = []
+    problems = [str(item[PROBLEM_KEY])] if item.get(PROBLEM_KEY) else []
+    if launched.get("firstBoot") is not None and first_boot is None:
+        problems.append(f"firstBoot is not a string: {launched.get('firstBoot')!r}")
     if state not in LIFECYCLE_STATES:
         problems.append(f"unknown lifecycle state {state!r}")
     if first_boot is not None and first_boot not in FIRST_BOOT_VALUES:
