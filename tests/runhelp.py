@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +103,18 @@ def report(work: Path, wave: str) -> dict[str, Any]:
 def outcomes(rep: Mapping[str, Any]) -> dict[str, str]:
     """sourceServerID -> outcome, from a report."""
     return {s["sourceServerID"]: s["outcome"] for s in rep["servers"]}
+
+
+def finalized_after_success(log: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Servers that got a FinalizeCutover after one of theirs was answered 200 (must be none)."""
+    done: set[str] = set()
+    offenders = []
+    for entry in log:
+        if entry["op"] != "FinalizeCutover":
+            continue
+        (server_id,) = entry["servers"]
+        if server_id in done:
+            offenders.append(server_id)
+        if entry["status"] == 200:
+            done.add(server_id)
+    return offenders

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from orchestrator.emulator.testing import running_emulator
 from tests.runhelp import (
     aid,
     cli_env,
+    finalized_after_success,
     mgn_cutover,
     outcomes,
     report,
@@ -104,21 +105,6 @@ def seed_chaos_wave(handle: Any, work: Path, apps: int, wave: str = "chaos") -> 
     blocked = {e["sourceServerID"]: e for e in entries if e["applicationID"] in blocked_apps}
     ready = frozenset(e["sourceServerID"] for e in entries) - set(blocked)
     return ChaosWave(write_plan(work, wave, groups), ready, blocked)
-
-
-def finalized_after_success(log: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Servers that got a FinalizeCutover after one of theirs was answered 200 (must be none)."""
-    done: set[str] = set()
-    offenders = []
-    for entry in log:
-        if entry["op"] != "FinalizeCutover":
-            continue
-        (server_id,) = entry["servers"]
-        if server_id in done:
-            offenders.append(server_id)
-        if entry["status"] == 200:
-            done.add(server_id)
-    return offenders
 
 
 def run_chaos(handle: Any, work: Path, apps: int, seed: int) -> Figures:

@@ -14,7 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from orchestrator.journal import JOURNAL_FILE, Journal
 from tests.runhelp import (
     aid,
     cli_env,
+    finalized_after_success,
     mgn_cutover,
     outcomes,
     report,
@@ -147,21 +148,6 @@ def wait_until_idle(handle: Any, timeout_s: float = 15.0) -> None:
             return
         time.sleep(0.02)
     raise AssertionError("the emulator still has requests in flight")
-
-
-def finalized_after_success(log: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Servers that got a FinalizeCutover after one of theirs was answered 200 (must be none)."""
-    done: set[str] = set()
-    offenders = []
-    for entry in log:
-        if entry["op"] != "FinalizeCutover":
-            continue
-        (server_id,) = entry["servers"]
-        if server_id in done:
-            offenders.append(server_id)
-        if entry["status"] == 200:
-            done.add(server_id)
-    return offenders
 
 
 def assert_complete_and_converged(rep: Mapping[str, Any], ids: set[str]) -> None:

@@ -12,6 +12,7 @@ from orchestrator.lock import WaveLock
 from tests.runhelp import (
     aid,
     cli_env,
+    finalized_after_success,
     mgn_cutover,
     outcomes,
     report,
@@ -36,21 +37,6 @@ def _ready_wave(emulator: Any, work: Path, apps: int, per_app: int, wave: str = 
     groups = {aid(a): [sid(a, n) for n in range(per_app)] for a in range(apps)}
     emulator.seed({"servers": [server(s, a) for a, ids in groups.items() for s in ids]})
     return write_plan(work, wave, groups)
-
-
-def finalize_after_success(emulator: Any) -> list[str]:
-    """Servers that received a FinalizeCutover after one answered 200: must always be empty."""
-    done: set[str] = set()
-    offenders = []
-    for entry in emulator.request_log():
-        if entry["op"] != "FinalizeCutover":
-            continue
-        (server_id,) = entry["servers"]
-        if server_id in done:
-            offenders.append(server_id)
-        if entry["status"] == 200:
-            done.add(server_id)
-    return offenders
 
 
 def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
@@ -161,7 +147,7 @@ def test_throttling_is_retried_after_retry_after(emulator: Any, work_dir: Path) 
             assert entry["t"] - last_429.pop(server_id) >= 0.95
         if entry["status"] == 429:
             last_429[server_id] = entry["t"]
-    assert finalize_after_success(emulator) == []
+    assert finalized_after_success(emulator.request_log()) == []
 
 
 def test_internal_errors_and_dropped_connections_are_survived(
@@ -174,7 +160,7 @@ def test_internal_errors_and_dropped_connections_are_survived(
     assert out.returncode == 0, out.stdout + out.stderr
     assert emulator.failed() > 0
     assert set(outcomes(report(work_dir, "w")).values()) == {"finalized"}
-    assert finalize_after_success(emulator) == []
+    assert finalized_after_success(emulator.request_log()) == []
 
 
 def test_visibility_lag_is_waited_out(emulator: Any, work_dir: Path) -> None:
