@@ -293,11 +293,11 @@ async def _finalize_and_reconcile(
         await watcher
     finally:
         state.account_error = state.account_error or pool.account_error
-    if pool.journal_error is not None:
-        raise pool.journal_error
         if not watcher.done():
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
+    if pool.journal_error is not None:
+        raise pool.journal_error
     for server_id in reconciler.expire_all():
         result = results[server_id]
         result.outcome = Outcome.TIMED_OUT
