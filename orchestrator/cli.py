@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator import __version__
 from orchestrator.errors import InputError, MgnCutoverError
+from orchestrator.logs import use_json
 
 # Flags whose value overrides a Config field of the same name (dest -> field).
 CONFIG_FLAGS = (
@@ -127,12 +130,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(ns)
     except MgnCutoverError as exc:
+        if ns.command == "run" and use_json(ns.log_format or "auto", sys.stderr):
+            print(_error_event(exc), file=sys.stderr)  # cron: stderr stays JSON lines
+            return exc.exit_code
         # Diagnostics already read `file:line:col: message`; anything else gets our prefix.
         located = isinstance(exc, InputError) and exc.diagnostics
         print(str(exc) if located else f"mgn-cutover: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _error_event(exc: MgnCutoverError) -> str:
+    """A run's refusal (bad input, locked, account, journal) as one JSON log line."""
+    event: dict[str, Any] = {
+        "event": "run_refused",
+        "level": "error",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "exit_code": exc.exit_code,
+        "error_type": type(exc).__name__,
+        "error": str(exc),
+    }
+    if isinstance(exc, InputError) and exc.diagnostics:
+        event["diagnostics"] = [str(d) for d in exc.diagnostics]
+    return json.dumps(event)
 
 
 def _dispatch(ns: argparse.Namespace) -> int:

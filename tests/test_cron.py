@@ -248,3 +248,26 @@ def test_operations_doc_commands_parse_with_the_real_cli() -> None:
     parser = build_parser()
     for words in commands:
         parser.parse_args(words)
+
+
+def test_cron_run_refused_before_it_starts_is_one_json_line(emulator: Any, work_dir: Path) -> None:
+    """Locked (exit 3) and bad input (exit 2) under cron are JSON events, not plain text."""
+    from orchestrator.lock import WaveLock
+
+    plan = write_plan(work_dir, "w", {aid(0): [sid(0, 0)]})
+    emulator.seed({"servers": [server(sid(0, 0), aid(0))]})
+    env = cli_env(emulator.url)
+    with WaveLock(work_dir / "state", "w"):
+        locked = as_cron(cron_args(plan, "w", work_dir), env)
+    assert locked.returncode == 3
+    [event] = json_events(locked.stderr)
+    assert event["event"] == "run_refused" and event["exit_code"] == 3
+    assert "is locked by pid" in event["error"]
+    bad = plan.parent / "bad.yaml"
+    bad.write_text("wave: w2\napplications: []\nextra: 1\n")
+    refused = as_cron(cron_args(bad, "w2", work_dir), env)
+    assert refused.returncode == 2
+    [event] = json_events(refused.stderr)
+    assert event["exit_code"] == 2 and len(event["diagnostics"]) >= 2
+    assert all(d.startswith(f"{bad}:") for d in event["diagnostics"])
+    assert emulator.calls("FinalizeCutover") == 0
