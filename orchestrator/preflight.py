@@ -7,6 +7,7 @@ With the application gate on, one blocked server blocks its whole application.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -14,6 +15,7 @@ from typing import Any
 
 from orchestrator.answers import PROBLEM_KEY
 from orchestrator.config import Config
+from orchestrator.errors import AccountError
 from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_INSTANCE_STATUS, chunks
 from orchestrator.plan import Server, Wave
 
@@ -175,11 +177,20 @@ InstanceStatus = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]]]]
 
 
 async def read_views(server_ids: Sequence[str], describe: Describe) -> dict[str, ServerView]:
-    """Describe the servers in batches of at most 200 IDs."""
-    views: dict[str, ServerView] = {}
+    """Describe the servers in batches of at most 200 IDs, the batches concurrently (the
+    describe limiter still paces them)."""
     wanted = set(server_ids)
-    for batch in chunks(server_ids, MAX_IDS_PER_DESCRIBE):
-        for item in await describe(batch):
+    pages = await asyncio.gather(
+        *(describe(batch) for batch in chunks(server_ids, MAX_IDS_PER_DESCRIBE)),
+        return_exceptions=True,
+    )
+    failures = [p for p in pages if isinstance(p, BaseException)]
+    if failures:  # every batch has finished: raise the most telling failure
+        raise next((f for f in failures if isinstance(f, AccountError)), failures[0])
+    views: dict[str, ServerView] = {}
+    for page in pages:
+        assert not isinstance(page, BaseException)
+        for item in page:
             view = parse_server(item)
             if view is not None and view.source_server_id in wanted:
                 views[view.source_server_id] = view

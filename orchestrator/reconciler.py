@@ -2,7 +2,8 @@
 
 A small state machine per server: pending (finalize accepted, not yet converged) -> converged, or
 -> timed_out once its deadline passes. Polls run every `poll_interval_s`, drift-corrected, with
-one DescribeSourceServers per 200 pending servers. It never sends FinalizeCutover.
+one DescribeSourceServers per 200 pending servers (a quarter interval for the last 200 once the
+pool is done). It never sends FinalizeCutover.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, chunks
 from orchestrator.preflight import ServerView, parse_server
 
 log = structlog.get_logger(__name__)
+
+TAIL_SPEEDUP = 4
 
 Describe = Callable[[Sequence[str]], Awaitable[list[dict[str, Any]]]]
 
@@ -88,11 +91,21 @@ class Reconciler:
                 return
             if self._deadlines:
                 await self.poll_once()
-            next_tick += self.poll_interval_s
+            next_tick += self._interval_s()
             now = self._clock()
             if next_tick < now:  # fell behind (slow reads): skip missed ticks, keep the phase
                 next_tick = now
             await self._wait(next_tick - now)
+
+    def _interval_s(self) -> float:
+        """The poll interval; quartered for the last few servers once the pool is done.
+
+        Then one small call per cycle is all a poll costs, and the wave's end is not held back
+        by up to a whole interval after the last server's change becomes visible.
+        """
+        if self._closed and len(self._deadlines) <= MAX_IDS_PER_DESCRIBE:
+            return self.poll_interval_s / TAIL_SPEEDUP
+        return self.poll_interval_s
 
     async def _wait(self, delay_s: float) -> None:
         assert self._wake is not None

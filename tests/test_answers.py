@@ -8,7 +8,7 @@ from typing import Any
 import botocore.session
 import pytest
 
-from orchestrator.answers import PROBLEM_KEY, check_items, make_hook, type_problem
+from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook, type_problem
 
 SHAPE = botocore.session.get_session().get_service_model("mgn").shape_for("SourceServer")
 
@@ -31,8 +31,8 @@ def _good(server_id: str) -> dict[str, Any]:
         ({"lifeCycle": "CUTOVER"}, "item.lifeCycle is str"),
         ({"lifeCycle": {"state": 7}}, "item.lifeCycle.state is int"),
         ({"dataReplicationInfo": {"replicatedDisks": "none"}}, "replicatedDisks is str"),
-        ({"dataReplicationInfo": {"replicatedDisks": [{"totalStorageBytes": "1"}]}}, "[0]"),
-        ({"tags": {"Name": 5}}, "item.tags.Name is int"),
+        ({"dataReplicationInfo": {"replicatedDisks": [{"totalStorageBytes": "1"}]}}, "[]"),
+        ({"tags": {"Name": 5}}, "item.tags[] is int"),
     ],
 )
 def test_type_problem_names_the_first_mismatch(change: dict[str, Any], where: str) -> None:
@@ -52,7 +52,7 @@ def test_only_the_bad_item_is_replaced() -> None:
     good = _good("s-00000000000000001")
     bad = {**_good("s-00000000000000002"), "lifeCycle": []}
     nameless = {"sourceServerID": 5}
-    fixed, problems = check_items({"items": [good, bad, nameless]}, SHAPE)
+    fixed, problems = check_items({"items": [good, bad, nameless]}, compile_check(SHAPE))
     assert fixed["items"] == [good, {"sourceServerID": "s-00000000000000002"}]
     assert list(problems) == ["s-00000000000000002"]
 
@@ -66,3 +66,10 @@ def test_hook_rewrites_the_body_and_reports_problems() -> None:
     hook(response_dict=response, customized_response_dict=custom)
     assert json.loads(response["body"]) == {"items": [{"sourceServerID": "s-00000000000000002"}]}
     assert "isArchived" in custom[PROBLEM_KEY]["s-00000000000000002"]
+
+
+def test_a_clean_page_is_returned_untouched() -> None:
+    """With no problem the very same body comes back: nothing is re-encoded or re-parsed."""
+    body = {"items": [_good("s-00000000000000001")]}
+    fixed, problems = check_items(body, compile_check(SHAPE))
+    assert fixed is body and problems == {}

@@ -107,8 +107,17 @@ async def test_ticks_are_drift_corrected() -> None:
     reads = SlowReads(vt, {"s-a": 4.5})
     rec, _ = _reconciler(vt, reads, poll_interval_s=1.0)
     rec.add("s-a")
-    rec.close()
-    await vt.run(rec.run())
+
+    async def pool_ends_later() -> None:
+        await vt.sleep(5.6)
+        rec.close()
+
+    async def both() -> None:
+        import asyncio
+
+        await asyncio.gather(rec.run(), pool_ends_later())
+
+    await vt.run(both())
     assert [round(t, 6) for t, _ in reads.calls] == [0.3, 1.3, 2.3, 3.3, 4.3, 5.3]
 
 
@@ -136,7 +145,7 @@ async def test_a_failed_poll_is_retried_next_cycle() -> None:
     rec.close()
     await vt.run(rec.run())
     assert rec.stats.failed_polls == 1
-    assert seen["converged"] == [("s-a", 1.0)]
+    assert seen["converged"] == [("s-a", 0.25)]  # the pool is done: a quarter interval
 
 
 async def test_account_errors_stop_the_reconciler() -> None:
@@ -170,3 +179,19 @@ async def test_waits_for_the_pool_while_nothing_is_pending() -> None:
     await vt.run(both())
     assert reads.calls == [(4.0, 1)]
     assert seen["converged"] == [("s-late", 4.0)]
+
+
+async def test_polls_four_times_as_often_for_the_last_servers() -> None:
+    """Once the pool is done and at most 200 are pending, polls come every quarter interval."""
+    vt = VirtualTime()
+    ids = [f"s-{i:017d}" for i in range(250)]
+    converge = dict.fromkeys(ids[:100], 1.0) | dict.fromkeys(ids[100:], 2.6)
+    reads = FakeReads(vt, converge)
+    rec, seen = _reconciler(vt, reads, poll_interval_s=1.0)
+    for sid in ids:
+        rec.add(sid)
+    rec.close()
+    await vt.run(rec.run())
+    times = sorted({t for t, _ in reads.calls})
+    assert times == [0.0, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
+    assert max(t for _, t in seen["converged"]) == 2.75
