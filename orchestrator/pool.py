@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -70,7 +70,8 @@ class FinalizePool:
     ) -> None:
         self._finalize = finalize
         # Servers an earlier run sent FinalizeCutover to without recording the answer.
-        self._prior_intent = frozenset(prior_intent)
+        self._prior_intent = set(prior_intent)
+        self._tasks: list[asyncio.Task[None]] = []
         self._describe_one = describe_one
         self._limiter = limiter
         self._policy = policy
@@ -95,6 +96,12 @@ class FinalizePool:
         self.interrupted = True
         self._cancel_waiting()
 
+    def abort(self, err: AccountError) -> None:
+        """An account-wide error seen elsewhere (pre-flight, reconciler): stop like on our own."""
+        if self.account_error is None:
+            self.account_error = err
+            self._cancel_waiting()
+
     def _cancel_waiting(self) -> None:
         # Only loops parked in a limiter slot, a backoff or the semaphore: never a sent call.
         for server_id, retrying in self._retrying.items():
@@ -106,7 +113,19 @@ class FinalizePool:
 
     async def run(self, server_ids: Sequence[str]) -> None:
         """Finalize every server in `server_ids`; returns when each has an outcome."""
-        await asyncio.gather(*(self._finalize_one(sid) for sid in server_ids))
+        self.submit(server_ids)
+        await self.join()
+
+    def submit(self, server_ids: Sequence[str], prior_intent: Iterable[str] = ()) -> None:
+        """Start finalizing more servers (the pre-flight hands them over application by
+        application); `prior_intent`: those an earlier run sent without a recorded answer."""
+        self._prior_intent.update(prior_intent)
+        self._tasks.extend(asyncio.ensure_future(self._finalize_one(s)) for s in server_ids)
+
+    async def join(self) -> None:
+        """Wait until every submitted server has an outcome."""
+        while pending := [t for t in self._tasks if not t.done()]:
+            await asyncio.gather(*pending)
 
     async def _finalize_one(self, server_id: str) -> None:
         result = self._results[server_id]

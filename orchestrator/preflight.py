@@ -8,7 +8,8 @@ With the application gate on, one blocked server blocks its whole application.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -230,6 +231,62 @@ async def check_instances(checks: Sequence[Check], status: InstanceStatus) -> li
     ]
 
 
+async def _verdicts(
+    servers: Sequence[Server],
+    views: dict[str, ServerView],
+    config: Config,
+    instance_status: InstanceStatus | None,
+) -> list[Check]:
+    checks = [decide(s, views.get(s.source_server_id), config) for s in servers]
+    if config.verify_instances and instance_status is not None:
+        checks = await check_instances(checks, instance_status)
+    if config.application_gate:
+        checks = apply_application_gate(checks)
+    return checks
+
+
+async def preflight_stream(
+    wave: Wave,
+    config: Config,
+    describe: Describe,
+    instance_status: InstanceStatus | None = None,
+) -> AsyncIterator[list[Check]]:
+    """The verdicts, application by application, as soon as each application is wholly read.
+
+    Every 200-ID batch is read at once (the describe limiter paces them); batches are consumed
+    in plan order, so the run can start finalizing the first applications while later ones are
+    still being read. An application is never split: its gate sees all its servers.
+    Raises MgnError/AccountError from the reads; nothing more is yielded after one.
+    """
+    servers = wave.servers
+    ids = [s.source_server_id for s in servers]
+    batches = chunks(ids, MAX_IDS_PER_DESCRIBE)
+    reads = [asyncio.ensure_future(describe(batch)) for batch in batches]
+    views: dict[str, ServerView] = {}
+    app_ends = list(itertools.accumulate(len(a.servers) for a in wave.applications))
+    emitted_apps = emitted_servers = 0
+    try:
+        for i, read in enumerate(reads):
+            asked = set(batches[i])
+            for item in await read:
+                view = parse_server(item)
+                if view is not None and view.source_server_id in asked:
+                    views[view.source_server_id] = view
+            known = min((i + 1) * MAX_IDS_PER_DESCRIBE, len(ids))
+            ready = emitted_apps
+            while ready < len(app_ends) and app_ends[ready] <= known:
+                ready += 1
+            if ready > emitted_apps:
+                upto = app_ends[ready - 1]
+                part = servers[emitted_servers:upto]
+                emitted_apps, emitted_servers = ready, upto
+                yield await _verdicts(part, views, config, instance_status)
+    finally:
+        for read in reads:
+            read.cancel()
+        await asyncio.gather(*reads, return_exceptions=True)
+
+
 async def preflight(
     wave: Wave,
     config: Config,
@@ -237,14 +294,11 @@ async def preflight(
     instance_status: InstanceStatus | None = None,
 ) -> list[Check]:
     """Every server of `wave` with its verdict. Raises MgnError/AccountError from the reads."""
-    servers = wave.servers
-    views = await read_views([s.source_server_id for s in servers], describe)
-    checks = [decide(s, views.get(s.source_server_id), config) for s in servers]
-    if config.verify_instances and instance_status is not None:
-        checks = await check_instances(checks, instance_status)
-    if config.application_gate:
-        checks = apply_application_gate(checks)
-    return checks
+    return [
+        check
+        async for part in preflight_stream(wave, config, describe, instance_status)
+        for check in part
+    ]
 
 
 def counts(checks: Iterable[Check]) -> dict[str, int]:

@@ -27,7 +27,7 @@ from orchestrator.limiter import Clock, Sleep
 from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool, apply_view
-from orchestrator.preflight import Check, Decision, ServerView, preflight, read_views
+from orchestrator.preflight import Check, Decision, ServerView, preflight_stream, read_views
 from orchestrator.reconciler import Reconciler
 
 log = structlog.get_logger(__name__)
@@ -108,6 +108,40 @@ def _resume(
     return None
 
 
+@dataclass
+class Triage:
+    """What the run will do with one part of the wave, from pre-flight + journal."""
+
+    finalize: list[str] = field(default_factory=list)
+    poll: list[str] = field(default_factory=list)
+    prior_intent: set[str] = field(default_factory=set)
+
+
+def _triage(
+    checks: list[Check],
+    entries: dict[str, JournalEntry],
+    state: RunState,
+    record_converged: Callable[[ServerResult], None],
+) -> Triage:
+    work = Triage()
+    for check in checks:
+        result = state.results[check.source_server_id]
+        result.reason = None
+        apply_view(result, check.view)
+        entry = entries.get(check.source_server_id)
+        todo = _resume(check, entry, result, state.dry_run)
+        if todo == "finalize":
+            work.finalize.append(check.source_server_id)
+            if entry is not None and entry.attempts > 0:
+                # Sent before without a recorded acceptance: it may have gone through.
+                work.prior_intent.add(check.source_server_id)
+        elif todo == "poll":
+            work.poll.append(check.source_server_id)
+        elif result.outcome is Outcome.FINALIZED and entry and entry.status != "converged":
+            record_converged(result)
+    return work
+
+
 async def run_wave(
     wave: Wave,
     config: Config,
@@ -120,7 +154,12 @@ async def run_wave(
     sleep: Sleep = asyncio.sleep,
     now_iso: Callable[[], str] = utc_now_iso,
 ) -> RunRecord:
-    """Run the wave once and return its record. Raises AccountError only from the pre-flight."""
+    """Run the wave once and return its record.
+
+    The pre-flight streams its verdicts application by application; each wholly ready
+    application goes to the finalize pool at once, while later ones are still being read.
+    Raises JournalError when the journal cannot record an intent.
+    """
     run_id = run_id or uuid.uuid4().hex
     started_at = now_iso()
     journal.start_run(
@@ -132,61 +171,56 @@ async def run_wave(
     )
     with bound_contextvars(wave=wave.name, run_id=run_id):
         log.info("run_started", servers=len(wave.servers), dry_run=state.dry_run)
-        state.phase = "preflight"
-        not_checked = "pre-flight did not complete (account error)"
-        try:
-            checks = await preflight(wave, config, gateway.describe, gateway.instance_status)
-        except AccountError as err:
-            state.account_error = err
-            checks = []
-        except MgnError as err:  # reads kept failing, or an answer botocore could not parse
-            log.error("preflight_failed", error_code=err.code, error=err.message)
-            not_checked = f"pre-flight failed, nothing was sent: {err}"
-            checks = []
-        entries = journal.entries()
-        to_finalize: list[str] = []
-        to_poll: list[str] = []
-        prior_intent: set[str] = set()
         for server in wave.servers:
             state.results[server.source_server_id] = ServerResult(
                 server.source_server_id, server.application_id, reason="not checked"
             )
-        for check in checks:
-            result = state.results[check.source_server_id]
-            result.reason = None
-            apply_view(result, check.view)
-            entry = entries.get(check.source_server_id)
-            work = _resume(check, entry, result, state.dry_run)
-            if work == "finalize":
-                to_finalize.append(check.source_server_id)
-                if entry is not None and entry.attempts > 0:
-                    # Sent before without a recorded acceptance: it may have gone through.
-                    prior_intent.add(check.source_server_id)
-            elif work == "poll":
-                to_poll.append(check.source_server_id)
-            elif result.outcome is Outcome.FINALIZED and entry and entry.status != "converged":
-                result.converged_at = result.converged_at or now_iso()
-                journal.record_converged(
-                    check.source_server_id,
-                    at=result.converged_at,
-                    run_id=run_id,
-                    application_id=result.application_id,
-                )
+        entries = journal.entries()
+        execution = None
+        if not state.dry_run:
+            execution = Execution(config, gateway, journal, state, run_id, clock, sleep, now_iso)
+
+        def record_converged(result: ServerResult) -> None:
+            result.converged_at = result.converged_at or now_iso()
+            journal.record_converged(
+                result.source_server_id,
+                at=result.converged_at,
+                run_id=run_id,
+                application_id=result.application_id,
+            )
+
+        state.phase = "preflight"
+        not_checked = "pre-flight did not complete (account error)"
+        tally = Triage()
+        stream = preflight_stream(wave, config, gateway.describe, gateway.instance_status)
+        try:
+            async for checks in stream:
+                work = _triage(checks, entries, state, record_converged)
+                tally.finalize += work.finalize
+                tally.poll += work.poll
+                if execution is not None and not state.stopping():
+                    execution.submit(work)
+        except AccountError as err:
+            state.account_error = err
+            if execution is not None:
+                execution.pool.abort(err)
+        except MgnError as err:  # reads kept failing, or an answer botocore could not parse
+            log.error("preflight_failed", error_code=err.code, error=err.message)
+            not_checked = f"pre-flight failed, not sent: {err}"
         log.info(
             "preflight_done",
-            finalize=len(to_finalize),
-            poll=len(to_poll),
+            finalize=len(tally.finalize),
+            poll=len(tally.poll),
             blocked=sum(r.outcome is Outcome.BLOCKED for r in state.results.values()),
         )
-        if not state.dry_run and not state.stopping():
-            await _finalize_and_reconcile(
-                config, gateway, journal, state, to_finalize, to_poll, prior_intent,
-                run_id=run_id, clock=clock, sleep=sleep, now_iso=now_iso,
-            )  # fmt: skip
+        if execution is not None:
+            await execution.finish()
         state.phase = "report"
         for result in state.results.values():
             if result.reason == "not checked":
                 result.reason = not_checked
+            elif result.outcome is Outcome.NOT_ATTEMPTED and result.reason is None:
+                result.reason = "run stopped before FinalizeCutover was sent; rerun the wave"
         results = sorted(
             state.results.values(), key=lambda r: (r.application_id, r.source_server_id)
         )
@@ -206,30 +240,102 @@ async def run_wave(
         return record
 
 
-async def _finalize_and_reconcile(
-    config: Config,
-    gateway: Gateway,
-    journal: Journal,
-    state: RunState,
-    to_finalize: list[str],
-    to_poll: list[str],
-    prior_intent: set[str],
-    *,
-    run_id: str,
-    clock: Clock,
-    sleep: Sleep,
-    now_iso: Callable[[], str],
-) -> None:
-    results = state.results
+class Execution:
+    """The finalize pool and the reconciler beside it, fed as the pre-flight decides."""
 
-    def converged(view: ServerView) -> None:
-        result = results[view.source_server_id]
+    def __init__(
+        self,
+        config: Config,
+        gateway: Gateway,
+        journal: Journal,
+        state: RunState,
+        run_id: str,
+        clock: Clock,
+        sleep: Sleep,
+        now_iso: Callable[[], str],
+    ) -> None:
+        self.config, self.gateway, self.journal, self.state = config, gateway, journal, state
+        self.run_id, self.now_iso = run_id, now_iso
+        self.reconciler = Reconciler(
+            gateway.describe_cutover,
+            poll_interval_s=config.poll_interval_s,
+            timeout_s=config.reconcile_timeout_s,
+            on_converged=self._converged,
+            on_timed_out=self._timed_out,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.pool = FinalizePool(
+            finalize=gateway.client.finalize,
+            describe_one=gateway.describe_one,
+            limiter=gateway.finalize_limiter,
+            policy=gateway.policy,
+            concurrency=config.concurrency,
+            journal=journal,
+            reconciler=self.reconciler,
+            results=state.results,
+            run_id=run_id,
+            now_iso=now_iso,
+            clock=clock,
+            sleep=sleep,
+            rng=gateway.rng,
+        )
+        state.pool, state.reconciler = self.pool, self.reconciler
+        if state.interrupted:
+            self.pool.stop()
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        try:
+            await self.reconciler.run(
+                should_stop=lambda: self.state.stopping() or self.pool.stopping()
+            )
+        except AccountError as err:  # account-wide: stop the pool too
+            self.pool.abort(err)
+
+    def submit(self, work: Triage) -> None:
+        """Hand over one part of the wave: finalize some servers, poll others."""
+        self.state.phase = "finalize"
+        for server_id in work.poll:
+            self.reconciler.add(server_id)
+        self.pool.submit(work.finalize, work.prior_intent)
+
+    async def finish(self) -> None:
+        """Wait for the pool, then for the reconciler; settle whatever is left unconfirmed.
+
+        Raises JournalError when the pool stopped because the journal failed.
+        """
+        pool, reconciler = self.pool, self.reconciler
+        try:
+            await pool.join()
+            self.state.phase = "reconcile"
+            reconciler.close()
+            await self._watcher
+        finally:
+            self.state.account_error = self.state.account_error or pool.account_error
+            if not self._watcher.done():
+                self._watcher.cancel()
+                await asyncio.gather(self._watcher, return_exceptions=True)
+        if pool.journal_error is not None:
+            raise pool.journal_error
+        for server_id in reconciler.expire_all():
+            result = self.state.results[server_id]
+            result.outcome = Outcome.TIMED_OUT
+            result.reason = (
+                "stopped before MGN confirmed the finalize; rerun to confirm (it only polls)"
+            )
+        await _refresh_unconfirmed(
+            self.gateway, self.state.results, self.config.reconcile_timeout_s
+        )
+
+    def _converged(self, view: ServerView) -> None:
+        result = self.state.results[view.source_server_id]
         apply_view(result, view)
-        result.converged_at = now_iso()
-        journal.record_converged(
+        result.converged_at = self.now_iso()
+        self.journal.record_converged(
             view.source_server_id,
             at=result.converged_at,
-            run_id=run_id,
+            run_id=self.run_id,
             application_id=result.application_id,
         )
         log.info(
@@ -238,73 +344,14 @@ async def _finalize_and_reconcile(
             applicationID=result.application_id,
         )
 
-    def timed_out(server_id: str, view: ServerView | None) -> None:
-        result = results[server_id]
+    def _timed_out(self, server_id: str, view: ServerView | None) -> None:
+        result = self.state.results[server_id]
         apply_view(result, view)
         result.outcome = Outcome.TIMED_OUT
         result.reason = None  # written once MGN's full record is read back
         log.warning(
             "server_timed_out", sourceServerID=server_id, applicationID=result.application_id
         )
-
-    reconciler = Reconciler(
-        gateway.describe_cutover,
-        poll_interval_s=config.poll_interval_s,
-        timeout_s=config.reconcile_timeout_s,
-        on_converged=converged,
-        on_timed_out=timed_out,
-        clock=clock,
-        sleep=sleep,
-    )
-    pool = FinalizePool(
-        finalize=gateway.client.finalize,
-        describe_one=gateway.describe_one,
-        limiter=gateway.finalize_limiter,
-        policy=gateway.policy,
-        concurrency=config.concurrency,
-        journal=journal,
-        reconciler=reconciler,
-        results=results,
-        run_id=run_id,
-        now_iso=now_iso,
-        clock=clock,
-        sleep=sleep,
-        rng=gateway.rng,
-        prior_intent=prior_intent,
-    )
-    state.pool, state.reconciler = pool, reconciler
-    if state.interrupted:
-        pool.stop()
-    for server_id in to_poll:
-        reconciler.add(server_id)
-    state.phase = "finalize"
-
-    async def watch() -> None:
-        try:
-            await reconciler.run(should_stop=lambda: state.stopping() or pool.stopping())
-        except AccountError as err:  # account-wide: stop the pool too
-            pool.account_error = pool.account_error or err
-
-    watcher = asyncio.create_task(watch())
-    try:
-        await pool.run(to_finalize)
-        state.phase = "reconcile"
-        reconciler.close()
-        await watcher
-    finally:
-        state.account_error = state.account_error or pool.account_error
-        if not watcher.done():
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-    if pool.journal_error is not None:
-        raise pool.journal_error
-    for server_id in reconciler.expire_all():
-        result = results[server_id]
-        result.outcome = Outcome.TIMED_OUT
-        result.reason = (
-            "stopped before MGN confirmed the finalize; rerun to confirm (it only polls)"
-        )
-    await _refresh_unconfirmed(gateway, results, config.reconcile_timeout_s)
 
 
 async def _refresh_unconfirmed(

@@ -141,3 +141,40 @@ async def test_instance_check_blocks_unhealthy_instances() -> None:
     assert "instance_status=impaired" in (out[1].reason or "")
     assert "EC2 does not know" in (out[2].reason or "")
     assert asked == [instances]
+
+
+async def test_stream_yields_each_application_once_wholly_read() -> None:
+    """Applications come out as soon as all their servers are read, never split across parts."""
+    import asyncio
+
+    from orchestrator.plan import Application, Wave
+    from orchestrator.preflight import preflight_stream
+
+    # 3 applications of 150 servers: batch 1 (200 IDs) holds app 0 and half of app 1.
+    apps = tuple(
+        Application(
+            f"app-{a:017d}",
+            None,
+            tuple(Server(f"s-{a:03d}{n:014d}", f"app-{a:017d}") for n in range(150)),
+        )
+        for a in range(3)
+    )
+    wave = Wave("w", apps)
+    release = asyncio.Event()
+    reads: list[int] = []
+
+    async def describe(batch: Any) -> list[dict[str, Any]]:
+        reads.append(len(batch))
+        if len(reads) > 1:
+            await release.wait()  # later batches are slow
+        return [_item(sid, applicationID=f"app-{int(sid[2:5]):017d}") for sid in batch]
+
+    stream = preflight_stream(wave, Config(), describe)
+    first = await anext(stream)
+    assert {c.server.application_id for c in first} == {apps[0].application_id}
+    assert len(first) == 150 and all(c.decision is Decision.FINALIZE for c in first)
+    assert reads == [200, 200, 50]  # every batch was asked at once
+    release.set()
+    rest = [c async for part in stream for c in part]
+    assert [c.server.application_id for c in rest[:1]] == [apps[1].application_id]
+    assert len(rest) == 300
