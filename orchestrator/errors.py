@@ -43,7 +43,9 @@ class Diagnostic:
         where = self.path if self.line <= 0 else f"{self.path}:{self.line}"
         if self.line > 0 and self.col > 0:
             where += f":{self.col}"
-        return f"{where}: {prefix}{self.message}"
+        # One diagnostic, one line: control and separator characters from a file are escaped.
+        message = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in self.message)
+        return f"{where}: {prefix}{message}"
 
 
 class InputError(MgnCutoverError):
