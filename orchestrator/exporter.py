@@ -6,7 +6,7 @@ import re
 
 from orchestrator.errors import InputError
 from orchestrator.mgn import MgnClient
-from orchestrator.plan import dump_wave
+from orchestrator.planfile import dump_wave
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -23,7 +23,7 @@ from types import TracebackType
 import structlog
 
 from orchestrator.errors import LockedError
-from orchestrator.journal import ensure_private_dir, wave_dir
+from orchestrator.files import ensure_private_dir, wave_dir
 
 LOCK_FILE = "run.lock"
 _MAX_HOLDER_BYTES = 4096

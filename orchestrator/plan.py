@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from orchestrator.errors import Diagnostic, PlanError
 from orchestrator.validation import (
     ACCOUNT_ID_RE,
@@ -45,7 +43,6 @@ from orchestrator.yamlsource import (
     Scalar,
     Seq,
     find_yaml_files,
-    parse_yaml,
     read_yaml,
 )
 
@@ -160,67 +157,6 @@ def select_wave(waves: LoadResult | Iterable[Wave], name: str) -> Wave:
     names = ", ".join(w.name for w in candidates) or "none"
     message = f"no wave named {quote(name)} in the plan files (waves found: {names})"
     raise PlanError([Diagnostic("--wave", 0, 0, message)])
-
-
-def dump_wave(
-    wave: Wave | str,
-    applications: Iterable[tuple[str, str | None, Iterable[str]]] = (),
-    *,
-    description: str | None = None,
-    account_id: str | None = None,
-    region: str | None = None,
-    header: str | None = None,
-) -> str:
-    """A plan file's text for `wave` (a Wave, or a name with its applications as tuples).
-
-    `applications` holds ``(application_id, name_or_None, server_ids)``; `header` becomes leading
-    comment lines. Raises PlanError when the text would not load back (bad name, ID, or empty).
-    """
-    if isinstance(wave, Wave):
-        name = wave.name
-        description, account_id, region = wave.description, wave.account_id, wave.region
-        applications = [(a.application_id, a.name, a.server_ids) for a in wave.applications]
-    else:
-        name = wave
-    doc: dict[str, object] = {"wave": name}
-    optional = (("description", description), ("accountID", account_id), ("region", region))
-    doc.update((k, v) for k, v in optional if v is not None)
-    doc["applications"] = [
-        _app_doc(app_id, app_name, ids) for app_id, app_name, ids in applications
-    ]
-    body = yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100)
-    comment = "".join(f"# {line}".rstrip() + "\n" for line in (header or "").splitlines())
-    text = comment + body
-    _, found = read_wave(parse_yaml(text.encode("utf-8"), "<dump_wave>"), Path("<dump_wave>"))
-    errors = [d for d in found if d.severity == "error"]
-    if errors:
-        raise PlanError(errors)
-    return text
-
-
-def _app_doc(app_id: str, name: str | None, server_ids: Iterable[str]) -> dict[str, object]:
-    doc: dict[str, object] = {"applicationID": app_id}
-    if name is not None:
-        doc["name"] = name
-    doc["sourceServerIDs"] = list(server_ids)
-    return doc
-
-
-class _IndentedDumper(yaml.SafeDumper):
-    """Indents list items under their key, as people write plan files by hand."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        super().increase_indent(flow, False)
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    # PyYAML writes NEL and the Unicode line separators raw in single quotes, and they come back
-    # as line breaks; double quotes escape them.
-    style = '"' if any(ch in value for ch in "\x85\u2028\u2029") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_IndentedDumper.add_representer(str, _represent_str)
 
 
 def _duplicate_names(waves: Sequence[Wave]) -> list[Diagnostic]:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import ensure_private_dir, fsync_dir, wave_dir
+from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import Outcome, RunRecord, ServerResult
 
 REPORT_SCHEMA = "mgn-cutover/report/v1"

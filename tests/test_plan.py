@@ -14,10 +14,10 @@ from orchestrator.plan import (
     LoadResult,
     Server,
     Wave,
-    dump_wave,
     load_waves,
     select_wave,
 )
+from orchestrator.planfile import dump_wave
 from orchestrator.yamlsource import MAX_FILE_BYTES
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import PlanError
-from orchestrator.plan import WAVE_NAME_RE, LoadResult, dump_wave, load_waves
+from orchestrator.plan import WAVE_NAME_RE, LoadResult, load_waves
+from orchestrator.planfile import dump_wave
 
 FAST = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
