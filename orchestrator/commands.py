@@ -17,7 +17,7 @@ import structlog
 
 from orchestrator import logs
 from orchestrator.config import Config, load_config
-from orchestrator.errors import ConfigError, InputError
+from orchestrator.errors import ConfigError, Diagnostic, InputError
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import Journal
 from orchestrator.lock import WaveLock
@@ -49,28 +49,45 @@ def for_wave(config: Config, wave: Wave) -> Config:
     )
 
 
-def load_wave(ns: argparse.Namespace) -> Wave:
-    """The plan's wave named by --wave, narrowed to --application IDs if given.
+def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]:
+    """Settings, the wave and the plan's warnings; every config and plan error at once.
 
-    Call it once logging is set up: its warnings are log events (JSON lines under cron).
+    Raises InputError carrying the diagnostics of both when either is bad.
     """
+    problems: list[InputError] = []
+    settings = wave = None
+    warnings: list[Diagnostic] = []
+    try:
+        settings = load_settings(ns)
+    except InputError as err:
+        problems.append(err)
+    try:
+        wave, warnings = load_wave(ns)
+    except InputError as err:
+        problems.append(err)
+    if problems or settings is None or wave is None:
+        if all(p.diagnostics for p in problems):
+            raise InputError([d for p in problems for d in p.diagnostics])
+        raise problems[0]
+    return settings, wave, warnings
+
+
+def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
+    """The plan's wave named by --wave, narrowed to --application IDs if given; its warnings."""
     result = load_waves(ns.paths)
-    for warning in result.warnings:
-        log.warning("plan_warning", warning=str(warning))
     wave = select_wave(result, ns.wave)
     wanted = getattr(ns, "applications", None)
     if not wanted:
-        return wave
+        return wave, list(result.warnings)
     known = {a.application_id for a in wave.applications}
     unknown = [a for a in wanted if a not in known]
     if unknown:
-        raise InputError(
-            f"--application: {', '.join(unknown)} not in wave {wave.name} "
-            f"(it has: {', '.join(sorted(known))})"
+        message = (
+            f"{', '.join(unknown)} not in wave {wave.name} (it has: {', '.join(sorted(known))})"
         )
-    return replace(
-        wave, applications=tuple(a for a in wave.applications if a.application_id in wanted)
-    )
+        raise InputError([Diagnostic("--application", 0, 0, message)])
+    narrowed = tuple(a for a in wave.applications if a.application_id in wanted)
+    return replace(wave, applications=narrowed), list(result.warnings)
 
 
 async def _with_gateway(
@@ -83,15 +100,21 @@ async def _with_gateway(
         return await work(Gateway(client, config))
 
 
+def _log_warnings(warnings: list[Diagnostic]) -> None:
+    # Log events once logging is set up: JSON lines under cron, readable on a terminal.
+    for warning in warnings:
+        log.warning("plan_warning", warning=str(warning))
+
+
 def _setup_logging(config: Config) -> bool:
     return logs.configure(config.log_format)
 
 
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
-    settings = load_settings(ns)
+    settings, wave, warnings = load_inputs(ns)
     _setup_logging(replace(settings, log_format="json") if ns.output == "json" else settings)
-    wave = load_wave(ns)
+    _log_warnings(warnings)
     config = for_wave(settings, wave)
 
     async def work(gw: Gateway) -> list[Check]:
@@ -160,13 +183,13 @@ def plan_table(checks: list[Check]) -> str:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
-    settings = load_settings(ns)
+    settings, wave, warnings = load_inputs(ns)
     show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)
     # On a terminal the progress line is the main output: only warnings and errors scroll by.
     as_json = logs.configure(
         settings.log_format, level=logging.WARNING if show_progress else logging.INFO
     )
-    wave = load_wave(ns)
+    _log_warnings(warnings)
     config = for_wave(settings, wave)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with (

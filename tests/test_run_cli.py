@@ -281,3 +281,21 @@ def test_report_and_status_read_the_journal(emulator: Any, work_dir: Path) -> No
     missing = mgn_cutover(["status", "--wave", "nope", *state], env)
     assert missing.returncode == 2
     assert missing.stderr.startswith("mgn-cutover: no journal for wave 'nope'")
+
+
+def test_config_and_plan_errors_are_reported_together(emulator: Any, work_dir: Path) -> None:
+    """A bad config and a bad plan give every error of both at once: exit 2, nothing sent."""
+    config = work_dir / "config.yaml"
+    config.write_text("concurrency: 0\nfinalize_rat: 5\n")
+    plan = work_dir / "bad.yaml"
+    plan.write_text("wave: w\napplications:\n  - applicationID: app-1\n    sourceServerIDs: []\n")
+    args = run_args(plan, "w", work_dir, "--config", str(config))
+    args[args.index("--log-format") + 1] = "console"  # plain `file:line:col:` lines
+    out = mgn_cutover(args, cli_env(emulator.url))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert any(line.startswith(f"{config}:1:") for line in lines), lines
+    assert any(line.startswith(f"{config}:2:") and "finalize_rate" in line for line in lines)
+    assert sum(line.startswith(f"{plan}:") for line in lines) >= 2, lines
+    assert emulator.calls("DescribeSourceServers") == 0
