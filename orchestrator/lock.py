@@ -14,6 +14,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -81,7 +82,7 @@ class WaveLock:
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                     raise
-                raise LockedError(self._locked_message(_read_holder(fd))) from None
+                raise LockedError(self._locked_message(_read_holder_soon(fd))) from None
             previous = _read_holder(fd)
             if previous is not None:
                 # A clean release empties the file: content means the last holder died.
@@ -150,6 +151,14 @@ class WaveLock:
                 f" a child process that inherited it: find it with `fuser {self.path}`"
             )
         return text
+
+
+def _read_holder_soon(fd: int, wait_s: float = 1.0) -> LockHolder | None:
+    """The holder record, allowing a holder that has just taken the lock time to write it."""
+    deadline = time.monotonic() + wait_s
+    while (found := _read_holder(fd)) is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # two runs started together: the winner writes within milliseconds
+    return found
 
 
 def _read_holder(fd: int) -> LockHolder | None:

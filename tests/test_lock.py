@@ -185,3 +185,28 @@ def test_wave_outside_state_dir_is_refused(tmp_path: Path) -> None:
     """A wave name that would escape state_dir raises ValueError before any file is made."""
     with pytest.raises(ValueError, match="not a plain folder name"):
         WaveLock(tmp_path / "state", "..")
+
+
+def test_a_holder_that_has_not_written_yet_is_still_named(tmp_path: Path) -> None:
+    """Two runs started together: the loser waits briefly for the winner's record, then names it."""
+    import fcntl
+    import os
+    import threading
+
+    folder = tmp_path / "w"
+    folder.mkdir(mode=0o700)
+    fd = os.open(folder / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # taken, record not written yet
+        record = {"pid": 4242, "host": "winner", "started_at": "T", "command": "mgn-cutover run"}
+
+        def write_late() -> None:
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+
+        timer = threading.Timer(0.2, write_late)
+        timer.start()
+        with pytest.raises(LockedError, match="pid 4242 on host winner"):
+            WaveLock(tmp_path, "w").acquire()
+        timer.join()
+    finally:
+        os.close(fd)
