@@ -207,16 +207,21 @@ def _type_check(ok: Callable[[Any], bool], name: str) -> Check:
     return check
 
 
+def _check_length(
+    n: int, path: str, errors: Errors, min_len: int | None, max_len: int | None
+) -> None:
+    if min_len is not None and n < min_len:
+        _fail(errors, path, n, f"Member must have length greater than or equal to {min_len}")
+    if max_len is not None and n > max_len:
+        _fail(errors, path, n, f"Member must have length less than or equal to {max_len}")
+
+
 def _list_check(member: Check, min_len: int | None, max_len: int | None) -> Check:
     def check(value: Any, path: str, errors: Errors) -> None:
         if type(value) is not list:
             _fail(errors, path, value, "Member must be a list")
             return
-        n = len(value)
-        if min_len is not None and n < min_len:
-            _fail(errors, path, n, f"Member must have length greater than or equal to {min_len}")
-        if max_len is not None and n > max_len:
-            _fail(errors, path, n, f"Member must have length less than or equal to {max_len}")
+        _check_length(len(value), path, errors, min_len, max_len)
         for i, item in enumerate(value):
             if item is None:
                 errors.append((f"{path}[{i}]", "Member must not be null"))
@@ -231,11 +236,7 @@ def _map_check(key: Check, val: Check, min_len: int | None, max_len: int | None)
         if type(value) is not dict:
             _fail(errors, path, value, "Member must be a map")
             return
-        n = len(value)
-        if min_len is not None and n < min_len:
-            _fail(errors, path, n, f"Member must have length greater than or equal to {min_len}")
-        if max_len is not None and n > max_len:
-            _fail(errors, path, n, f"Member must have length less than or equal to {max_len}")
+        _check_length(len(value), path, errors, min_len, max_len)
         for k, v in value.items():
             key(k, f"{path}.key", errors)
             if v is None:
