@@ -49,7 +49,6 @@ class RunState:
     interrupted: bool = False
     account_error: AccountError | None = None
     pool: FinalizePool | None = None
-    reconciler: Reconciler | None = None
 
     def stop(self) -> None:
         """SIGINT/SIGTERM: start nothing new; in-flight calls finish."""
@@ -280,7 +279,7 @@ class Execution:
             sleep=sleep,
             rng=gateway.rng,
         )
-        state.pool, state.reconciler = self.pool, self.reconciler
+        state.pool = self.pool
         if state.interrupted:
             self.pool.stop()
         self._watcher = asyncio.create_task(self._watch())
