@@ -5,6 +5,7 @@ MgnCutoverError                  root; `exit_code` says what the CLI exits with
 │   ├── PlanError
 │   └── ConfigError
 ├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
+│   └── StateWriteError (5)      local state (journal, lock record) could not be written
 ├── LockedError (3)              another run holds the wave's lock
 ├── AccountError (4)             account-wide: uninitialized account, access denied, credentials
 └── MgnError (1)                 one call about one server failed; the pool records it and goes on
@@ -19,12 +20,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `mgn-cutover` exits with; the README's table documents each one."""
+
+    OK = 0  # every server of the wave converged
+    NOT_CONVERGED = 1  # something blocked, failed, timed out, not attempted, or interrupted
+    BAD_INPUT = 2  # plan, config, arguments, or a corrupt/newer journal
+    LOCKED = 3  # another run holds the wave's lock
+    ACCOUNT = 4  # account or credential error
+    LOCAL_STATE = 5  # local state (journal) could not be written
 
 
 class MgnCutoverError(Exception):
     """Root of every error this project raises on purpose."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.NOT_CONVERGED
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,7 @@ class Diagnostic:
 class InputError(MgnCutoverError):
     """Bad input: every diagnostic found, not just the first."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
     def __init__(self, diagnostics: Sequence[Diagnostic] | str) -> None:
         if isinstance(diagnostics, str):
@@ -74,19 +87,25 @@ class ConfigError(InputError):
 class JournalError(MgnCutoverError):
     """The journal cannot be trusted (corrupt, or written by a newer version)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
+
+
+class StateWriteError(JournalError):
+    """A journal write failed (disk full, read-only, lost lease): nothing more may be sent."""
+
+    exit_code = ExitCode.LOCAL_STATE
 
 
 class LockedError(MgnCutoverError):
     """Another run holds this wave's lock."""
 
-    exit_code = 3
+    exit_code = ExitCode.LOCKED
 
 
 class AccountError(MgnCutoverError):
     """An account-wide failure: nothing more may be sent for this wave."""
 
-    exit_code = 4
+    exit_code = ExitCode.ACCOUNT
 
     def __init__(self, code: str, message: str) -> None:
         self.code = code
