@@ -10,24 +10,26 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import structlog
 
 from orchestrator import logs
 from orchestrator.config import Config, load_config
-from orchestrator.errors import ConfigError, Diagnostic, InputError
+from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import Journal
+from orchestrator.ledger import Fate, Ledger
 from orchestrator.lock import WaveLock
-from orchestrator.mgn import MgnClient
+from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import RunRecord
-from orchestrator.plan import Wave, load_waves, select_wave
-from orchestrator.preflight import Check, counts, preflight, read_views
+from orchestrator.plan import Server, Wave, load_waves, select_wave
+from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress
 from orchestrator.report import summarize, write_report
-from orchestrator.runner import RunState, run_wave
+from orchestrator.runner import RunState, run_wave, utc_now_iso
+from orchestrator.stop import Stop
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -73,12 +75,21 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
 
 
 def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
-    """The plan's wave named by --wave, narrowed to --application IDs if given; its warnings."""
+    """The plan's wave named by --wave (whole: a subset run still reports the whole wave)."""
     result = load_waves(ns.paths)
     wave = select_wave(result, ns.wave)
+    covered_applications(wave, ns)  # refuse unknown --application values with the rest
+    return wave, list(result.warnings)
+
+
+def covered_applications(wave: Wave, ns: argparse.Namespace) -> frozenset[str] | None:
+    """The application IDs named by --application (None: the whole wave).
+
+    Raises InputError naming every unknown one and what the wave has.
+    """
     wanted = getattr(ns, "applications", None)
     if not wanted:
-        return wave, list(result.warnings)
+        return None
     known = {a.application_id for a in wave.applications}
     unknown = [a for a in wanted if a not in known]
     if unknown:
@@ -86,18 +97,21 @@ def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
             f"{', '.join(unknown)} not in wave {wave.name} (it has: {', '.join(sorted(known))})"
         )
         raise InputError([Diagnostic("--application", 0, 0, message)])
-    narrowed = tuple(a for a in wave.applications if a.application_id in wanted)
-    return replace(wave, applications=narrowed), list(result.warnings)
+    return frozenset(wanted)
 
 
 async def _with_gateway(
-    config: Config, wave: Wave | None, work: Callable[[Gateway], Awaitable[T]]
+    config: Config,
+    wave: Wave | None,
+    work: Callable[[Gateway], Awaitable[T]],
+    *,
+    stop: Stop | None = None,
 ) -> T:
     settings = client_settings(
         config, wave.account_id if wave else None, wave.region if wave else None
     )
     async with MgnClient(settings) as client:
-        return await work(Gateway(client, config))
+        return await work(Gateway(client, config, stop=stop))
 
 
 def _log_warnings(warnings: list[Diagnostic]) -> None:
@@ -117,62 +131,116 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     _log_warnings(warnings)
     config = for_wave(settings, wave)
 
-    async def work(gw: Gateway) -> list[Check]:
-        return await preflight(wave, config, gw.describe, gw.instance_status)
+    async def work(gw: Gateway) -> list[PlanRow]:
+        return await plan_rows(wave, config, gw)
 
-    checks = asyncio.run(_with_gateway(config, wave, work))
+    rows = asyncio.run(_with_gateway(config, wave, work))
     if ns.output == "json":
-        print(json.dumps(plan_document(wave, checks), indent=2))
+        print(json.dumps(plan_document(wave, rows), indent=2))
     else:
-        print(plan_table(checks))
-    return 1 if counts(checks)["blocked"] else 0
+        print(plan_table(rows))
+    return 1 if counts(rows)["blocked"] else 0
 
 
-def _ordered(checks: list[Check]) -> list[Check]:
-    blocked_apps = {c.server.application_id for c in checks if c.decision.value == "blocked"}
+@dataclass(frozen=True)
+class PlanRow:
+    """What a run would do to one server, as the ledger decides it in a dry run."""
+
+    server: Server
+    decision: str  # finalize | already_cutover | blocked
+    reason: str | None
+    view: ServerView | None
+
+
+_PLAN_DECISIONS = {
+    Fate.WOULD_FINALIZE: "finalize",
+    Fate.ALREADY_CUTOVER: "already_cutover",
+    Fate.CUTOVER_PENDING: "already_cutover",
+}
+
+
+async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
+    """Pre-flight every server and let a dry-run ledger (no journal) decide, with the gate.
+
+    Raises MgnError/AccountError from the reads.
+    """
+    ledger = Ledger(
+        wave,
+        writer=None,
+        run_id="plan",
+        stop=gw.stop,
+        now_iso=utc_now_iso,
+        application_gate=config.application_gate,
+    )
+    views: dict[str, ServerView | None] = {}
+    async for checks in preflight_stream(wave, config, gw.describe, gw.instance_status):
+        ledger.checked(checks)
+        views.update((c.source_server_id, c.view) for c in checks)
+    reasons = {r.source_server_id: r.reason for r in ledger.results()}
+    return [
+        PlanRow(
+            s,
+            _PLAN_DECISIONS.get(ledger.fate(s.source_server_id), "blocked"),
+            reasons[s.source_server_id],
+            views.get(s.source_server_id),
+        )
+        for s in wave.servers
+    ]
+
+
+def counts(rows: list[PlanRow]) -> dict[str, int]:
+    """How many servers got each decision, plus the total."""
+    out = {"total": len(rows), "finalize": 0, "already_cutover": 0, "blocked": 0}
+    for row in rows:
+        out[row.decision] += 1
+    return out
+
+
+def _ordered(rows: list[PlanRow]) -> list[PlanRow]:
+    blocked_apps = {r.server.application_id for r in rows if r.decision == "blocked"}
     return sorted(
-        checks,
-        key=lambda c: (c.server.application_id not in blocked_apps, c.server.application_id),
+        rows,
+        key=lambda r: (r.server.application_id not in blocked_apps, r.server.application_id),
     )
 
 
-def plan_document(wave: Wave, checks: list[Check]) -> dict[str, Any]:
+def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
     """The plan as a JSON-able document: one entry per server, then the counts."""
     return {
         "schema": "mgn-cutover/plan/v1",
         "wave": wave.name,
         "servers": [
             {
-                "sourceServerID": c.source_server_id,
-                "applicationID": c.server.application_id,
-                "name": c.view.name if c.view else None,
-                "decision": c.decision.value,
-                "reason": c.reason,
-                "lifecycle_state": c.view.lifecycle_state if c.view else None,
-                "first_boot": c.view.first_boot if c.view else None,
+                "sourceServerID": r.server.source_server_id,
+                "applicationID": r.server.application_id,
+                "name": r.view.name if r.view else None,
+                "decision": r.decision,
+                "reason": r.reason,
+                "lifecycle_state": r.view.lifecycle_state if r.view else None,
+                "first_boot": r.view.first_boot if r.view else None,
             }
-            for c in _ordered(checks)
+            for r in _ordered(rows)
         ],
-        "counts": counts(checks),
+        "counts": counts(rows),
     }
 
 
-def plan_table(checks: list[Check]) -> str:
+def plan_table(rows: list[PlanRow]) -> str:
     """A table grouped by application, blocked applications first, ending with counts."""
-    rows = [("SERVER", "NAME", "APPLICATION", "DECISION", "REASON")]
-    rows += [
+    table = [("SERVER", "NAME", "APPLICATION", "DECISION", "REASON")]
+    table += [
         (
-            c.source_server_id,
-            (c.view.name if c.view else None) or "-",
-            c.server.application_id,
-            c.decision.value,
-            c.reason or "",
+            r.server.source_server_id,
+            (r.view.name if r.view else None) or "-",
+            r.server.application_id,
+            r.decision,
+            r.reason or "",
         )
-        for c in _ordered(checks)
+        for r in _ordered(rows)
     ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in rows]
-    tally = counts(checks)
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in table]
+    tally = counts(rows)
     lines.append("")
     lines.append(
         f"{tally['total']} servers: {tally['finalize']} finalize, "
@@ -191,6 +259,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     )
     _log_warnings(warnings)
     config = for_wave(settings, wave)
+    covered = covered_applications(wave, ns)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with (
         WaveLock(config.state_dir, wave.name),
@@ -201,20 +270,29 @@ def cmd_run(ns: argparse.Namespace) -> int:
         async def work(gw: Gateway) -> RunRecord:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, state.stop)
+                loop.add_signal_handler(sig, state.interrupt)
             async with progress:
-                return await run_wave(wave, config, gw, journal, state)
+                return await run_wave(wave, config, gw, journal, state, covered=covered)
 
-        record = asyncio.run(_with_gateway(config, wave, work))
+        record = asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
+    exit_code = record.exit_code if record.run_exit_code is None else record.run_exit_code
+    try:
         folder = write_report(record, config.report_dir)
+    except OSError as exc:
+        log.error("report_write_failed", error=str(exc))
+        print(f"mgn-cutover: the report could not be written: {exc}", file=sys.stderr)
+        return max(exit_code, ExitCode.LOCAL_STATE)
     summary = summarize(record.servers)
     line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
-    print(f"wave {wave.name}: {line} exit={record.exit_code} report={folder / 'report.md'}")
-    if record.account_error and as_json:  # cron: stderr stays JSON lines
-        log.error("run_stopped", error=record.account_error)
-    elif record.account_error:
-        print(f"mgn-cutover: stopped: {record.account_error}", file=sys.stderr)
-    return record.exit_code
+    print(f"wave {wave.name}: {line} exit={exit_code} report={folder / 'report.md'}")
+    stopped = record.account_error or (
+        record.stop_reason if record.stop_reason == "local_state" else None
+    )
+    if stopped and as_json:  # cron: stderr stays JSON lines
+        log.error("run_stopped", error=stopped, stop_reason=record.stop_reason)
+    elif stopped:
+        print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
+    return exit_code
 
 
 def cmd_report(ns: argparse.Namespace) -> int:
@@ -247,7 +325,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     ids = sorted(set(entries) | set(last))
 
     async def work(gw: Gateway) -> dict[str, Any]:
-        return dict(await read_views(ids, gw.describe))
+        return dict(await gw.read(ids))
 
     views = asyncio.run(_with_gateway(config, None, work))
     rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]

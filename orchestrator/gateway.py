@@ -1,7 +1,9 @@
-"""Rate-limited, retried MGN reads and the limiters a run shares; one per (account, region).
+"""Rate-limited, retried, stoppable MGN reads and the limiters a run shares; one per (account,
+region).
 
-The finalize pool paces its own FinalizeCutover calls with `finalize_limiter`; every read goes
-through `describe_limiter` here, with the same retry rules.
+The finalize pool paces its FinalizeCutover calls with `finalize_limiter` (through `writes`);
+every read goes through `describe_limiter` (through `reads`), with the same retry policy, and
+is abandoned at once when the run halts.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ import asyncio
 import random
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from orchestrator.config import Config
 from orchestrator.errors import RequestRejectedError
 from orchestrator.limiter import Clock, RateLimiter, Sleep
-from orchestrator.mgn import ClientSettings, MgnClient
-from orchestrator.preflight import ServerView, parse_server
-from orchestrator.retry import RetryPolicy, call_with_retries
+from orchestrator.mgn import CUTOVER, ClientSettings, MgnClient, ServerView
+from orchestrator.preflight import read_views
+from orchestrator.retry import Retrier, RetryPolicy
+from orchestrator.stop import Stop
 
 
 def client_settings(config: Config, account_id: str | None, region: str | None) -> ClientSettings:
@@ -32,68 +34,59 @@ def client_settings(config: Config, account_id: str | None, region: str | None) 
 
 
 class Gateway:
-    """MGN reads under the describe limiter with our retry policy."""
+    """MGN reads under the describe limiter with our retry policy; stoppable."""
 
     def __init__(
         self,
         client: MgnClient,
         config: Config,
         *,
+        stop: Stop | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.client = client
-        self.clock = clock
-        self.sleep = sleep
-        self.rng = rng or random.Random()
-        self.policy = RetryPolicy(
-            max_attempts=config.max_attempts, deadline_s=config.server_deadline_s
-        )
+        self.stop = stop or Stop()
         self.finalize_limiter = RateLimiter(config.finalize_rate, clock=clock, sleep=sleep)
         self.describe_limiter = RateLimiter(
             config.describe_rate, burst=max(1, int(config.describe_rate)), clock=clock, sleep=sleep
         )
-
-    async def _retried(self, call: Any) -> Any:
-        return await call_with_retries(
-            call,
-            policy=self.policy,
-            limiter=self.describe_limiter,
-            sleep=self.sleep,
-            clock=self.clock,
-            rng=self.rng,
+        self.reads = Retrier(
+            RetryPolicy(max_attempts=config.max_attempts, deadline_s=config.server_deadline_s),
+            self.describe_limiter,
+            sleep=sleep,
+            clock=clock,
+            rng=rng or random.Random(),
+        )
+        # FinalizeCutover: same policy, its own limiter; stops sending once the run stops.
+        self.writes = self.reads.copy(
+            limiter=self.finalize_limiter, should_stop=lambda: self.stop.sends_stopped
         )
 
-    async def describe(self, server_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """DescribeSourceServers for at most 200 IDs, retried."""
-        items: list[dict[str, Any]] = await self._retried(lambda: self.client.describe(server_ids))
-        return items
-
-    async def describe_cutover(self, server_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Only those of the (at most 200) servers MGN shows CUTOVER, retried.
-
-        The reconciler's poll: servers still finalizing are left out of the answer, so each
-        poll costs ceil(pending/200) small calls instead of re-reading every record.
-        """
-        items: list[dict[str, Any]] = await self._retried(
-            lambda: self.client.describe(server_ids, states=("CUTOVER",))
+    async def describe(
+        self, server_ids: Sequence[str], states: Sequence[str] = ()
+    ) -> list[ServerView]:
+        """DescribeSourceServers for at most 200 IDs (only those in `states`, if given),
+        retried; raises Stopped when the run halts first."""
+        return await self.stop.guard(
+            self.reads.call(lambda: self.client.describe(server_ids, states))
         )
-        return items
 
-    async def describe_one(self, server_id: str) -> ServerView | None:
-        """MGN's current view of one server (one attempt: the caller retries)."""
-        for item in await self.client.describe([server_id]):
-            view = parse_server(item)
-            if view is not None and view.source_server_id == server_id:
-                return view
-        return None
+    async def read(self, server_ids: Sequence[str]) -> dict[str, ServerView]:
+        """MGN's view of any number of servers, 200 per call, the calls concurrently."""
+        return await read_views(server_ids, self.describe)
+
+    async def describe_cutover(self, server_ids: Sequence[str]) -> list[ServerView]:
+        """Only those of the (at most 200) servers MGN shows CUTOVER: the reconciler's poll,
+        so each costs ceil(pending/200) small calls instead of re-reading every record."""
+        return await self.describe(server_ids, (CUTOVER,))
 
     async def instance_status(self, instance_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """EC2 status of the instances; ones EC2 does not know are left out."""
         try:
-            found: dict[str, dict[str, str]] = await self._retried(
-                lambda: self.client.instance_status(instance_ids)
+            found: dict[str, dict[str, str]] = await self.stop.guard(
+                self.reads.call(lambda: self.client.instance_status(instance_ids))
             )
             return found
         except RequestRejectedError as err:

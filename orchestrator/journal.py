@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.errors import JournalError
+from orchestrator.errors import JournalError, StateWriteError
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import RunRecord, run_record_from_dict
 
@@ -196,19 +196,28 @@ class Journal:
                 raise JournalError(f"no intent journaled for server {server_id} in {self.path}")
 
     def record_converged(
-        self, server_id: str, *, at: str, run_id: str, application_id: str | None = None
+        self,
+        server_id: str,
+        *,
+        at: str,
+        run_id: str,
+        application_id: str | None = None,
+        finalized: bool = False,
     ) -> None:
         """Record that MGN shows the server CUTOVER + DISCONNECTED; keeps the first converged_at.
 
-        Creates the entry (zero attempts) for a server found already cut over. Raises
-        JournalError if the entry is missing and no application_id is given, or the write fails.
+        `finalized`: the finalize was ours (sets finalized_at if it was never recorded, e.g.
+        after an ambiguous call). Creates the entry (zero attempts) for a server found already
+        cut over. Raises JournalError if the entry is missing and no application_id is given,
+        StateWriteError if the write fails.
         """
         with self._tx() as cur:
             cur.execute(
                 "UPDATE servers SET status = 'converged', converged_at = COALESCE(converged_at, ?),"
+                " finalized_at = CASE WHEN ? THEN COALESCE(finalized_at, ?) ELSE finalized_at END,"
                 " application_id = COALESCE(?, application_id), error_code = NULL,"
                 " error_message = NULL, run_id = ? WHERE source_server_id = ?",
-                (at, application_id, run_id, server_id),
+                (at, int(finalized), at, application_id, run_id, server_id),
             )
             if cur.rowcount == 0:
                 if application_id is None:
@@ -219,15 +228,13 @@ class Journal:
                     (server_id, application_id, at, run_id),
                 )
 
-    def record_failed(
-        self, server_id: str, *, code: str, message: str, at: str, run_id: str
-    ) -> None:
+    def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
         """Record a failure with MGN's error; keeps attempts, finalized_at and converged_at.
 
-        The entry keeps no failure time (`at` is for symmetry); the message is cut to about 500
-        characters. Raises JournalError if the server has no entry or the write fails.
+        The entry keeps no failure time (that is in the run's log and report); the message is
+        cut to about 500 characters. Raises JournalError if the server has no entry,
+        StateWriteError if the write fails.
         """
-        del at  # a failure's time is in the run's log and report, not in the journal
         with self._tx() as cur:
             cur.execute(
                 "UPDATE servers SET status = 'failed', error_code = ?, error_message = ?,"
@@ -268,14 +275,15 @@ class Journal:
                 raise JournalError(f"run {run_id} was never started in {self.path}")
 
     def last_run_record(self) -> RunRecord | None:
-        """The most recently finished run's record, or None if no run finished.
+        """The wave's record: the most recently finished real run's, or while the wave has
+        never really run, the latest dry run's; None if no run finished.
 
         Raises JournalError if the stored record cannot be read back.
         """
         with self._tx(write=False) as cur:
             row = cur.execute(
                 "SELECT run_id, record_json FROM runs WHERE record_json IS NOT NULL"
-                " ORDER BY finished_at DESC, rowid DESC LIMIT 1"
+                " ORDER BY dry_run ASC, finished_at DESC, rowid DESC LIMIT 1"
             ).fetchone()
         if row is None:
             return None
@@ -287,18 +295,19 @@ class Journal:
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
         """One committed transaction; sqlite errors become JournalError, nothing half-written."""
+        error = StateWriteError if write else JournalError
         with self._mutex:
             try:
                 cur = self._conn.cursor()
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise error(f"journal {self.path}: {exc}") from exc
             try:
                 yield cur
                 cur.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
-                raise JournalError(f"journal {self.path}: {exc}") from exc
+                raise error(f"journal {self.path}: {exc}") from exc
             except BaseException:
                 self._rollback()
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -16,6 +17,7 @@ from typing import Any
 
 import aioboto3
 import botocore.exceptions as bce
+import botocore.session
 from aiobotocore.config import AioConfig
 from botocore.parsers import ResponseParserError
 
@@ -62,6 +64,103 @@ _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     bce.SSOError,
     bce.ProfileNotFound,
 )
+
+
+@functools.cache
+def _enum(shape_name: str) -> frozenset[str]:
+    """The values botocore's MGN model allows for an enum shape (the model is read once)."""
+    model = botocore.session.get_session().get_service_model("mgn")
+    return frozenset(model.shape_for(shape_name).enum)
+
+
+def lifecycle_states() -> frozenset[str]:
+    """`lifeCycle.state` values (LifeCycleState in botocore's model)."""
+    return _enum("LifeCycleState")
+
+
+def replication_states() -> frozenset[str]:
+    """`dataReplicationInfo.dataReplicationState` values (DataReplicationState)."""
+    return _enum("DataReplicationState")
+
+
+def first_boot_values() -> frozenset[str]:
+    """`launchedInstance.firstBoot` values (FirstBoot)."""
+    return _enum("FirstBoot")
+
+
+# The few values our decisions name; each is checked against the model when a view is parsed.
+CUTTING_OVER, CUTOVER, DISCONNECTED, SUCCEEDED = (
+    "CUTTING_OVER",
+    "CUTOVER",
+    "DISCONNECTED",
+    "SUCCEEDED",
+)
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """What MGN says of one server, read defensively: odd answers become `None` plus a problem."""
+
+    source_server_id: str
+    application_id: str | None = None
+    name: str | None = None
+    lifecycle_state: str | None = None
+    replication_state: str | None = None
+    first_boot: str | None = None
+    ec2_instance_id: str | None = None
+    archived: bool | None = None
+    problem: str | None = None
+
+    @property
+    def converged(self) -> bool:
+        """MGN shows the cutover as finished: CUTOVER and replication DISCONNECTED."""
+        return self.lifecycle_state == CUTOVER and self.replication_state == DISCONNECTED
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def parse_server(item: dict[str, Any]) -> ServerView | None:
+    """Read one SourceServer answer; None when it has no usable sourceServerID."""
+    server_id = _str(item.get("sourceServerID"))
+    if server_id is None:
+        return None
+    life = _dict(item.get("lifeCycle"))
+    repl = _dict(item.get("dataReplicationInfo"))
+    launched = _dict(item.get("launchedInstance"))
+    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
+    tags = _dict(item.get("tags"))
+    state = _str(life.get("state"))
+    replication = _str(repl.get("dataReplicationState"))
+    first_boot = _str(launched.get("firstBoot"))
+    archived = item.get("isArchived")
+    problems = [str(item[PROBLEM_KEY])] if item.get(PROBLEM_KEY) else []
+    if launched.get("firstBoot") is not None and first_boot is None:
+        problems.append(f"firstBoot is not a string: {launched.get('firstBoot')!r}")
+    if state not in lifecycle_states():
+        problems.append(f"unknown lifecycle state {state!r}")
+    if replication is not None and replication not in replication_states():
+        problems.append(f"unknown replication state {replication!r}")
+    if first_boot is not None and first_boot not in first_boot_values():
+        problems.append(f"unknown firstBoot {first_boot!r}")
+    if archived is not None and not isinstance(archived, bool):
+        problems.append(f"isArchived is not a boolean: {archived!r}")
+    return ServerView(
+        source_server_id=server_id,
+        application_id=_str(item.get("applicationID")),
+        name=_str(hints.get("hostname")) or _str(tags.get("Name")),
+        lifecycle_state=state,
+        replication_state=replication,
+        first_boot=first_boot,
+        ec2_instance_id=_str(launched.get("ec2InstanceID")),
+        archived=archived if isinstance(archived, bool) else None,
+        problem="; ".join(problems) or None,
+    )
 
 
 @dataclass(frozen=True)
@@ -204,15 +303,17 @@ class MgnClient:
 
     async def describe(
         self, server_ids: Sequence[str], states: Sequence[str] = ()
-    ) -> list[dict[str, Any]]:
-        """DescribeSourceServers for at most 200 IDs (one call per page of the answer).
+    ) -> list[ServerView]:
+        """DescribeSourceServers for at most 200 IDs (one call per page of the answer), each
+        server parsed into our view; servers MGN returns that were not asked for are dropped.
 
         With `states`, only servers in those lifecycle states come back (smaller answers).
         Raises MgnError subclasses (or AccountError) for the failed call.
         """
         if len(server_ids) > MAX_IDS_PER_DESCRIBE:
             raise ValueError(f"at most {MAX_IDS_PER_DESCRIBE} IDs per call, got {len(server_ids)}")
-        items: list[dict[str, Any]] = []
+        wanted = set(server_ids)
+        views: list[ServerView] = []
         filters: dict[str, Any] = {"sourceServerIDs": list(server_ids)}
         if states:
             filters["lifeCycleStates"] = list(states)
@@ -228,10 +329,12 @@ class MgnClient:
                 if isinstance(item, dict):
                     if item.get("sourceServerID") in problems:
                         item[PROBLEM_KEY] = problems[item["sourceServerID"]]
-                    items.append(item)
+                    view = parse_server(item)
+                    if view is not None and view.source_server_id in wanted:
+                        views.append(view)
             token = page.get("nextToken")
             if not token:
-                return items
+                return views
             params["nextToken"] = token
 
     async def describe_applications(self, application_ids: Sequence[str]) -> list[dict[str, Any]]:
@@ -251,11 +354,13 @@ class MgnClient:
                 params["nextToken"] = page["nextToken"]
         return items
 
-    async def finalize(self, server_id: str) -> dict[str, Any]:
-        """FinalizeCutover for one server. Irreversible. Raises MgnError subclasses."""
-        return await self._call(
+    async def finalize(self, server_id: str) -> ServerView | None:
+        """FinalizeCutover for one server. Irreversible. Returns MGN's answer as a view (None
+        when the answer had no readable server). Raises MgnError subclasses."""
+        answer = await self._call(
             self._client, "finalize_cutover", sourceServerID=server_id, **self._account()
         )
+        return parse_server(answer)
 
     async def list_waves(self) -> list[dict[str, Any]]:
         """Every MGN wave of the account (ListWaves, all pages)."""

@@ -17,6 +17,7 @@ class Outcome(StrEnum):
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     NOT_ATTEMPTED = "not_attempted"
+    UNCONFIRMED = "unconfirmed"  # our call may have gone through; MGN has not shown it
 
 
 # Outcomes that mean the server is where the wave wants it.
@@ -41,6 +42,9 @@ class ServerResult:
     error_message: str | None = None
     finalized_at: str | None = None
     converged_at: str | None = None
+    application_name: str | None = None
+    # What happened to the server in this run: {"at", "event", "detail"}, oldest first.
+    timeline: list[dict[str, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +60,16 @@ class RunRecord:
     config: dict[str, Any]
     servers: list[ServerResult] = field(default_factory=list)
     account_error: str | None = None
+    run_id: str | None = None
+    description: str | None = None
+    # Why the run stopped early (signal, account_error, local_state, window_closed), if it did.
+    stop_reason: str | None = None
+    # True when something unexpected escaped the run: outcomes may be missing details.
+    incomplete: bool = False
+    # The applications this run worked on (all of the wave's unless --application was given).
+    covered_applications: list[str] | None = None
+    # This run's own exit code when it covered only part of the wave (exit_code is the wave's).
+    run_exit_code: int | None = None
 
 
 def run_record_from_dict(data: dict[str, Any]) -> RunRecord:

@@ -1,17 +1,17 @@
 """The finalize pool: FinalizeCutover for every ready server, concurrently, under a rate limit.
 
-Each server's failure is caught in one place (`_finalize_one`), recorded, and the pool goes on;
-an account-wide error stops the pool (nothing more is sent) and the rest are `not_attempted`.
-The journal records the intent before every call and the result after it.
+The pool sends and reports what MGN answered; the ledger decides what each answer means (one
+place, `_finalize_one`, catches every per-server failure and reports it as an event). Before each
+attempt it asks the ledger whether the server may still be sent (its application may be held)
+and has the ledger journal the intent. Once the run stops, nothing new is sent: servers waiting
+for a slot, a rate-limit token or a backoff stop at once; calls on the wire are awaited
+`GRACE_S` when the run halts, then abandoned as ambiguous.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -19,263 +19,257 @@ from structlog.contextvars import bound_contextvars
 from orchestrator.errors import (
     AccountError,
     ConflictError,
-    JournalError,
     MgnError,
     RetryableError,
+    StateWriteError,
+    ThrottledError,
 )
-from orchestrator.journal import Journal
-from orchestrator.limiter import Clock, RateLimiter, Sleep
-from orchestrator.outcome import Outcome, ServerResult
-from orchestrator.preflight import ServerView, parse_server
-from orchestrator.reconciler import Reconciler
-from orchestrator.retry import RetryPolicy, Stopped, call_with_retries
+from orchestrator.ledger import POLLED, Ledger
+from orchestrator.limiter import Sleep
+from orchestrator.mgn import ServerView
+from orchestrator.retry import Retrier
+from orchestrator.stop import GRACE_S, Stop, Stopped, StopReason
 
 log = structlog.get_logger(__name__)
 
-Finalize = Callable[[str], Awaitable[dict[str, Any]]]
-DescribeOne = Callable[[str], Awaitable[ServerView | None]]
+Finalize = Callable[[str], Awaitable[ServerView | None]]
+Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
 
 
-def apply_view(result: ServerResult, view: ServerView | None) -> None:
-    """Copy MGN's latest view of a server into its report row."""
-    if view is None:
-        return
-    result.name = view.name or result.name
-    result.lifecycle_state = view.lifecycle_state
-    result.replication_state = view.replication_state
-    result.first_boot = view.first_boot
-    result.ec2_instance_id = view.ec2_instance_id
+class _Settled(Exception):
+    """The ledger has settled this server (its application is held, or a 409 was decided)."""
+
+
+class _AbandonedOnWire(Exception):
+    """The run halted while this server's call was on the wire, and the grace passed."""
 
 
 class FinalizePool:
-    """Runs FinalizeCutover for a set of servers; hands accepted ones to the reconciler."""
+    """Runs FinalizeCutover for the servers handed to it; reports every answer to the ledger."""
 
     def __init__(
         self,
         *,
         finalize: Finalize,
-        describe_one: DescribeOne,
-        limiter: RateLimiter,
-        policy: RetryPolicy,
+        describe: Describe,
+        ledger: Ledger,
+        writes: Retrier,
+        reads: Retrier,
         concurrency: int,
-        journal: Journal,
-        reconciler: Reconciler,
-        results: dict[str, ServerResult],
-        run_id: str,
-        now_iso: Callable[[], str],
-        clock: Clock = time.monotonic,
+        stop: Stop,
+        on_waiting: Callable[[str], None],
+        grace_s: float = GRACE_S,
         sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        prior_intent: frozenset[str] | set[str] = frozenset(),
     ) -> None:
+        """`on_waiting`: called for each server the reconciler must now watch."""
         self._finalize = finalize
-        # Servers an earlier run sent FinalizeCutover to without recording the answer.
-        self._prior_intent = set(prior_intent)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._describe_one = describe_one
-        self._limiter = limiter
-        self._policy = policy
+        self._describe = describe
+        self._ledger = ledger
+        self._writes = writes
+        self._reads = reads
         self._sem = asyncio.Semaphore(concurrency)
-        self._journal = journal
-        self._reconciler = reconciler
-        self._results = results
-        self._run_id = run_id
-        self._now_iso = now_iso
-        self._clock = clock
+        self._stop = stop
+        self._on_waiting = on_waiting
+        self._grace_s = grace_s
         self._sleep = sleep
-        self._rng = rng or random.Random()
-        self.account_error: AccountError | None = None
-        self.journal_error: JournalError | None = None
-        self.interrupted = False
-        # Per server: its retry loop, and whether a FinalizeCutover of it is on the wire now.
-        self._retrying: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._in_flight: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._intake_closed = False
+        self._more = asyncio.Event()
+        # Per server: its retry loop, and its FinalizeCutover if one is on the wire now.
+        self._retrying: dict[str, asyncio.Future[None]] = {}
+        self._wire: dict[str, asyncio.Future[ServerView | None]] = {}
+        # Applications with a 409 being read back (nothing more of them is sent meanwhile).
+        self._deciding: dict[str, int] = {}
+        self._decided = asyncio.Event()
+        self._reading_back: set[str] = set()
 
-    def stop(self) -> None:
-        """Start nothing new; calls in flight finish, waits for a slot or a retry end now."""
-        self.interrupted = True
+    def submit(self, server_ids: Sequence[str]) -> None:
+        """Start finalizing more servers (the pre-flight hands them over per application)."""
+        self._tasks.extend(asyncio.ensure_future(self._finalize_one(s)) for s in server_ids)
+        self._more.set()
+
+    def close(self) -> None:
+        """Nothing more will be submitted: `run` returns once the submitted are done."""
+        self._intake_closed = True
+        self._more.set()
+
+    async def run(self) -> None:
+        """Work until the intake is closed and every submitted server has been reported."""
+        watcher = asyncio.ensure_future(self._watch_stop())
+        try:
+            while True:
+                pending = [t for t in self._tasks if not t.done()]
+                if pending:
+                    await asyncio.gather(*pending)
+                    continue
+                if self._intake_closed:
+                    return
+                self._more.clear()
+                await self._more.wait()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+
+    async def _watch_stop(self) -> None:
+        """Once the run stops: release every waiting server; once it halts: give the calls on
+        the wire `grace_s`, then abandon them."""
+        await self._stop.wait_sends_stopped()
         self._cancel_waiting()
-
-    def abort(self, err: AccountError) -> None:
-        """An account-wide error seen elsewhere (pre-flight, reconciler): stop like on our own."""
-        if self.account_error is None:
-            self.account_error = err
-            self._cancel_waiting()
+        await self._stop.wait_halted()
+        self._cancel_waiting()
+        if self._wire:
+            grace = asyncio.ensure_future(self._sleep(self._grace_s))
+            calls = asyncio.ensure_future(asyncio.wait(list(self._wire.values())))
+            try:
+                await asyncio.wait({grace, calls}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                grace.cancel()
+                calls.cancel()
+                await asyncio.gather(grace, calls, return_exceptions=True)
+        for call in list(self._wire.values()):
+            call.cancel()
 
     def _cancel_waiting(self) -> None:
         # Only loops parked in a limiter slot, a backoff or the semaphore: never a sent call.
         for server_id, retrying in self._retrying.items():
-            if server_id not in self._in_flight:
+            if server_id not in self._wire and server_id not in self._reading_back:
                 retrying.cancel()
 
-    def stopping(self) -> bool:
-        return self.interrupted or self.account_error is not None
-
-    async def run(self, server_ids: Sequence[str]) -> None:
-        """Finalize every server in `server_ids`; returns when each has an outcome."""
-        self.submit(server_ids)
-        await self.join()
-
-    def submit(self, server_ids: Sequence[str], prior_intent: Iterable[str] = ()) -> None:
-        """Start finalizing more servers (the pre-flight hands them over application by
-        application); `prior_intent`: those an earlier run sent without a recorded answer."""
-        self._prior_intent.update(prior_intent)
-        self._tasks.extend(asyncio.ensure_future(self._finalize_one(s)) for s in server_ids)
-
-    async def join(self) -> None:
-        """Wait until every submitted server has an outcome."""
-        while pending := [t for t in self._tasks if not t.done()]:
-            await asyncio.gather(*pending)
-
     async def _finalize_one(self, server_id: str) -> None:
-        result = self._results[server_id]
-        with bound_contextvars(sourceServerID=server_id, applicationID=result.application_id):
-            ambiguous = server_id in self._prior_intent
-
-            async def attempt() -> dict[str, Any]:
-                nonlocal ambiguous
-                self._in_flight.add(server_id)  # before any await: stop() must not cancel it
-                try:
-                    self._journal.record_intent(
-                        server_id, result.application_id, at=self._now_iso(), run_id=self._run_id
-                    )
-                    result.attempts += 1
-                    return await self._finalize(server_id)
-                except RetryableError as err:
-                    ambiguous = ambiguous or err.ambiguous
-                    if self.stopping():  # stopped while this call was out: no backoff, no retry
-                        raise Stopped() from err
-                    log.info("finalize_retry", error_code=err.code, attempt=result.attempts)
-                    raise
-                finally:
-                    self._in_flight.discard(server_id)
-
+        ledger = self._ledger
+        app_id = ledger.application_of(server_id)
+        with bound_contextvars(sourceServerID=server_id, applicationID=app_id):
+            retrying = asyncio.ensure_future(self._attempts(server_id))
+            self._retrying[server_id] = retrying
             try:
-                response = await self._with_retries(server_id, attempt)
+                await retrying
             except asyncio.CancelledError:
-                raise
-            except Stopped:
-                self._not_attempted(result)
-            except ConflictError as err:
-                await self._after_conflict(result, err, ambiguous)
-            except AccountError as err:
-                if self.account_error is None:
-                    self.account_error = err
-                    log.error("account_error_stop", error_code=err.code, error=str(err))
-                    self._cancel_waiting()
-                self._failed(result, err.code, str(err), f"account_error: {err.code}")
-            except RetryableError as err:
-                reason = f"retries_exhausted: {err.code} after {result.attempts} attempts"
-                self._failed(result, err.code, err.message, reason)
-            except MgnError as err:
-                self._failed(result, err.code, err.message, f"{err.code}: {err.message}")
-            except JournalError as err:
-                # Without a durable intent nothing may be sent: stop the whole pool.
-                self.journal_error = self.journal_error or err
-                self.interrupted = True
-                result.outcome, result.reason = Outcome.FAILED, f"journal_error: {err}"
-            except Exception as err:  # one server's bug must not sink the wave
-                log.exception("finalize_internal_error")
-                self._failed(result, type(err).__name__, str(err), "internal_error")
-            else:
-                self._accepted(result, parse_server(response) if response else None)
+                me = asyncio.current_task()
+                if not retrying.cancelled() or not self._stop.sends_stopped:
+                    raise
+                if me is not None and me.cancelling():
+                    raise
+                ledger.stopped(server_id, self._stop_why())
+            finally:
+                del self._retrying[server_id]
+            if ledger.fate(server_id) in POLLED:
+                self._on_waiting(server_id)
 
-    async def _with_retries(
-        self, server_id: str, attempt: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> dict[str, Any]:
-        """call_with_retries as a task that stopping may cancel while it waits.
+    async def _attempts(self, server_id: str) -> None:
+        """Every attempt of one server, and what came of them reported to the ledger.
 
-        Raises Stopped when the pool stopped while this server waited, else what the call raises.
+        Reports happen in this task with no await between the last answer and the report, so a
+        sibling waiting for a slot can never be sent before a refusal holds its application.
         """
-        retrying = asyncio.ensure_future(
-            call_with_retries(
-                attempt,
-                policy=self._policy,
-                limiter=self._limiter,
-                sleep=self._sleep,
-                clock=self._clock,
-                rng=self._rng,
-                should_stop=self.stopping,
-                gate=self._sem,
-            )
-        )
-        self._retrying[server_id] = retrying
+        ledger = self._ledger
         try:
-            return await retrying
+            view = await self._writes.call(lambda: self._attempt(server_id), gate=self._sem)
+        except asyncio.CancelledError:
+            raise
+        except (_Settled, StateWriteError):
+            pass  # the ledger has settled it
+        except Stopped:
+            ledger.stopped(server_id, self._stop_why())
+        except _AbandonedOnWire:
+            why = f"{self._stop_why()} while FinalizeCutover was on the wire"
+            ledger.unconfirmed(server_id, None, why)
+        except AccountError as err:
+            self._stop.request(StopReason.ACCOUNT, str(err))
+            ledger.stopped(server_id, f"account error: {err}")
+        except RetryableError as err:
+            if ledger.is_ambiguous(server_id):
+                why = f"retries_exhausted: {err.code}; an attempt may have gone through"
+                ledger.unconfirmed(server_id, err, why)
+            else:
+                ledger.refused(server_id, err, None)
+        except MgnError as err:
+            ledger.refused(server_id, err, None)
+        except Exception as err:  # one server's bug must not sink the wave
+            log.exception("finalize_internal_error")
+            ledger.unconfirmed(server_id, None, f"internal error: {type(err).__name__}")
+        else:
+            ledger.answered(server_id, view)
+
+    def _stop_why(self) -> str:
+        return {
+            StopReason.SIGNAL: "run interrupted",
+            StopReason.ACCOUNT: "account error",
+            StopReason.LOCAL_STATE: "local state could not be written",
+            StopReason.WINDOW: "window closed",
+        }.get(self._stop.reason or StopReason.SIGNAL, "run stopped")
+
+    async def _attempt(self, server_id: str) -> ServerView | None:
+        """One FinalizeCutover, sent only if the ledger still allows it, its intent journaled.
+
+        Raises _Settled when the ledger has settled the server (held, or a 409 decided),
+        _AbandonedOnWire, Stopped, or what the call raised.
+        """
+        ledger = self._ledger
+        app_id = ledger.application_of(server_id)
+        while self._deciding.get(app_id):  # a sibling's 409 is being read back: wait for it
+            await self._decided.wait()
+        if not ledger.may_send(server_id):
+            raise _Settled()
+        ledger.sending(server_id)  # the intent, journaled before the call
+        call = asyncio.ensure_future(self._finalize(server_id))
+        self._wire[server_id] = call
+        try:
+            return await call
         except asyncio.CancelledError:
             me = asyncio.current_task()
-            if retrying.cancelled() and self.stopping() and not (me and me.cancelling()):
-                raise Stopped() from None
+            if call.cancelled() and not (me and me.cancelling()):
+                raise _AbandonedOnWire() from None
+            raise
+        except ConflictError as err:
+            await self._decide_conflict(server_id, app_id, err)
+            raise _Settled() from err
+        except RetryableError as err:
+            if _ambiguous(err):  # it may have reached MGN and taken effect
+                ledger.ambiguous(server_id)
+            if self._stop.sends_stopped:  # stopped while this call was out: no retry
+                if ledger.is_ambiguous(server_id):
+                    raise _AbandonedOnWire() from err
+                raise Stopped() from err
+            log.info("finalize_retry", error_code=err.code)
             raise
         finally:
-            del self._retrying[server_id]
+            self._wire.pop(server_id, None)
 
-    def _accepted(
-        self,
-        result: ServerResult,
-        view: ServerView | None,
-        outcome: Outcome = Outcome.FINALIZED,
-        reason: str | None = None,
-    ) -> None:
-        at = self._now_iso()
-        self._journal.record_accepted(result.source_server_id, at=at, run_id=self._run_id)
-        result.finalized_at = result.finalized_at or at
-        result.outcome = outcome
-        result.reason = reason
-        apply_view(result, view)
-        log.info("finalize_accepted", attempts=result.attempts)
-        self._reconciler.add(result.source_server_id)
-
-    async def _after_conflict(
-        self, result: ServerResult, err: ConflictError, ambiguous: bool
-    ) -> None:
-        """MGN refused on state: describe the server to learn whether it is in fact done."""
+    async def _decide_conflict(self, server_id: str, app_id: str, err: ConflictError) -> None:
+        """MGN refused on state: read the server back before anything more of its application
+        is sent, then let the ledger decide (accepted, done elsewhere, unresolved, failed)."""
+        self._deciding[app_id] = self._deciding.get(app_id, 0) + 1
+        self._reading_back.add(server_id)
         try:
-            view = await call_with_retries(
-                lambda: self._describe_one(result.source_server_id),
-                policy=self._policy,
-                limiter=self._limiter,
-                sleep=self._sleep,
-                clock=self._clock,
-                rng=self._rng,
-            )
+            readback = await self._read_back(server_id)
+            self._ledger.refused(server_id, err, readback)
+        finally:
+            self._reading_back.discard(server_id)
+            self._deciding[app_id] -= 1
+            if not self._deciding[app_id]:
+                del self._deciding[app_id]
+            self._decided.set()
+            self._decided = asyncio.Event()
+
+    async def _read_back(self, server_id: str) -> ServerView | None:
+        """After a ConflictException: MGN's view of the server, or None if it cannot be read."""
+        try:
+            views = await self._stop.guard(self._reads.call(lambda: self._describe([server_id])))
         except asyncio.CancelledError:
             raise
-        except MgnError as describe_err:
-            self._failed(result, err.code, err.message, f"conflict: {describe_err}")
-            return
-        apply_view(result, view)
-        state = view.lifecycle_state if view else None
-        if state in ("CUTOVER", "CUTTING_OVER"):
-            # CUTOVER: finalized already. CUTTING_OVER: a stale read, since MGN just refused on
-            # state (its reads lag its writes). Either way never send it again: only poll.
-            if ambiguous:  # our own earlier attempt may have gone through
-                self._accepted(result, view)
-            else:
-                why = "finalized outside this run (MGN answered ConflictException)"
-                self._accepted(result, view, Outcome.ALREADY_CUTOVER, why)
-            return
-        self._failed(result, err.code, err.message, f"wrong_state: MGN shows {state}")
+        except AccountError as err:
+            self._stop.request(StopReason.ACCOUNT, str(err))
+            return None
+        except (MgnError, Stopped) as err:
+            log.warning("conflict_read_back_failed", error=str(err))
+            return None
+        return next((v for v in views if v.source_server_id == server_id), None)
 
-    def _failed(self, result: ServerResult, code: str, message: str, reason: str) -> None:
-        result.outcome = Outcome.FAILED
-        result.reason = reason
-        result.error_code = code
-        result.error_message = message
-        if result.attempts:
-            self._journal.record_failed(
-                result.source_server_id,
-                code=code,
-                message=message,
-                at=self._now_iso(),
-                run_id=self._run_id,
-            )
-        log.warning("finalize_failed", reason=reason, error_code=code, attempts=result.attempts)
 
-    def _not_attempted(self, result: ServerResult) -> None:
-        why = "account error" if self.account_error else "run interrupted"
-        result.outcome = Outcome.NOT_ATTEMPTED
-        if result.attempts:
-            result.reason = f"{why} after {result.attempts} failed attempts; rerun the wave"
-        else:
-            result.reason = f"{why} before FinalizeCutover was sent"
+def _ambiguous(err: RetryableError) -> bool:
+    """Whether a failed FinalizeCutover may still have taken effect: a dropped connection or
+    timeout after sending, or a 5xx (MGN may have applied it before failing); never a 429 or
+    a connection that was never made."""
+    if isinstance(err, ThrottledError):
+        return False
+    return err.ambiguous or err.code != "ConnectionError"

@@ -1,40 +1,32 @@
-"""Pre-flight: where we decide whether a server may be finalized. Reads only; never mutates.
+"""Pre-flight: what MGN's view of each server says about finalizing it. Reads only.
 
 A server is `finalize` only if it exists, is not archived, belongs to the plan's application (when
-MGN names one), is CUTTING_OVER and (unless disabled) its cutover instance's first boot SUCCEEDED.
-With the application gate on, one blocked server blocks its whole application.
+MGN names one), is CUTTING_OVER and (unless disabled) its cutover instance's first boot SUCCEEDED;
+one MGN shows CUTOVER + DISCONNECTED is `already_cutover` whatever else it shows. These verdicts
+are events for the ledger (`orchestrator.ledger`), which applies the journal and the application
+gate and decides each server's fate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any
 
-from orchestrator.answers import PROBLEM_KEY
 from orchestrator.config import Config
 from orchestrator.errors import AccountError
-from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_INSTANCE_STATUS, chunks
-from orchestrator.plan import Server, Wave
-
-LIFECYCLE_STATES = frozenset(
-    {
-        "NOT_READY",
-        "READY_FOR_TEST",
-        "TESTING",
-        "READY_FOR_CUTOVER",
-        "CUTTING_OVER",
-        "CUTOVER",
-        "DISCONNECTED",
-        "DISCOVERED",
-        "STOPPED",
-        "PENDING_INSTALLATION",
-    }
+from orchestrator.mgn import (
+    CUTOVER,
+    CUTTING_OVER,
+    MAX_IDS_PER_DESCRIBE,
+    MAX_IDS_PER_INSTANCE_STATUS,
+    SUCCEEDED,
+    ServerView,
+    chunks,
 )
-FIRST_BOOT_VALUES = frozenset({"WAITING", "SUCCEEDED", "UNKNOWN", "STOPPED"})
+from orchestrator.plan import Server, Wave
 
 
 class Decision(StrEnum):
@@ -43,69 +35,6 @@ class Decision(StrEnum):
     FINALIZE = "finalize"
     ALREADY_CUTOVER = "already_cutover"
     BLOCKED = "blocked"
-
-
-@dataclass(frozen=True)
-class ServerView:
-    """What MGN says of one server, read defensively: odd answers become `None` plus a problem."""
-
-    source_server_id: str
-    application_id: str | None = None
-    name: str | None = None
-    lifecycle_state: str | None = None
-    replication_state: str | None = None
-    first_boot: str | None = None
-    ec2_instance_id: str | None = None
-    archived: bool | None = None
-    problem: str | None = None
-
-    @property
-    def converged(self) -> bool:
-        """MGN shows the cutover as finished: CUTOVER and replication DISCONNECTED."""
-        return self.lifecycle_state == "CUTOVER" and self.replication_state == "DISCONNECTED"
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def parse_server(item: dict[str, Any]) -> ServerView | None:
-    """Read one DescribeSourceServers item; None when it has no usable sourceServerID."""
-    server_id = _str(item.get("sourceServerID"))
-    if server_id is None:
-        return None
-    life = _dict(item.get("lifeCycle"))
-    repl = _dict(item.get("dataReplicationInfo"))
-    launched = _dict(item.get("launchedInstance"))
-    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
-    tags = _dict(item.get("tags"))
-    state = _str(life.get("state"))
-    first_boot = _str(launched.get("firstBoot"))
-    archived = item.get("isArchived")
-    problems = [str(item[PROBLEM_KEY])] if item.get(PROBLEM_KEY) else []
-    if launched.get("firstBoot") is not None and first_boot is None:
-        problems.append(f"firstBoot is not a string: {launched.get('firstBoot')!r}")
-    if state not in LIFECYCLE_STATES:
-        problems.append(f"unknown lifecycle state {state!r}")
-    if first_boot is not None and first_boot not in FIRST_BOOT_VALUES:
-        problems.append(f"unknown firstBoot {first_boot!r}")
-    if archived is not None and not isinstance(archived, bool):
-        problems.append(f"isArchived is not a boolean: {archived!r}")
-    return ServerView(
-        source_server_id=server_id,
-        application_id=_str(item.get("applicationID")),
-        name=_str(hints.get("hostname")) or _str(tags.get("Name")),
-        lifecycle_state=state,
-        replication_state=_str(repl.get("dataReplicationState")),
-        first_boot=first_boot,
-        ec2_instance_id=_str(launched.get("ec2InstanceID")),
-        archived=archived if isinstance(archived, bool) else None,
-        problem="; ".join(problems) or None,
-    )
 
 
 @dataclass(frozen=True)
@@ -130,6 +59,16 @@ def decide(server: Server, view: ServerView | None, config: Config) -> Check:
 
     if view is None:
         return blocked("not_found: MGN has no such source server")
+    if view.converged:
+        # Done, whatever else MGN shows (archived, another application): never sent again.
+        notes = []
+        if view.archived:
+            notes.append("archived")
+        if view.application_id is not None and view.application_id != server.application_id:
+            notes.append(
+                f"MGN has it in {view.application_id}, the plan in {server.application_id}"
+            )
+        return Check(server, Decision.ALREADY_CUTOVER, "; ".join(notes) or None, view)
     if view.problem is not None:
         return blocked(f"unknown_state: {view.problem}")
     if view.archived is None:
@@ -141,61 +80,35 @@ def decide(server: Server, view: ServerView | None, config: Config) -> Check:
             f"application_mismatch: MGN has it in {view.application_id}, "
             f"the plan in {server.application_id}"
         )
-    if view.lifecycle_state == "CUTOVER":
-        if view.converged:
-            return Check(server, Decision.ALREADY_CUTOVER, None, view)
+    if view.lifecycle_state == CUTOVER:
         return Check(
             server,
             Decision.ALREADY_CUTOVER,
             f"replication not yet DISCONNECTED ({view.replication_state})",
             view,
         )
-    if view.lifecycle_state != "CUTTING_OVER":
+    if view.lifecycle_state != CUTTING_OVER:
         return blocked(f"wrong_state: {view.lifecycle_state} (finalize needs CUTTING_OVER)")
-    if config.require_first_boot and view.first_boot != "SUCCEEDED":
+    if config.require_first_boot and view.first_boot != SUCCEEDED:
         return blocked(f"first_boot: {view.first_boot or 'no launched instance'}")
     return Check(server, Decision.FINALIZE, None, view)
 
 
-def apply_application_gate(checks: Sequence[Check]) -> list[Check]:
-    """Block every `finalize` server of an application that has a blocked server."""
-    first_blocked: dict[str, Check] = {}
-    for check in checks:
-        if check.decision is Decision.BLOCKED:
-            first_blocked.setdefault(check.server.application_id, check)
-    out = []
-    for check in checks:
-        culprit = first_blocked.get(check.server.application_id)
-        if check.decision is Decision.FINALIZE and culprit is not None:
-            reason = f"application_gate: {culprit.source_server_id} {culprit.reason}"
-            check = replace(check, decision=Decision.BLOCKED, reason=reason)
-        out.append(check)
-    return out
-
-
-Describe = Callable[[Sequence[str]], Awaitable[list[dict[str, Any]]]]
+Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
 InstanceStatus = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]]]]
 
 
 async def read_views(server_ids: Sequence[str], describe: Describe) -> dict[str, ServerView]:
     """Describe the servers in batches of at most 200 IDs, the batches concurrently (the
-    describe limiter still paces them)."""
-    wanted = set(server_ids)
+    describe limiter still paces them). Raises the most telling failure once all are done."""
     pages = await asyncio.gather(
         *(describe(batch) for batch in chunks(server_ids, MAX_IDS_PER_DESCRIBE)),
         return_exceptions=True,
     )
     failures = [p for p in pages if isinstance(p, BaseException)]
-    if failures:  # every batch has finished: raise the most telling failure
+    if failures:
         raise next((f for f in failures if isinstance(f, AccountError)), failures[0])
-    views: dict[str, ServerView] = {}
-    for page in pages:
-        assert not isinstance(page, BaseException)
-        for item in page:
-            view = parse_server(item)
-            if view is not None and view.source_server_id in wanted:
-                views[view.source_server_id] = view
-    return views
+    return {v.source_server_id: v for page in pages if isinstance(page, list) for v in page}
 
 
 async def check_instances(checks: Sequence[Check], status: InstanceStatus) -> list[Check]:
@@ -240,8 +153,6 @@ async def _verdicts(
     checks = [decide(s, views.get(s.source_server_id), config) for s in servers]
     if config.verify_instances and instance_status is not None:
         checks = await check_instances(checks, instance_status)
-    if config.application_gate:
-        checks = apply_application_gate(checks)
     return checks
 
 
@@ -255,7 +166,7 @@ async def preflight_stream(
 
     Every 200-ID batch is read at once (the describe limiter paces them); batches are consumed
     in plan order, so the run can start finalizing the first applications while later ones are
-    still being read. An application is never split: its gate sees all its servers.
+    still being read. An application is never split: the ledger's gate sees all its servers.
     Raises MgnError/AccountError from the reads; nothing more is yielded after one.
     """
     servers = wave.servers
@@ -267,11 +178,8 @@ async def preflight_stream(
     emitted_apps = emitted_servers = 0
     try:
         for i, read in enumerate(reads):
-            asked = set(batches[i])
-            for item in await read:
-                view = parse_server(item)
-                if view is not None and view.source_server_id in asked:
-                    views[view.source_server_id] = view
+            for view in await read:
+                views[view.source_server_id] = view
             known = min((i + 1) * MAX_IDS_PER_DESCRIBE, len(ids))
             ready = emitted_apps
             while ready < len(app_ends) and app_ends[ready] <= known:
@@ -285,27 +193,3 @@ async def preflight_stream(
         for read in reads:
             read.cancel()
         await asyncio.gather(*reads, return_exceptions=True)
-
-
-async def preflight(
-    wave: Wave,
-    config: Config,
-    describe: Describe,
-    instance_status: InstanceStatus | None = None,
-) -> list[Check]:
-    """Every server of `wave` with its verdict. Raises MgnError/AccountError from the reads."""
-    return [
-        check
-        async for part in preflight_stream(wave, config, describe, instance_status)
-        for check in part
-    ]
-
-
-def counts(checks: Iterable[Check]) -> dict[str, int]:
-    """How many servers got each decision, plus the total."""
-    out = {d.value: 0 for d in Decision}
-    total = 0
-    for check in checks:
-        out[check.decision.value] += 1
-        total += 1
-    return {"total": total, **out}

@@ -35,20 +35,15 @@ class Progress:
 
     def line(self, now: float | None = None) -> str:
         """The current progress line."""
-        results = list(self.state.results.values())
-        tally = {o: 0 for o in Outcome}
-        for r in results:
-            tally[r.outcome] += 1
-        converged = sum(1 for r in results if r.converged_at)
-        accepted = sum(1 for r in results if r.finalized_at)
+        ledger = self.state.ledger
+        tally = ledger.tally() if ledger is not None else {o.value: 0 for o in Outcome}
+        done = tally[Outcome.FINALIZED] + tally[Outcome.ALREADY_CUTOVER]
         elapsed = max((now or time.monotonic()) - self._started, 1e-6)
-        rate = accepted / elapsed
-        waiting = sum(1 for r in results if r.outcome is Outcome.NOT_ATTEMPTED)
-        left = f"{waiting / rate:.0f}s" if rate > 0 and waiting else "-"
+        rate = tally[Outcome.FINALIZED] / elapsed
         return (
-            f"[{self.state.phase}] finalized {tally[Outcome.FINALIZED]} converged {converged} "
+            f"[{self.state.phase}] finalized {tally[Outcome.FINALIZED]} converged {done} "
             f"blocked {tally[Outcome.BLOCKED]} failed {tally[Outcome.FAILED]} of {self.total} "
-            f"| {rate:.1f}/s | left {left}"
+            f"| {rate:.1f}/s"
         )
 
     async def _draw(self) -> None:

@@ -1,9 +1,11 @@
-"""The reconciler: polls MGN until every accepted finalize shows CUTOVER + DISCONNECTED.
+"""The reconciler: polls MGN until every server waiting on a finalize shows CUTOVER + DISCONNECTED.
 
-A small state machine per server: pending (finalize accepted, not yet converged) -> converged, or
--> timed_out once its deadline passes. Polls run every `poll_interval_s`, drift-corrected, with
-one DescribeSourceServers per 200 pending servers (a quarter interval for the last 200 once the
-pool is done). It never sends FinalizeCutover.
+A small state machine per server: pending -> converged (MGN shows it), or -> expired once its
+deadline passes; what each means is the ledger's business (`on_seen`, `on_expired`). Polls run
+every `poll_interval_s`, drift-corrected, with one DescribeSourceServers per 200 pending servers
+(a quarter interval for the last 200 once nothing more will be added). It never sends anything
+mutating. It ends when closed with nothing pending, or at once when the run halts; a closed
+cutover window does not stop it (it polls until its own deadlines).
 """
 
 from __future__ import annotations
@@ -11,21 +13,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import structlog
 
 from orchestrator.errors import AccountError, MgnError
 from orchestrator.limiter import Clock, Sleep
-from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, chunks
-from orchestrator.preflight import ServerView, parse_server
+from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, ServerView, chunks
+from orchestrator.stop import Stop, Stopped, StopReason
 
 log = structlog.get_logger(__name__)
 
 TAIL_SPEEDUP = 4
 
-Describe = Callable[[Sequence[str]], Awaitable[list[dict[str, Any]]]]
+Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
 
 
 @dataclass
@@ -34,13 +35,11 @@ class ReconcileStats:
 
     cycles: int = 0
     describe_calls: int = 0
-    expected_calls: int = 0
     failed_polls: int = 0
-    last_views: dict[str, ServerView] = field(default_factory=dict)
 
 
 class Reconciler:
-    """Tracks pending servers and polls them; callbacks report convergence and time-outs."""
+    """Tracks pending servers and polls them; callbacks report what MGN showed and time-outs."""
 
     def __init__(
         self,
@@ -48,16 +47,18 @@ class Reconciler:
         *,
         poll_interval_s: float,
         timeout_s: float,
-        on_converged: Callable[[ServerView], None],
-        on_timed_out: Callable[[str, ServerView | None], None],
+        on_seen: Callable[[ServerView], None],
+        on_expired: Callable[[str], None],
+        stop: Stop | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._describe = describe
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
-        self._on_converged = on_converged
-        self._on_timed_out = on_timed_out
+        self._on_seen = on_seen
+        self._on_expired = on_expired
+        self._stop = stop or Stop()
         self._clock = clock
         self._sleep = sleep
         self._deadlines: dict[str, float] = {}
@@ -70,7 +71,7 @@ class Reconciler:
         return frozenset(self._deadlines)
 
     def add(self, server_id: str) -> None:
-        """Start watching a server whose finalize MGN accepted."""
+        """Start watching a server (once; its deadline runs from the first add)."""
         self._deadlines.setdefault(server_id, self._clock() + self.timeout_s)
 
     def close(self) -> None:
@@ -79,18 +80,25 @@ class Reconciler:
         if self._wake is not None:
             self._wake.set()
 
-    async def run(self, should_stop: Callable[[], bool] = lambda: False) -> None:
-        """Poll until closed and nothing is pending, or `should_stop()`.
+    async def run(self) -> None:
+        """Poll until closed and nothing is pending, or the run halts.
 
-        Raises AccountError (account-wide); other read failures are logged and retried next cycle.
+        An account-wide error stops the run (AccountError is not raised: the stop carries it);
+        other read failures are logged and retried next cycle.
         """
         self._wake = asyncio.Event()
         next_tick = self._clock()
-        while not should_stop():
+        while not self._stop.halted:
             if self._closed and not self._deadlines:
                 return
             if self._deadlines:
-                await self.poll_once()
+                try:
+                    await self.poll_once()
+                except Stopped:
+                    return
+                except AccountError as err:
+                    self._stop.request(StopReason.ACCOUNT, str(err))
+                    return
             next_tick += self._interval_s()
             now = self._clock()
             if next_tick < now:  # fell behind (slow reads): skip missed ticks, keep the phase
@@ -98,7 +106,7 @@ class Reconciler:
             await self._wait(next_tick - now)
 
     def _interval_s(self) -> float:
-        """The poll interval; quartered for the last few servers once the pool is done.
+        """The poll interval; quartered for the last few servers once nothing more comes.
 
         Then one small call per cycle is all a poll costs, and the wave's end is not held back
         by up to a whole interval after the last server's change becomes visible.
@@ -112,24 +120,29 @@ class Reconciler:
         if self._closed and not self._deadlines:
             return
         self._wake.clear()
-        sleeper = asyncio.ensure_future(self._sleep(delay_s))
-        waker = asyncio.ensure_future(self._wake.wait())
+        waiters = [
+            asyncio.ensure_future(self._sleep(delay_s)),
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self._stop.wait_halted()),
+        ]
         try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sleeper, waker):
+            for task in waiters:
                 task.cancel()
-            await asyncio.gather(sleeper, waker, return_exceptions=True)
+            await asyncio.gather(*waiters, return_exceptions=True)
 
     async def poll_once(self) -> None:
-        """One cycle: describe every pending server, settle the converged and the late."""
+        """One cycle: describe every pending server, report what MGN shows, expire the late.
+
+        Raises Stopped when the run halts mid-read, AccountError for an account-wide error.
+        """
         pending = sorted(self._deadlines)
         self.stats.cycles += 1
-        self.stats.expected_calls += -(-len(pending) // MAX_IDS_PER_DESCRIBE)
         for batch in chunks(pending, MAX_IDS_PER_DESCRIBE):
             try:
-                items = await self._describe(batch)
-            except AccountError:
+                views = await self._describe(batch)
+            except (AccountError, Stopped):
                 raise
             except MgnError as err:
                 self.stats.failed_polls += 1
@@ -137,22 +150,14 @@ class Reconciler:
                 continue
             finally:
                 self.stats.describe_calls += 1
-            for item in items:
-                view = parse_server(item)
-                if view is None or view.source_server_id not in self._deadlines:
+            for view in views:
+                if view.source_server_id not in self._deadlines:
                     continue
-                self.stats.last_views[view.source_server_id] = view
                 if view.converged:
                     del self._deadlines[view.source_server_id]
-                    self._on_converged(view)
+                self._on_seen(view)
         now = self._clock()
         for server_id, deadline in list(self._deadlines.items()):
             if now >= deadline:
                 del self._deadlines[server_id]
-                self._on_timed_out(server_id, self.stats.last_views.get(server_id))
-
-    def expire_all(self) -> list[str]:
-        """Give up on every pending server now (the run is stopping); returns their IDs."""
-        ids = sorted(self._deadlines)
-        self._deadlines.clear()
-        return ids
+                self._on_expired(server_id)

@@ -22,15 +22,18 @@ REPORT_SCHEMA = "mgn-cutover/report/v1"
 
 # Outcomes that need no action; any other outcome makes its application a problem.
 OK_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER, Outcome.WOULD_FINALIZE})
+# Outcomes that need no action; any other outcome makes its application a problem.
 
 EXIT_MEANINGS = {
     0: "every server converged",
-    1: "something was blocked, failed, timed out or not attempted, or the run was interrupted",
+    1: "something was blocked, failed, timed out, unconfirmed or not attempted, "
+    "or the run was interrupted",
     2: "bad input, config or journal",
     3: "another run holds this wave's lock",
     4: "account or credential error: nothing more was sent for this wave",
+    5: "local state (the journal) could not be written: nothing more was sent",
 }
-DRY_RUN_EXIT_0 = "every server is ready to finalize or already cut over"
+DRY_RUN_EXIT_0 = "every server already converged (nothing to do)"
 
 NEXT_STEPS = {
     Outcome.BLOCKED: (
@@ -43,6 +46,10 @@ NEXT_STEPS = {
         "the rerun only polls, it never finalizes these servers again."
     ),
     Outcome.NOT_ATTEMPTED: "rerun the wave.",
+    Outcome.UNCONFIRMED: (
+        "MGN has not shown whether our FinalizeCutover went through; rerun: it is sent again "
+        "only if MGN still shows CUTTING_OVER, otherwise only polled."
+    ),
 }
 
 SERVER_FIELDS = (
@@ -94,6 +101,14 @@ def render_json(record: RunRecord) -> str:
         "config": record.config,
         "summary": summarize(record.servers),
         "servers": [_server_json(s) for s in _sorted(record.servers)],
+        # Grown after v1 (additive): scripts may ignore them.
+        "run_id": record.run_id,
+        "description": record.description,
+        "stop_reason": record.stop_reason,
+        "incomplete": record.incomplete,
+        "covered_applications": record.covered_applications,
+        "run_exit_code": record.run_exit_code,
+        "endpoint_url": record.config.get("endpoint_url"),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
@@ -105,6 +120,15 @@ def render_markdown(record: RunRecord) -> str:
         lines += ["**DRY RUN**: no FinalizeCutover was sent; outcomes say what a run would do.", ""]
     if record.interrupted:
         lines += ["**INTERRUPTED**: the run stopped before every server had an outcome.", ""]
+    if record.incomplete:
+        lines += ["**INCOMPLETE**: an internal error ended the run early; see the log.", ""]
+    if record.covered_applications:
+        covered = ", ".join(_md(a) for a in record.covered_applications)
+        lines += [
+            f"**PARTIAL RUN** of {covered} (exit {record.run_exit_code}); the other "
+            "applications show their last known outcome.",
+            "",
+        ]
     lines += [
         f"- Started: {_md(record.started_at)}",
         f"- Finished: {_md(record.finished_at)}",
@@ -197,6 +221,8 @@ def _server_json(s: ServerResult) -> dict[str, Any]:
         "error": {"code": s.error_code, "message": s.error_message} if has_error else None,
         "finalized_at": s.finalized_at,
         "converged_at": s.converged_at,
+        "application_name": s.application_name,
+        "timeline": s.timeline,
     }
 
 

@@ -7,22 +7,23 @@ attempts and by a deadline; every other error is raised at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from orchestrator.errors import RetryableError, ThrottledError
 from orchestrator.limiter import Clock, RateLimiter, Sleep
+from orchestrator.stop import Stopped
+
+__all__ = ["Retrier", "RetryPolicy", "Stopped", "call_with_retries"]
 
 T = TypeVar("T")
-
-
-class Stopped(Exception):
-    """The run is stopping: no new attempt was started."""
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,42 @@ async def call_with_retries(
         if attempt >= policy.max_attempts or clock() + delay - started > policy.deadline_s:
             raise last
         await sleep(delay)
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Retrier:
+    """One retry setup (policy, limiter, clock, randomness, stop check), built once per run and
+    varied by `copy`, e.g. the same policy under another limiter."""
+
+    policy: RetryPolicy
+    limiter: RateLimiter
+    sleep: Sleep = asyncio.sleep
+    clock: Clock = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+    should_stop: Callable[[], bool] = _never
+
+    def copy(self, **changes: Any) -> Retrier:
+        """This retrier with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    async def call(
+        self,
+        call: Callable[[], Awaitable[T]],
+        *,
+        gate: AbstractAsyncContextManager[Any] | None = None,
+    ) -> T:
+        """`call_with_retries` with this retrier's settings; raises what it raises."""
+        return await call_with_retries(
+            call,
+            policy=self.policy,
+            limiter=self.limiter,
+            sleep=self.sleep,
+            clock=self.clock,
+            rng=self.rng,
+            should_stop=self.should_stop,
+            gate=gate,
+        )

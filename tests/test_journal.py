@@ -42,7 +42,7 @@ def test_round_trip_of_every_record(tmp_path: Path) -> None:
         j.record_accepted("s-1", at=T1, run_id="r1")
         j.record_converged("s-1", at=T2, run_id="r1")
         j.record_intent("s-2", "app-2", at=T0, run_id="r1")
-        j.record_failed("s-2", code="ConflictException", message="wrong state", at=T1, run_id="r1")
+        j.record_failed("s-2", code="ConflictException", message="wrong state", run_id="r1")
     with Journal.open(tmp_path, WAVE, create=False) as j:
         entries = j.entries()
         assert j.entry("s-missing") is None
@@ -78,7 +78,7 @@ def test_going_backwards_keeps_the_earliest_acceptance(tmp_path: Path) -> None:
         after_intent = j.entry("s-1")
         j.record_accepted("s-1", at=T3, run_id="r2")
         after_second_accept = j.entry("s-1")
-        j.record_failed("s-1", code="InternalServerError", message="boom", at=T3, run_id="r2")
+        j.record_failed("s-1", code="InternalServerError", message="boom", run_id="r2")
         after_failure = j.entry("s-1")
     assert after_intent is not None and after_second_accept is not None
     assert after_failure is not None
@@ -111,7 +111,7 @@ def test_accepted_or_failed_without_an_intent_is_refused(tmp_path: Path) -> None
         with pytest.raises(JournalError, match="no intent"):
             j.record_accepted("s-1", at=T1, run_id="r1")
         with pytest.raises(JournalError, match="s-1"):
-            j.record_failed("s-1", code="X", message="y", at=T1, run_id="r1")
+            j.record_failed("s-1", code="X", message="y", run_id="r1")
         assert j.entries() == {}
 
 
@@ -119,7 +119,7 @@ def test_error_messages_are_truncated(tmp_path: Path) -> None:
     """A huge error message is stored cut to about 500 characters."""
     with Journal.open(tmp_path, WAVE) as j:
         j.record_intent("s-1", "app-1", at=T0, run_id="r1")
-        j.record_failed("s-1", code="X", message="m" * 10_000, at=T1, run_id="r1")
+        j.record_failed("s-1", code="X", message="m" * 10_000, run_id="r1")
         entry = j.entry("s-1")
     assert entry is not None and entry.error_message is not None
     assert 490 <= len(entry.error_message) <= 500

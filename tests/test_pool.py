@@ -1,64 +1,79 @@
-"""The finalize pool on virtual time: concurrency, pacing, retries, conflicts, account stops."""
+"""The finalize pool and the ledger together on virtual time: pacing, retries, refusals, the
+application gate at finalize time, ambiguous calls, stops and a journal that cannot be written."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from orchestrator.config import Config
 from orchestrator.errors import (
     AccountError,
     ConflictError,
     NotFoundError,
     RequestRejectedError,
     RetryableError,
+    StateWriteError,
     ThrottledError,
 )
 from orchestrator.journal import Journal
+from orchestrator.ledger import Ledger
 from orchestrator.limiter import RateLimiter
+from orchestrator.mgn import ServerView, parse_server
 from orchestrator.outcome import Outcome, ServerResult
+from orchestrator.plan import Application, Server, Wave
 from orchestrator.pool import FinalizePool
-from orchestrator.preflight import ServerView, parse_server
+from orchestrator.preflight import decide
 from orchestrator.reconciler import Reconciler
-from orchestrator.retry import RetryPolicy
+from orchestrator.retry import Retrier, RetryPolicy
+from orchestrator.stop import Stop, StopReason
 from tests.fakes import VirtualTime
 
+APP_A = "app-0000000000000000a"
+APP_B = "app-0000000000000000b"
 
-def _item(sid: str, state: str) -> dict[str, Any]:
+
+def _item(sid: str, state: str, app: str) -> dict[str, Any]:
     return {
         "sourceServerID": sid,
+        "applicationID": app,
         "isArchived": False,
         "lifeCycle": {"state": state},
         "dataReplicationInfo": {
             "dataReplicationState": "DISCONNECTED" if state == "CUTOVER" else "CONTINUOUS"
         },
+        "launchedInstance": {"firstBoot": "SUCCEEDED"},
     }
 
 
 class FakeMgn:
     """FinalizeCutover and DescribeSourceServers over an in-memory state, with scripted faults."""
 
-    def __init__(self, vt: VirtualTime, ids: Sequence[str], latency_s: float = 0.05) -> None:
+    def __init__(self, vt: VirtualTime, apps: dict[str, list[str]], latency_s: float = 0.05):
         self.vt = vt
-        self.state = dict.fromkeys(ids, "CUTTING_OVER")
+        self.app_of = {sid: app for app, ids in apps.items() for sid in ids}
+        self.state = dict.fromkeys(self.app_of, "CUTTING_OVER")
         self.latency_s = latency_s
         self.script: dict[str, list[Exception]] = {}
         self.finalize_calls: list[tuple[float, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.apply_before_error: set[str] = set()
-        self.stale: dict[str, str] = {}
+        self.stale: dict[str, str] = {}  # what lagging reads still show
+        self.hang: set[str] = set()  # calls that never answer
 
-    async def finalize(self, sid: str) -> dict[str, Any]:
+    async def finalize(self, sid: str) -> ServerView | None:
         self.finalize_calls.append((self.vt.now, sid))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
-            await self.vt.sleep(self.latency_s)
+            await self.vt.sleep(1e9 if sid in self.hang else self.latency_s)
         finally:
             self.in_flight -= 1
         errors = self.script.get(sid) or []
@@ -69,54 +84,106 @@ class FakeMgn:
         if self.state[sid] != "CUTTING_OVER":
             raise ConflictError("ConflictException", f"state {self.state[sid]}", 409)
         self.state[sid] = "CUTOVER"
-        return _item(sid, "CUTOVER")
+        return parse_server(_item(sid, "CUTOVER", self.app_of[sid]))
 
-    async def describe(self, ids: Sequence[str]) -> list[dict[str, Any]]:
-        shown = {**self.state, **self.stale}  # `stale`: what lagging reads still show
-        return [_item(sid, shown[sid]) for sid in ids if sid in self.state]
+    def view(self, sid: str) -> ServerView:
+        shown = {**self.state, **self.stale}
+        view = parse_server(_item(sid, shown[sid], self.app_of[sid]))
+        assert view is not None
+        return view
 
-    async def describe_one(self, sid: str) -> ServerView | None:
-        items = await self.describe([sid])
-        return parse_server(items[0]) if items else None
+    async def describe(self, ids: Sequence[str], states: Sequence[str] = ()) -> list[ServerView]:
+        views = [self.view(sid) for sid in ids if sid in self.state]
+        return [v for v in views if not states or v.lifecycle_state in states]
 
 
-def _pool(
-    vt: VirtualTime,
-    mgn: FakeMgn,
-    journal: Journal,
-    ids: Sequence[str],
-    *,
-    rate: float = 1000,
-    concurrency: int = 8,
-    prior_intent: frozenset[str] = frozenset(),
-) -> tuple[FinalizePool, Reconciler, dict[str, ServerResult]]:
-    results = {sid: ServerResult(sid, "app-00000000000000001") for sid in ids}
-    rec = Reconciler(
-        mgn.describe,
-        poll_interval_s=1.0,
-        timeout_s=30.0,
-        on_converged=lambda v: setattr(results[v.source_server_id], "converged_at", "t"),
-        on_timed_out=lambda sid, v: None,
-        clock=vt.clock,
-        sleep=vt.sleep,
-    )
-    pool = FinalizePool(
-        finalize=mgn.finalize,
-        describe_one=mgn.describe_one,
-        limiter=RateLimiter(rate, clock=vt.clock, sleep=vt.sleep),
-        policy=RetryPolicy(max_attempts=4, base_delay_s=0.1),
-        concurrency=concurrency,
-        journal=journal,
-        reconciler=rec,
-        results=results,
-        run_id="run-1",
-        now_iso=lambda: f"t={vt.now:.3f}",
-        clock=vt.clock,
-        sleep=vt.sleep,
-        rng=random.Random(7),
-        prior_intent=prior_intent,
-    )
-    return pool, rec, results
+class Night:
+    """A ledger, the pool and the reconciler over a FakeMgn, wired as the runner wires them."""
+
+    def __init__(
+        self,
+        vt: VirtualTime,
+        mgn: FakeMgn,
+        journal: Journal,
+        apps: dict[str, list[str]],
+        *,
+        rate: float = 1000,
+        concurrency: int = 8,
+        grace_s: float = 2.0,
+    ) -> None:
+        self.vt, self.mgn = vt, mgn
+        self.wave = Wave(
+            "wave-t",
+            tuple(
+                Application(app, None, tuple(Server(s, app) for s in ids))
+                for app, ids in apps.items()
+            ),
+        )
+        self.stop = Stop()
+        self.ledger = Ledger(
+            self.wave,
+            writer=journal,
+            run_id="run-1",
+            stop=self.stop,
+            now_iso=lambda: f"t={vt.now:.3f}",
+            entries=journal.entries(),
+        )
+        self.reconciler = Reconciler(
+            lambda ids: mgn.describe(ids, ("CUTOVER",)),
+            poll_interval_s=1.0,
+            timeout_s=30.0,
+            on_seen=self.ledger.observed,
+            on_expired=self.ledger.expired,
+            stop=self.stop,
+            clock=vt.clock,
+            sleep=vt.sleep,
+        )
+        reads = Retrier(
+            RetryPolicy(max_attempts=4, base_delay_s=0.1),
+            RateLimiter(1000, clock=vt.clock, sleep=vt.sleep),
+            sleep=vt.sleep,
+            clock=vt.clock,
+            rng=random.Random(7),
+        )
+        writes = reads.copy(
+            limiter=RateLimiter(rate, clock=vt.clock, sleep=vt.sleep),
+            should_stop=lambda: self.stop.sends_stopped,
+        )
+        self.pool = FinalizePool(
+            finalize=mgn.finalize,
+            describe=mgn.describe,
+            ledger=self.ledger,
+            writes=writes,
+            reads=reads,
+            concurrency=concurrency,
+            stop=self.stop,
+            on_waiting=self.reconciler.add,
+            grace_s=grace_s,
+            sleep=vt.sleep,
+        )
+        self.before_send: Callable[[], None] = lambda: None
+
+    async def run(self, *, reconcile: bool = True) -> dict[str, ServerResult]:
+        """Pre-flight from the fake's views, send, reconcile; the settled rows by server."""
+        for app in self.wave.applications:
+            checks = [decide(s, self.mgn.view(s.source_server_id), Config()) for s in app.servers]
+            work = self.ledger.checked(checks)
+            for sid in work.poll:
+                self.reconciler.add(sid)
+            self.before_send()
+            self.pool.submit(work.send)
+        self.pool.close()
+
+        async def finalize() -> None:
+            await self.pool.run()
+            self.reconciler.close()
+
+        if reconcile:
+            await asyncio.gather(finalize(), self.reconciler.run())
+        else:
+            await finalize()
+        self.ledger.settle()
+        return {r.source_server_id: r for r in self.ledger.results()}
 
 
 @pytest.fixture
@@ -128,31 +195,35 @@ def journal(tmp_path: Path) -> Any:
 IDS = [f"s-{i:017d}" for i in range(40)]
 
 
+def _sent(mgn: FakeMgn) -> list[str]:
+    return [sid for _, sid in mgn.finalize_calls]
+
+
 async def test_finalizes_all_under_the_rate_and_concurrency_bounds(journal: Journal) -> None:
     """40 servers at 10/s with 4 slots: every one finalized once, ~3.9 s, never 5 in flight."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS)
-    pool, rec, results = _pool(vt, mgn, journal, IDS, rate=10, concurrency=4)
-    await vt.run(pool.run(IDS))
-    assert sorted(sid for _, sid in mgn.finalize_calls) == sorted(IDS)
+    apps = {APP_A: IDS}
+    mgn = FakeMgn(vt, apps)
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=4)
+    results = await vt.run(night.run())
+    assert sorted(_sent(mgn)) == sorted(IDS)
     assert mgn.max_in_flight <= 4
     assert mgn.finalize_calls[-1][0] == pytest.approx(3.9)
     assert all(r.outcome is Outcome.FINALIZED and r.attempts == 1 for r in results.values())
-    assert rec.pending == frozenset(IDS)
     entries = journal.entries()
-    assert all(entries[sid].status == "accepted" for sid in IDS)
+    assert all(entries[sid].status == "converged" and entries[sid].finalized_at for sid in IDS)
 
 
 async def test_retries_transient_errors_then_succeeds(journal: Journal) -> None:
-    """A 429 and a 500 are retried; the server ends finalized after three attempts."""
+    """A 429 (waiting out Retry-After) and a 500 are retried; finalized after three attempts."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
+    apps = {APP_A: IDS[:1]}
+    mgn = FakeMgn(vt, apps)
     mgn.script[IDS[0]] = [
         ThrottledError("ThrottlingException", "slow", 429, retry_after_s=2),
         RetryableError("InternalServerException", "boom", 500),
     ]
-    pool, _, results = _pool(vt, mgn, journal, IDS[:1])
-    await vt.run(pool.run(IDS[:1]))
+    results = await vt.run(Night(vt, mgn, journal, apps).run())
     assert results[IDS[0]].outcome is Outcome.FINALIZED
     assert results[IDS[0]].attempts == 3
     assert journal.entries()[IDS[0]].attempts == 3
@@ -162,131 +233,229 @@ async def test_retries_transient_errors_then_succeeds(journal: Journal) -> None:
 @pytest.mark.parametrize(
     ("error", "reason_start"),
     [
-        (NotFoundError("ResourceNotFoundException", "gone", 404), "ResourceNotFoundException"),
+        (NotFoundError("ResourceNotFoundException", "gone", 404), "not_found"),
         (RequestRejectedError("ValidationException", "bad", 400), "ValidationException"),
+        (ConflictError("ConflictException", "no", 409), "wrong_state"),
     ],
 )
-async def test_non_retryable_errors_fail_the_server_after_one_call(
+async def test_a_definitive_refusal_holds_the_rest_of_its_application(
     journal: Journal, error: Exception, reason_start: str
 ) -> None:
-    """Not-found and validation errors are recorded as failed after a single call."""
+    """After one server is refused for good (404, 400, a 409 not explained by CUTOVER), none of
+    its siblings not yet sent is sent; they are not_attempted naming it; other applications go
+    on."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:2])
+    apps = {APP_A: IDS[:4], APP_B: IDS[4:6]}
+    mgn = FakeMgn(vt, apps)
     mgn.script[IDS[0]] = [error]
-    pool, _, results = _pool(vt, mgn, journal, IDS[:2])
-    await vt.run(pool.run(IDS[:2]))
+    night = Night(vt, mgn, journal, apps, concurrency=1)
+    if isinstance(error, ConflictError):  # reverted after the pre-flight read it
+        night.before_send = lambda: mgn.state.update({IDS[0]: "READY_FOR_CUTOVER"})
+    results = await vt.run(night.run())
     assert results[IDS[0]].outcome is Outcome.FAILED
     assert (results[IDS[0]].reason or "").startswith(reason_start)
-    assert [sid for _, sid in mgn.finalize_calls].count(IDS[0]) == 1
-    assert results[IDS[1]].outcome is Outcome.FINALIZED
+    assert _sent(mgn).count(IDS[0]) == 1
+    for sid in IDS[1:4]:
+        assert sid not in _sent(mgn)
+        assert results[sid].outcome is Outcome.NOT_ATTEMPTED
+        assert (results[sid].reason or "").startswith(f"application_gate: {IDS[0]} was refused")
+    assert {results[s].outcome for s in IDS[4:6]} == {Outcome.FINALIZED}
     assert journal.entries()[IDS[0]].status == "failed"
 
 
-async def test_exhausted_retries_fail_the_server_and_the_pool_goes_on(journal: Journal) -> None:
-    """A server failing with 500 on every attempt ends failed; the others are unaffected."""
+async def test_exhausted_5xx_is_unconfirmed_then_finalized_if_mgn_shows_it(
+    journal: Journal,
+) -> None:
+    """5xx on every attempt may have been applied: the server goes to the reconciler, and when
+    MGN shows CUTOVER + DISCONNECTED it was finalized by this run (not already_cutover)."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:3])
+    apps = {APP_A: IDS[:3]}
+    mgn = FakeMgn(vt, apps)
     mgn.script[IDS[1]] = [RetryableError("InternalServerException", "x", 500) for _ in range(9)]
-    pool, _, results = _pool(vt, mgn, journal, IDS[:3])
-    await vt.run(pool.run(IDS[:3]))
-    assert results[IDS[1]].outcome is Outcome.FAILED
+    mgn.apply_before_error.add(IDS[1])  # the first 500 came after MGN applied it
+    mgn.script[IDS[2]] = [RetryableError("InternalServerException", "x", 500) for _ in range(9)]
+    results = await vt.run(Night(vt, mgn, journal, apps).run())
+    assert results[IDS[1]].outcome is Outcome.FINALIZED
     assert results[IDS[1]].attempts == 4
-    assert (results[IDS[1]].reason or "").startswith("retries_exhausted")
-    assert {results[IDS[0]].outcome, results[IDS[2]].outcome} == {Outcome.FINALIZED}
+    assert journal.entries()[IDS[1]].status == "converged"
+    # Never applied: unconfirmed after the reconciler's deadline, with MGN's last word.
+    assert results[IDS[2]].outcome is Outcome.UNCONFIRMED
+    assert results[IDS[2]].lifecycle_state == "CUTTING_OVER"
+    assert results[IDS[2]].error_code == "InternalServerException"
+    assert journal.entries()[IDS[2]].status == "intent"  # a rerun sends it again
+    assert results[IDS[0]].outcome is Outcome.FINALIZED  # an ambiguous sibling holds nothing
 
 
-async def test_conflict_on_a_cutover_server_means_already_done(journal: Journal) -> None:
-    """ConflictException on a server MGN shows CUTOVER is already_cutover, not failed."""
+async def test_exhausted_throttling_fails_for_good(journal: Journal) -> None:
+    """429 on every attempt was never applied: failed (retries exhausted, journal failed); a
+    sibling sent while it was backing off is not held back by it."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
-    mgn.state[IDS[0]] = "CUTOVER"
-    pool, rec, results = _pool(vt, mgn, journal, IDS[:1])
-    await vt.run(pool.run(IDS[:1]))
-    assert results[IDS[0]].outcome is Outcome.ALREADY_CUTOVER
-    assert IDS[0] in rec.pending
-
-
-async def test_conflict_on_a_wrong_state_is_failed_with_the_state(journal: Journal) -> None:
-    """ConflictException on a READY_FOR_CUTOVER server fails it, naming the state."""
-    vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
-    mgn.state[IDS[0]] = "READY_FOR_CUTOVER"
-    pool, rec, results = _pool(vt, mgn, journal, IDS[:1])
-    await vt.run(pool.run(IDS[:1]))
+    apps = {APP_A: IDS[:2]}
+    mgn = FakeMgn(vt, apps)
+    mgn.script[IDS[0]] = [ThrottledError("ThrottlingException", "slow", 429) for _ in range(9)]
+    results = await vt.run(Night(vt, mgn, journal, apps, concurrency=1).run())
     assert results[IDS[0]].outcome is Outcome.FAILED
-    assert "READY_FOR_CUTOVER" in (results[IDS[0]].reason or "")
-    assert not rec.pending
+    assert (results[IDS[0]].reason or "").startswith("retries_exhausted: ThrottlingException")
+    assert results[IDS[0]].attempts == 4
+    assert journal.entries()[IDS[0]].status == "failed"
+    assert results[IDS[1]].outcome is Outcome.FINALIZED
+
+
+async def test_conflict_on_a_server_cut_over_elsewhere_is_already_cutover(
+    journal: Journal,
+) -> None:
+    """ConflictException on a server MGN shows CUTOVER (not our doing): already_cutover."""
+    vt = VirtualTime()
+    apps = {APP_A: IDS[:1]}
+    mgn = FakeMgn(vt, apps)
+    mgn.stale[IDS[0]] = "CUTTING_OVER"  # pre-flight saw it ready
+    mgn.state[IDS[0]] = "CUTOVER"
+    night = Night(vt, mgn, journal, apps)
+    for app in night.wave.applications:
+        night.ledger.checked(
+            [decide(s, mgn.view(s.source_server_id), Config()) for s in app.servers]
+        )
+    del mgn.stale[IDS[0]]  # reads catch up before the read-back
+    night.pool.submit(IDS[:1])
+    night.pool.close()
+    await vt.run(asyncio.gather(night.pool.run(), _close_later(night)))
+    night.ledger.settle()
+    row = night.ledger.results()[0]
+    assert row.outcome is Outcome.ALREADY_CUTOVER
+    assert row.lifecycle_state == "CUTOVER" and row.replication_state == "DISCONNECTED"
+
+
+async def _close_later(night: Night) -> None:
+    runner = asyncio.ensure_future(night.reconciler.run())
+    await night.vt.sleep(5)
+    night.reconciler.close()
+    await runner
+
+
+async def test_a_conflict_while_reads_still_show_cutting_over_is_unresolved(
+    journal: Journal,
+) -> None:
+    """409 whose read-back still shows CUTTING_OVER is never journaled accepted: reported
+    unconfirmed with the state read, sent once; a rerun that sees CUTTING_OVER sends again."""
+    vt = VirtualTime()
+    apps = {APP_A: IDS[:2]}
+    mgn = FakeMgn(vt, apps)
+    mgn.script[IDS[0]] = [ConflictError("ConflictException", "not now", 409)]
+    results = await vt.run(Night(vt, mgn, journal, apps, concurrency=1).run())
+    row = results[IDS[0]]
+    assert row.outcome is Outcome.UNCONFIRMED
+    assert row.lifecycle_state == "CUTTING_OVER"
+    assert "still shows CUTTING_OVER" in (row.reason or "")
+    assert journal.entries()[IDS[0]].status == "failed"
+    assert _sent(mgn).count(IDS[0]) == 1
+    assert results[IDS[1]].outcome is Outcome.NOT_ATTEMPTED  # the application is held
+
+    vt2 = VirtualTime()
+    mgn.vt = vt2
+    again = await vt2.run(Night(vt2, mgn, journal, apps).run())
+    assert again[IDS[0]].outcome is Outcome.FINALIZED
+    assert _sent(mgn).count(IDS[0]) == 2
 
 
 async def test_dropped_response_then_conflict_counts_as_finalized(journal: Journal) -> None:
-    """A call whose response was lost but which took effect is finalized, sent no third time."""
+    """A call whose answer was lost but which took effect is finalized, sent no third time."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
+    apps = {APP_A: IDS[:1]}
+    mgn = FakeMgn(vt, apps)
     mgn.script[IDS[0]] = [RetryableError("ConnectionClosedError", "dropped", ambiguous=True)]
     mgn.apply_before_error.add(IDS[0])
-    pool, _, results = _pool(vt, mgn, journal, IDS[:1])
-    await vt.run(pool.run(IDS[:1]))
+    results = await vt.run(Night(vt, mgn, journal, apps).run())
     assert results[IDS[0]].outcome is Outcome.FINALIZED
     assert len(mgn.finalize_calls) == 2
 
 
 async def test_account_error_stops_the_pool(journal: Journal) -> None:
-    """After AccessDenied nothing more is sent; the servers not yet started are not_attempted."""
+    """After AccessDenied nothing more is sent; the servers not yet sent are not_attempted."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS)
+    apps = {APP_A: IDS}
+    mgn = FakeMgn(vt, apps)
     mgn.script[IDS[5]] = [AccountError("AccessDeniedException", "denied")]
-    pool, _, results = _pool(vt, mgn, journal, IDS, rate=10, concurrency=2)
-    await vt.run(pool.run(IDS))
-    assert pool.account_error is not None
-    sent = [sid for _, sid in mgn.finalize_calls]
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=2)
+    results = await vt.run(night.run())
+    assert night.stop.reason is StopReason.ACCOUNT
+    sent = _sent(mgn)
     assert len(sent) <= 7  # the denied call plus at most one in flight beside it
-    assert results[IDS[5]].outcome is Outcome.FAILED
     not_attempted = [r for r in results.values() if r.outcome is Outcome.NOT_ATTEMPTED]
-    assert len(not_attempted) == len(IDS) - len(sent)
-    assert all(r.attempts == 0 for r in not_attempted)
+    assert len(not_attempted) == len(IDS) - len(sent) + 1  # the denied one was not applied
+    assert all(r.source_server_id not in sent[:-2] for r in not_attempted if r.attempts == 0)
 
 
-async def test_stop_lets_in_flight_calls_finish_and_starts_nothing_new(journal: Journal) -> None:
-    """Stopping mid-pool leaves every server finalized or not_attempted, none half-recorded."""
+async def test_a_signal_lets_calls_on_the_wire_finish_and_sends_nothing_new(
+    journal: Journal,
+) -> None:
+    """SIGTERM mid-pool: every server is finalized or not_attempted, none half-recorded, and
+    nothing is sent after the signal."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS)
-    pool, _, results = _pool(vt, mgn, journal, IDS, rate=10, concurrency=3)
+    apps = {APP_A: IDS}
+    mgn = FakeMgn(vt, apps)
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=3)
 
-    async def stop_later() -> None:
+    async def signal_later() -> None:
         await vt.sleep(1.05)
-        pool.stop()
+        night.stop.request(StopReason.SIGNAL)
 
-    async def both() -> None:
-        await asyncio.gather(pool.run(IDS), stop_later())
-
-    await vt.run(both())
+    results, _ = await vt.run(asyncio.gather(night.run(reconcile=False), signal_later()))
+    assert all(t <= 1.05 for t, _ in mgn.finalize_calls)
     outcomes = {r.outcome for r in results.values()}
-    assert outcomes == {Outcome.FINALIZED, Outcome.NOT_ATTEMPTED}
-    finalized = {sid for sid, r in results.items() if r.outcome is Outcome.FINALIZED}
-    assert finalized == {sid for _, sid in mgn.finalize_calls}
-    assert 10 <= len(finalized) <= 13
+    assert outcomes <= {Outcome.TIMED_OUT, Outcome.NOT_ATTEMPTED}  # accepted, not yet confirmed
+    accepted = {sid for sid, r in results.items() if r.outcome is Outcome.TIMED_OUT}
+    assert accepted == set(_sent(mgn))
+    assert 10 <= len(accepted) <= 13
 
 
-async def test_conflict_with_a_stale_read_is_polled_never_resent(journal: Journal) -> None:
-    """Conflict while reads still show CUTTING_OVER (lag): polled, not failed, not sent again."""
+async def test_a_call_hanging_past_the_grace_is_abandoned_as_unconfirmed(
+    journal: Journal,
+) -> None:
+    """After a halting stop a call on the wire gets 2 s; then it is abandoned, unconfirmed."""
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
-    mgn.state[IDS[0]] = "CUTOVER"
-    mgn.stale[IDS[0]] = "CUTTING_OVER"
-    pool, rec, results = _pool(vt, mgn, journal, IDS[:1])
-    await vt.run(pool.run(IDS[:1]))
-    assert results[IDS[0]].outcome is Outcome.ALREADY_CUTOVER
-    assert IDS[0] in rec.pending
-    assert len(mgn.finalize_calls) == 1
-    assert journal.entries()[IDS[0]].status == "accepted"
+    apps = {APP_A: IDS[:3]}
+    mgn = FakeMgn(vt, apps)
+    mgn.hang.add(IDS[0])
+    night = Night(vt, mgn, journal, apps, concurrency=1)
+
+    async def signal_later() -> None:
+        await vt.sleep(0.5)
+        night.stop.request(StopReason.SIGNAL)
+
+    results, _ = await vt.run(asyncio.gather(night.run(), signal_later()))
+    assert vt.now == pytest.approx(2.5)
+    assert results[IDS[0]].outcome is Outcome.UNCONFIRMED
+    assert {results[s].outcome for s in IDS[1:3]} == {Outcome.NOT_ATTEMPTED}
+    assert _sent(mgn) == [IDS[0]]
 
 
-async def test_prior_intent_then_conflict_counts_as_ours(journal: Journal) -> None:
-    """A server an earlier run sent without recording the answer is finalized, not failed."""
+class FailingWrites(Journal):
+    """A journal whose writes fail after `ok` intents: a full disk, on purpose."""
+
+    ok = 3
+
+    def record_intent(self, server_id: str, application_id: str, *, at: str, run_id: str) -> None:
+        if self.ok <= 0:
+            raise StateWriteError("journal: database or disk is full")
+        self.ok -= 1
+        super().record_intent(server_id, application_id, at=at, run_id=run_id)
+
+
+async def test_nothing_is_sent_once_an_intent_cannot_be_journaled(tmp_path: Path) -> None:
+    """When the intent cannot be written, that server is not sent and the run stops (exit 5):
+    no FinalizeCutover goes out without a durable intent."""
+    Journal.open(tmp_path, "wave-t").close()
+    conn = sqlite3.connect(tmp_path / "wave-t" / "journal.sqlite3", isolation_level=None)
+    journal = FailingWrites(conn, tmp_path / "wave-t" / "journal.sqlite3", "wave-t")
     vt = VirtualTime()
-    mgn = FakeMgn(vt, IDS[:1])
-    mgn.state[IDS[0]] = "CUTOVER"
-    mgn.stale[IDS[0]] = "CUTTING_OVER"
-    pool, _, results = _pool(vt, mgn, journal, IDS[:1], prior_intent=frozenset(IDS[:1]))
-    await vt.run(pool.run(IDS[:1]))
-    assert results[IDS[0]].outcome is Outcome.FINALIZED
+    apps = {APP_A: IDS[:10]}
+    mgn = FakeMgn(vt, apps)
+    night = Night(vt, mgn, journal, apps, concurrency=1)
+    results = await vt.run(night.run())
+    assert night.stop.reason is StopReason.LOCAL_STATE
+    assert night.stop.exit_code == 5
+    assert len(_sent(mgn)) == 3
+    assert set(journal.entries()) == set(_sent(mgn))
+    unsent = [r for r in results.values() if r.source_server_id not in _sent(mgn)]
+    assert {r.outcome for r in unsent} == {Outcome.NOT_ATTEMPTED}
+    journal.close()

@@ -7,14 +7,9 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Config
+from orchestrator.mgn import parse_server
 from orchestrator.plan import Server
-from orchestrator.preflight import (
-    Decision,
-    apply_application_gate,
-    check_instances,
-    decide,
-    parse_server,
-)
+from orchestrator.preflight import Decision, check_instances, decide
 
 APP = "app-0000000000000000a"
 OTHER_APP = "app-0000000000000000b"
@@ -92,25 +87,17 @@ def test_server_without_mgn_application_is_not_a_mismatch() -> None:
     assert _decide(item)[0] is Decision.FINALIZE
 
 
-def test_gate_blocks_the_whole_application() -> None:
-    """One blocked server blocks its application's ready servers, naming the culprit."""
-    servers = [Server(f"s-0000000000000000{i}", APP) for i in range(3)]
-    other = Server("s-00000000000000009", OTHER_APP)
-    items = [_item(s.source_server_id) for s in servers]
-    items[1]["lifeCycle"] = {"state": "READY_FOR_CUTOVER"}
-    checks = [decide(s, parse_server(i), Config()) for s, i in zip(servers, items, strict=True)]
-    checks.append(
-        decide(
-            other, parse_server(_item(other.source_server_id, applicationID=OTHER_APP)), Config()
-        )
-    )
-    gated = apply_application_gate(checks)
-    assert [c.decision for c in gated] == [Decision.BLOCKED] * 3 + [Decision.FINALIZE]
-    assert gated[0].reason == (
-        "application_gate: s-00000000000000001 wrong_state: READY_FOR_CUTOVER "
-        "(finalize needs CUTTING_OVER)"
-    )
-    assert gated[1].reason is not None and gated[1].reason.startswith("wrong_state")
+def test_converged_is_already_cutover_whatever_else_mgn_shows() -> None:
+    """CUTOVER + DISCONNECTED is done even when archived or filed under another application:
+    such a server must never hold back its application on a rerun."""
+    done = {
+        "lifeCycle": {"state": "CUTOVER"},
+        "dataReplicationInfo": {"dataReplicationState": "DISCONNECTED"},
+    }
+    decision, reason = _decide(_item(isArchived=True, **done))
+    assert decision is Decision.ALREADY_CUTOVER and reason == "archived"
+    decision, reason = _decide(_item(applicationID=OTHER_APP, **done))
+    assert decision is Decision.ALREADY_CUTOVER and OTHER_APP in (reason or "")
 
 
 async def test_instance_check_blocks_unhealthy_instances() -> None:
@@ -163,11 +150,13 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     release = asyncio.Event()
     reads: list[int] = []
 
-    async def describe(batch: Any) -> list[dict[str, Any]]:
+    async def describe(batch: Any) -> list[Any]:
         reads.append(len(batch))
         if len(reads) > 1:
             await release.wait()  # later batches are slow
-        return [_item(sid, applicationID=f"app-{int(sid[2:5]):017d}") for sid in batch]
+        return [
+            parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch
+        ]
 
     stream = preflight_stream(wave, Config(), describe)
     first = await anext(stream)

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import AccountError, RetryableError
-from orchestrator.preflight import ServerView
+from orchestrator.mgn import ServerView, parse_server
 from orchestrator.reconciler import Reconciler
+from orchestrator.stop import Stop, StopReason
 from tests.fakes import VirtualTime
 
 
@@ -22,7 +23,7 @@ class FakeReads:
         self.calls: list[tuple[float, int]] = []
         self.fail_next: Exception | None = None
 
-    async def __call__(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+    async def __call__(self, ids: Sequence[str]) -> list[ServerView]:
         self.calls.append((self.vt.now, len(ids)))
         if self.fail_next is not None:
             err, self.fail_next = self.fail_next, None
@@ -31,33 +32,37 @@ class FakeReads:
         for sid in ids:
             done = self.vt.now >= self.converge_at[sid]
             out.append(
-                {
-                    "sourceServerID": sid,
-                    "isArchived": False,
-                    "lifeCycle": {"state": "CUTOVER" if done else "CUTTING_OVER"},
-                    "dataReplicationInfo": {
-                        "dataReplicationState": "DISCONNECTED" if done else "CONTINUOUS"
-                    },
-                }
+                parse_server(
+                    {
+                        "sourceServerID": sid,
+                        "isArchived": False,
+                        "lifeCycle": {"state": "CUTOVER" if done else "CUTTING_OVER"},
+                        "dataReplicationInfo": {
+                            "dataReplicationState": "DISCONNECTED" if done else "CONTINUOUS"
+                        },
+                    }
+                )
             )
-        return out
+        return [v for v in out if v is not None]
 
 
 def _reconciler(vt: VirtualTime, reads: FakeReads, **kw: Any) -> tuple[Reconciler, dict[str, Any]]:
     seen: dict[str, Any] = {"converged": [], "timed_out": []}
 
     def converged(view: ServerView) -> None:
-        seen["converged"].append((view.source_server_id, vt.now))
+        if view.converged:
+            seen["converged"].append((view.source_server_id, vt.now))
 
-    def timed_out(sid: str, view: ServerView | None) -> None:
+    def timed_out(sid: str) -> None:
         seen["timed_out"].append(sid)
 
     rec = Reconciler(
         reads,
         poll_interval_s=kw.pop("poll_interval_s", 1.0),
         timeout_s=kw.pop("timeout_s", 60.0),
-        on_converged=converged,
-        on_timed_out=timed_out,
+        on_seen=converged,
+        on_expired=timed_out,
+        stop=kw.pop("stop", None),
         clock=vt.clock,
         sleep=vt.sleep,
     )
@@ -76,7 +81,7 @@ async def test_polls_in_batches_of_200_and_settles_each_server() -> None:
     await vt.run(rec.run())
     assert sorted(n for _, n in reads.calls) == sorted([200, 200, 50] * 4)
     assert rec.stats.cycles == 4  # t = 0, 1, 2, 3
-    assert rec.stats.describe_calls == rec.stats.expected_calls == 12
+    assert rec.stats.describe_calls == 12
     assert len(seen["converged"]) == 450
     assert all(t == 3.0 for _, t in seen["converged"])
 
@@ -100,7 +105,7 @@ async def test_ticks_are_drift_corrected() -> None:
     vt = VirtualTime()
 
     class SlowReads(FakeReads):
-        async def __call__(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        async def __call__(self, ids: Sequence[str]) -> list[ServerView]:
             await vt.sleep(0.3)
             return await super().__call__(ids)
 
@@ -148,15 +153,46 @@ async def test_a_failed_poll_is_retried_next_cycle() -> None:
     assert seen["converged"] == [("s-a", 0.25)]  # the pool is done: a quarter interval
 
 
-async def test_account_errors_stop_the_reconciler() -> None:
-    """An account-wide error is raised, not retried."""
+async def test_account_errors_stop_the_run() -> None:
+    """An account-wide error is not retried: it stops the run (the stop carries it)."""
     vt = VirtualTime()
     reads = FakeReads(vt, {"s-a": 0.0})
     reads.fail_next = AccountError("AccessDeniedException", "no")
-    rec, _ = _reconciler(vt, reads)
+    stop = Stop()
+    rec, seen = _reconciler(vt, reads, stop=stop)
     rec.add("s-a")
-    with pytest.raises(AccountError):
-        await vt.run(rec.run())
+    await vt.run(rec.run())
+    assert stop.reason is StopReason.ACCOUNT and "AccessDeniedException" in stop.detail
+    assert len(reads.calls) == 1 and seen["converged"] == []
+
+
+async def test_a_halting_stop_ends_polling_at_once_but_a_closed_window_does_not() -> None:
+    """SIGTERM ends the reconciler mid-wait; a closed window lets it poll to convergence."""
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-a": 5.0})
+    stop = Stop()
+    rec, seen = _reconciler(vt, reads, stop=stop)
+    rec.add("s-a")
+
+    async def signal_later() -> None:
+        await vt.sleep(2.5)
+        stop.request(StopReason.SIGNAL)
+
+    import asyncio
+
+    await vt.run(asyncio.gather(rec.run(), signal_later()))
+    assert vt.now == pytest.approx(2.5)
+    assert seen["converged"] == []
+
+    vt = VirtualTime()
+    reads = FakeReads(vt, {"s-a": 5.0})
+    stop = Stop()
+    stop.request(StopReason.WINDOW)
+    rec, seen = _reconciler(vt, reads, stop=stop)
+    rec.add("s-a")
+    rec.close()
+    await vt.run(rec.run())
+    assert seen["converged"] == [("s-a", 5.0)]
 
 
 async def test_waits_for_the_pool_while_nothing_is_pending() -> None:

@@ -88,6 +88,7 @@ def test_summary_has_every_outcome_key() -> None:
         "failed": 1,
         "timed_out": 1,
         "not_attempted": 0,
+        "unconfirmed": 0,
     }
     assert summarize([])["total"] == 0
 
@@ -107,6 +108,14 @@ def test_json_schema_keys_and_order() -> None:
         "config",
         "summary",
         "servers",
+        # grown after v1, additively
+        "run_id",
+        "description",
+        "stop_reason",
+        "incomplete",
+        "covered_applications",
+        "run_exit_code",
+        "endpoint_url",
     ]
     assert doc["schema"] == REPORT_SCHEMA
     assert doc["config"] == {"concurrency": 16, "state_dir": ".mgn-cutover"}
@@ -132,6 +141,8 @@ def test_json_schema_keys_and_order() -> None:
         "error",
         "finalized_at",
         "converged_at",
+        "application_name",
+        "timeline",
     ]
     assert first_ok["error"] is None and first_ok["ec2InstanceID"] == "i-0123"
     assert doc["servers"][3]["error"] == {
@@ -166,7 +177,9 @@ def test_markdown_dry_run_and_account_error() -> None:
     assert "**DRY RUN**" in text
     assert "Exit code: **4**: account or credential error" in text
     assert "Account error: AccessDenied: no" in text
-    assert "every server is ready" in render_markdown(make_record(dry_run=True, exit_code=0))
+    assert "every server already converged" in render_markdown(
+        make_record(dry_run=True, exit_code=0)
+    )
 
 
 def test_csv_parses_back_to_the_json_rows() -> None:

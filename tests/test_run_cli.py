@@ -97,6 +97,7 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
         "failed": 0,
         "timed_out": 1,
         "not_attempted": 0,
+        "unconfirmed": 0,
     }
     assert rep["exit_code"] == 1
     assert f"report={work_dir / 'reports' / 'mixed' / 'report.md'}" in out.stdout
@@ -117,10 +118,11 @@ def test_all_ready_converges_with_exit_zero(emulator: Any, work_dir: Path) -> No
 
 
 def test_dry_run_sends_no_mutating_call(emulator: Any, work_dir: Path) -> None:
-    """--dry-run reports would_finalize and the emulator counts zero mutating calls."""
+    """--dry-run reports would_finalize, exits 1 (nothing converged yet) and the emulator
+    counts zero mutating calls."""
     plan = _ready_wave(emulator, work_dir, apps=3, per_app=4)
     out = mgn_cutover(run_args(plan, "w", work_dir, "--dry-run"), cli_env(emulator.url))
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr
     rep = report(work_dir, "w")
     assert rep["dry_run"] is True
     assert set(outcomes(rep).values()) == {"would_finalize"}
@@ -173,19 +175,49 @@ def test_visibility_lag_is_waited_out(emulator: Any, work_dir: Path) -> None:
     assert emulator.calls("FinalizeCutover") == 10
 
 
-def test_retries_exhausted_is_failed_with_the_error(emulator: Any, work_dir: Path) -> None:
-    """FinalizeCutover failing every time ends failed after max_attempts, with the error."""
+def test_retries_exhausted_after_5xx_is_unconfirmed_with_the_error(
+    emulator: Any, work_dir: Path
+) -> None:
+    """A 5xx may have been applied: after max_attempts the server is unconfirmed (MGN still
+    shows CUTTING_OVER), never failed or finalized, and it carries the error."""
     plan = _ready_wave(emulator, work_dir, apps=1, per_app=3)
     emulator.set_faults(error_rate=1.0, fault_ops=frozenset({"FinalizeCutover"}))
-    out = mgn_cutover(run_args(plan, "w", work_dir, "--max-attempts", "2"), cli_env(emulator.url))
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--max-attempts", "2", "--timeout", "0.5"),
+        cli_env(emulator.url),
+    )
     assert out.returncode == 1
     rep = report(work_dir, "w")
     for s in rep["servers"]:
-        assert s["outcome"] == "failed"
+        assert s["outcome"] == "unconfirmed"
         assert s["attempts"] == 2
         assert s["error"]["code"] == "InternalServerException"
         assert s["reason"].startswith("retries_exhausted")
+        assert s["lifecycle_state"] == "CUTTING_OVER"
     assert emulator.calls("FinalizeCutover") == 6
+
+
+def test_retries_exhausted_on_throttling_fails_and_holds_the_application(
+    emulator: Any, work_dir: Path
+) -> None:
+    """Throttled every time (never applied), a server fails for good after max_attempts, and
+    none of its application's servers not yet sent is sent."""
+    plan = _ready_wave(emulator, work_dir, apps=1, per_app=4)
+    emulator.set_faults(quota_per_s={"FinalizeCutover": 0.001})
+    out = mgn_cutover(
+        run_args(plan, "w", work_dir, "--max-attempts", "2", "--concurrency", "1"),
+        cli_env(emulator.url),
+    )
+    assert out.returncode == 1, out.stderr
+    rep = report(work_dir, "w")
+    got = outcomes(rep)
+    failed = [s for s, o in got.items() if o == "failed"]
+    assert failed, got
+    held = [s for s in rep["servers"] if s["outcome"] == "not_attempted"]
+    assert held, got
+    for row in held:
+        assert row["reason"].startswith(f"application_gate: {failed[0]} was refused")
+    assert set(got.values()) <= {"failed", "not_attempted", "finalized"}
 
 
 @pytest.mark.parametrize("mode", ["uninitialized", "access_denied"])
@@ -231,11 +263,19 @@ def test_a_second_run_of_a_locked_wave_exits_3(emulator: Any, work_dir: Path) ->
 
 
 def test_application_filter_runs_part_of_a_wave(emulator: Any, work_dir: Path) -> None:
-    """--application limits the run to those applications; the others are not touched."""
+    """--application limits the run to those applications; the others are not touched, and
+    the wave's report still lists them (never run: not_attempted) with the wave's exit code."""
     plan = _ready_wave(emulator, work_dir, apps=3, per_app=2)
     out = mgn_cutover(run_args(plan, "w", work_dir, "--application", aid(1)), cli_env(emulator.url))
     assert out.returncode == 0, out.stderr
-    assert set(outcomes(report(work_dir, "w"))) == {sid(1, 0), sid(1, 1)}
+    rep = report(work_dir, "w")
+    got = outcomes(rep)
+    assert {s for s, o in got.items() if o == "finalized"} == {sid(1, 0), sid(1, 1)}
+    assert {s for s, o in got.items() if o == "not_attempted"} == {
+        sid(a, n) for a in (0, 2) for n in range(2)
+    }
+    assert rep["covered_applications"] == [aid(1)]
+    assert rep["exit_code"] == 1 and rep["run_exit_code"] == 0
     calls: dict[str, int] = defaultdict(int)
     for entry in emulator.request_log():
         if entry["op"] == "FinalizeCutover":

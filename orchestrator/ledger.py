@@ -1,0 +1,716 @@
+"""The ledger: where each server's fate is decided, and the only writer of its outcome and journal.
+
+The pre-flight, the finalize pool and the reconciler only report what they saw (events); the
+ledger moves the server between states and writes the journal entry that goes with the move.
+`docs/lifecycle.md` draws the same table as a diagram.
+
+| from                        | event     | to                                               |
+|-----------------------------|-----------|--------------------------------------------------|
+| UNCHECKED                   | CHECKED   | READY (WOULD_FINALIZE in a dry run), BLOCKED,    |
+|                             |           | ALREADY_CUTOVER*, CUTOVER_PENDING; after an      |
+|                             |           | earlier run's accepted finalize: FINALIZED*,     |
+|                             |           | ACCEPTED                                         |
+| READY, WOULD_FINALIZE       | GATED     | BLOCKED (a sibling is blocked)                   |
+| READY, SENDING              | SENT      | SENDING (intent journaled, one attempt sent)     |
+| SENDING                     | ANSWERED  | ACCEPTED (MGN answered 200; journal: accepted)   |
+| SENDING                     | REFUSED   | 409 and MGN shows CUTOVER: ACCEPTED if an earlier|
+|                             |           | attempt of ours may have gone through, else      |
+|                             |           | CUTOVER_PENDING; 409 and CUTTING_OVER:           |
+|                             |           | UNRESOLVED; 404, 400, other 409, retries out     |
+|                             |           | with no ambiguous attempt: FAILED (both hold the |
+|                             |           | application; journal: failed)                    |
+| SENDING                     | AMBIGUOUS | UNCONFIRMED (dropped, timed out, 5xx, stopped on |
+|                             |           | the wire: it may have gone through)              |
+| READY, SENDING              | HELD      | HELD (a sibling was refused), or UNCONFIRMED     |
+| READY, SENDING              | STOPPED   | NOT_ATTEMPTED, or UNCONFIRMED                    |
+| ACCEPTED, UNCONFIRMED,      | OBSERVED  | MGN shows CUTOVER + DISCONNECTED: FINALIZED* if  |
+| UNRESOLVED, CUTOVER_PENDING,|           | we sent it, else ALREADY_CUTOVER*                |
+| TIMED_OUT                   |           |                                                  |
+| ACCEPTED, CUTOVER_PENDING   | EXPIRED   | TIMED_OUT (the reconciler's deadline passed)     |
+| UNCHECKED, READY, SENDING,  | SETTLED   | the run ended: NOT_ATTEMPTED, UNCONFIRMED,       |
+| ACCEPTED, CUTOVER_PENDING   |           | TIMED_OUT                                        |
+
+`*`: journal entry `converged`. "or UNCONFIRMED": when an earlier attempt may have gone through.
+The intent is journaled before every attempt; without it nothing is sent.
+
+Rules the table encodes:
+- *Accepted* means MGN answered 200, or showed CUTOVER after our call. A 409 while MGN still
+  shows CUTTING_OVER is unresolved, never accepted: a rerun sends again if MGN still shows it.
+- The application gate holds at pre-flight and at finalize time: once one server of an
+  application is definitively refused, none of its siblings not yet sent is sent.
+- An ambiguous call that MGN then shows CUTOVER + DISCONNECTED was finalized by this run.
+- A row never contradicts its columns: CUTOVER + DISCONNECTED is always FINALIZED or
+  ALREADY_CUTOVER, and those states always show CUTOVER + DISCONNECTED.
+- A dry run (no journal) writes nothing and reports nothing as converged that MGN does not show.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+import structlog
+
+from orchestrator.errors import ExitCode, MgnError, RetryableError, StateWriteError
+from orchestrator.journal import JournalEntry
+from orchestrator.mgn import CUTOVER, CUTTING_OVER, ServerView
+from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, ServerResult
+from orchestrator.plan import Server, Wave
+from orchestrator.preflight import Check, Decision
+from orchestrator.stop import Stop, StopReason
+
+log = structlog.get_logger(__name__)
+
+
+class Fate(StrEnum):
+    """Where one server stands in this run."""
+
+    UNCHECKED = "unchecked"  # in the plan; MGN not read yet
+    UNCOVERED = "uncovered"  # in the wave, outside this run's --application subset
+    BLOCKED = "blocked"  # the pre-flight found it may not be finalized
+    READY = "ready"  # will be sent FinalizeCutover
+    WOULD_FINALIZE = "would_finalize"  # dry run: a real run would send it
+    HELD = "held"  # a sibling was refused: never sent
+    SENDING = "sending"  # intent journaled; a FinalizeCutover on the wire or being retried
+    ACCEPTED = "accepted"  # MGN accepted our finalize; waiting for CUTOVER + DISCONNECTED
+    UNCONFIRMED = "unconfirmed"  # our call may have gone through; MGN has not shown it
+    UNRESOLVED = "unresolved"  # 409 while MGN still shows CUTTING_OVER
+    CUTOVER_PENDING = "cutover_pending"  # CUTOVER outside this run, replication not yet off
+    FINALIZED = "finalized"  # CUTOVER + DISCONNECTED, and we sent it
+    ALREADY_CUTOVER = "already_cutover"  # CUTOVER + DISCONNECTED without our call
+    FAILED = "failed"  # definitively refused
+    TIMED_OUT = "timed_out"  # accepted, not confirmed before the deadline
+    NOT_ATTEMPTED = "not_attempted"  # stopped before it was sent
+
+
+class Event(StrEnum):
+    """What the pre-flight, the pool or the reconciler report about one server."""
+
+    CHECKED = "checked"
+    GATED = "gated"
+    SENT = "sent"
+    ANSWERED = "answered"
+    REFUSED = "refused"
+    AMBIGUOUS = "ambiguous"
+    HELD = "held"
+    STOPPED = "stopped"
+    OBSERVED = "observed"
+    EXPIRED = "expired"
+    SETTLED = "settled"
+
+
+F = Fate
+_WAITING = frozenset({F.ACCEPTED, F.UNCONFIRMED, F.UNRESOLVED, F.CUTOVER_PENDING, F.TIMED_OUT})
+# States the reconciler polls until MGN confirms (an unresolved 409 is only read back at the end).
+POLLED = frozenset({F.ACCEPTED, F.UNCONFIRMED, F.CUTOVER_PENDING})
+_CONVERGED = frozenset({F.FINALIZED, F.ALREADY_CUTOVER})
+
+# Every allowed move; anything else is a bug and raises.
+TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
+    (F.UNCHECKED, Event.CHECKED): frozenset(
+        {
+            F.READY,
+            F.WOULD_FINALIZE,
+            F.BLOCKED,
+            F.ALREADY_CUTOVER,
+            F.CUTOVER_PENDING,
+            F.FINALIZED,
+            F.ACCEPTED,
+        }
+    ),
+    (F.READY, Event.GATED): frozenset({F.BLOCKED}),
+    (F.WOULD_FINALIZE, Event.GATED): frozenset({F.BLOCKED}),
+    (F.READY, Event.SENT): frozenset({F.SENDING}),
+    (F.SENDING, Event.SENT): frozenset({F.SENDING}),
+    (F.SENDING, Event.ANSWERED): frozenset({F.ACCEPTED}),
+    (F.SENDING, Event.REFUSED): frozenset(
+        {F.ACCEPTED, F.CUTOVER_PENDING, F.FINALIZED, F.ALREADY_CUTOVER, F.UNRESOLVED, F.FAILED}
+    ),
+    (F.SENDING, Event.AMBIGUOUS): frozenset({F.UNCONFIRMED}),
+    (F.READY, Event.HELD): frozenset({F.HELD, F.UNCONFIRMED}),
+    (F.SENDING, Event.HELD): frozenset({F.HELD, F.UNCONFIRMED}),
+    (F.READY, Event.STOPPED): frozenset({F.NOT_ATTEMPTED, F.UNCONFIRMED}),
+    (F.SENDING, Event.STOPPED): frozenset({F.NOT_ATTEMPTED, F.UNCONFIRMED}),
+    **{(w, Event.OBSERVED): frozenset({F.FINALIZED, F.ALREADY_CUTOVER}) for w in _WAITING},
+    (F.ACCEPTED, Event.EXPIRED): frozenset({F.TIMED_OUT}),
+    (F.CUTOVER_PENDING, Event.EXPIRED): frozenset({F.TIMED_OUT}),
+    (F.UNCHECKED, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
+    (F.READY, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
+    (F.SENDING, Event.SETTLED): frozenset({F.UNCONFIRMED, F.NOT_ATTEMPTED}),
+    (F.ACCEPTED, Event.SETTLED): frozenset({F.TIMED_OUT}),
+    (F.CUTOVER_PENDING, Event.SETTLED): frozenset({F.TIMED_OUT}),
+}
+
+# States that end the run for a server (nothing moves them but a convergence seen by MGN).
+FINAL = frozenset(
+    {
+        F.UNCOVERED,
+        F.BLOCKED,
+        F.WOULD_FINALIZE,
+        F.HELD,
+        F.UNCONFIRMED,
+        F.UNRESOLVED,
+        F.FINALIZED,
+        F.ALREADY_CUTOVER,
+        F.FAILED,
+        F.TIMED_OUT,
+        F.NOT_ATTEMPTED,
+    }
+)
+
+OUTCOMES: dict[Fate, Outcome] = {
+    F.UNCHECKED: Outcome.NOT_ATTEMPTED,
+    F.UNCOVERED: Outcome.NOT_ATTEMPTED,
+    F.BLOCKED: Outcome.BLOCKED,
+    F.READY: Outcome.NOT_ATTEMPTED,
+    F.WOULD_FINALIZE: Outcome.WOULD_FINALIZE,
+    F.HELD: Outcome.NOT_ATTEMPTED,
+    F.SENDING: Outcome.UNCONFIRMED,
+    F.ACCEPTED: Outcome.TIMED_OUT,
+    F.UNCONFIRMED: Outcome.UNCONFIRMED,
+    F.UNRESOLVED: Outcome.UNCONFIRMED,
+    F.CUTOVER_PENDING: Outcome.TIMED_OUT,
+    F.FINALIZED: Outcome.FINALIZED,
+    F.ALREADY_CUTOVER: Outcome.ALREADY_CUTOVER,
+    F.FAILED: Outcome.FAILED,
+    F.TIMED_OUT: Outcome.TIMED_OUT,
+    F.NOT_ATTEMPTED: Outcome.NOT_ATTEMPTED,
+}
+
+# The report's timeline names for entering a state.
+_TIMELINE = {
+    F.BLOCKED: "blocked",
+    F.HELD: "held",
+    F.ACCEPTED: "finalize_accepted",
+    F.UNCONFIRMED: "unconfirmed",
+    F.UNRESOLVED: "unconfirmed",
+    F.FINALIZED: "converged",
+    F.ALREADY_CUTOVER: "already_cutover",
+    F.FAILED: "failed",
+    F.TIMED_OUT: "timed_out",
+    F.NOT_ATTEMPTED: "not_attempted",
+}
+
+
+class Writer(Protocol):
+    """What the ledger writes to a journal; each method raises StateWriteError on failure."""
+
+    def record_intent(self, server_id: str, application_id: str, *, at: str, run_id: str) -> None:
+        """Durably record that a FinalizeCutover is about to be sent."""
+
+    def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
+        """Record that MGN accepted the finalize."""
+
+    def record_converged(
+        self,
+        server_id: str,
+        *,
+        at: str,
+        run_id: str,
+        application_id: str | None = None,
+        finalized: bool = False,
+    ) -> None:
+        """Record that MGN shows CUTOVER + DISCONNECTED."""
+
+    def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
+        """Record a definitive refusal."""
+
+
+class IllegalMove(Exception):
+    """A component reported an event the ledger's table does not allow: a bug."""
+
+
+@dataclass
+class _Row:
+    """One server's standing; only the ledger changes it."""
+
+    server: Server
+    fate: Fate = Fate.UNCHECKED
+    reason: str | None = "not checked"
+    view: ServerView | None = None
+    attempts: int = 0  # FinalizeCutover attempts in this run
+    prior_attempts: int = 0  # ... in earlier runs, from the journal
+    ambiguous: bool = False  # some attempt (this run or earlier) may have gone through
+    ours: bool = False  # MGN accepted a finalize of ours (this run or an earlier one)
+    error_code: str | None = None
+    error_message: str | None = None
+    finalized_at: str | None = None
+    converged_at: str | None = None
+    carried: ServerResult | None = None  # UNCOVERED: the row the wave's last report had
+    timeline: list[dict[str, str | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the run must do with one checked part of the wave."""
+
+    send: list[str]
+    poll: list[str]
+
+
+class Ledger:
+    """Every server of one wave in one run; decides and records each server's fate."""
+
+    def __init__(
+        self,
+        wave: Wave,
+        *,
+        writer: Writer | None,
+        run_id: str,
+        stop: Stop,
+        now_iso: Callable[[], str],
+        entries: dict[str, JournalEntry] | None = None,
+        covered: Iterable[str] | None = None,
+        carried: dict[str, ServerResult] | None = None,
+        application_gate: bool = True,
+    ) -> None:
+        """`writer` None is a dry run: nothing is written and nothing will be sent.
+
+        `covered`: the application IDs this run works on (None: all); the other servers keep
+        their `carried` row (their last known outcome) in the report.
+        """
+        self.wave = wave
+        self.dry_run = writer is None
+        self._writer = writer
+        self._run_id = run_id
+        self._stop = stop
+        self._now = now_iso
+        self._gate = application_gate
+        self._entries = entries or {}
+        self.covered = frozenset(covered) if covered is not None else None
+        self._rows: dict[str, _Row] = {}
+        self._names = {a.application_id: a.name for a in wave.applications}
+        self._held: dict[str, str] = {}  # application -> why nothing more is sent to it
+        for server in wave.servers:
+            row = _Row(server)
+            entry = self._entries.get(server.source_server_id)
+            row.prior_attempts = entry.attempts if entry else 0
+            row.ambiguous = row.prior_attempts > 0
+            if self.covered is not None and server.application_id not in self.covered:
+                row.fate, row.reason = Fate.UNCOVERED, None
+                row.carried = (carried or {}).get(server.source_server_id)
+            self._rows[server.source_server_id] = row
+
+    # -- what the components ask -------------------------------------------------------------
+
+    def fate(self, server_id: str) -> Fate:
+        return self._rows[server_id].fate
+
+    def application_of(self, server_id: str) -> str:
+        return self._rows[server_id].server.application_id
+
+    def is_ambiguous(self, server_id: str) -> bool:
+        """Whether some FinalizeCutover of this server may have gone through unanswered."""
+        return self._rows[server_id].ambiguous
+
+    def in_run(self) -> list[Server]:
+        """The servers this run works on (the covered applications), in plan order."""
+        return [r.server for r in self._rows.values() if r.fate is not Fate.UNCOVERED]
+
+    def waiting(self) -> list[str]:
+        """Servers whose finalize MGN has not confirmed (ours, or found half done): what the
+        final read-back reads."""
+        return [sid for sid, r in self._rows.items() if r.fate in _WAITING]
+
+    def tally(self) -> dict[str, int]:
+        """How many servers of this run stand in each report outcome (for the progress line)."""
+        counts = {o.value: 0 for o in Outcome}
+        for row in self._rows.values():
+            if row.fate is not Fate.UNCOVERED:
+                counts[self._outcome(row).value] += 1
+        return counts
+
+    # -- events: the pre-flight --------------------------------------------------------------
+
+    def checked(self, checks: Sequence[Check]) -> Work:
+        """The pre-flight's verdicts on whole applications: decide each server, apply the
+        application gate, and say what to send and what to poll."""
+        for check in checks:
+            self._check(check)
+        if self._gate:
+            self._gate_applications([c.server.application_id for c in checks])
+        send = [c.source_server_id for c in checks if self.fate(c.source_server_id) is F.READY]
+        poll = [c.source_server_id for c in checks if self.fate(c.source_server_id) in POLLED]
+        return Work(send, poll)
+
+    def _check(self, check: Check) -> None:
+        row = self._rows[check.source_server_id]
+        view, entry = check.view, self._entries.get(check.source_server_id)
+        row.view = view
+        accepted_before = entry is not None and (
+            entry.status in ("accepted", "converged") or entry.finalized_at is not None
+        )
+        if accepted_before and entry is not None:
+            row.finalized_at = entry.finalized_at or entry.intent_at
+        row.ours = accepted_before
+        ours = accepted_before or row.prior_attempts > 0
+        if view is not None and view.converged:
+            note = check.reason if check.decision is not Decision.ALREADY_CUTOVER else None
+            self._converged(row, Event.CHECKED, ours, note)
+        elif accepted_before:
+            why = "finalize accepted by an earlier run; never sent again, only polled"
+            self._move(row, Event.CHECKED, F.ACCEPTED, why)
+        elif ours and view is not None and view.lifecycle_state == CUTOVER:
+            row.ours = True
+            why = "an earlier run's FinalizeCutover went through; waiting for DISCONNECTED"
+            self._move(row, Event.CHECKED, F.ACCEPTED, why)
+        elif check.decision is Decision.FINALIZE:
+            fate = F.WOULD_FINALIZE if self.dry_run else F.READY
+            self._move(row, Event.CHECKED, fate, None)
+        elif check.decision is Decision.ALREADY_CUTOVER:
+            why = f"cut over outside this run; {check.reason or 'waiting for DISCONNECTED'}"
+            self._move(row, Event.CHECKED, F.CUTOVER_PENDING, why)
+        else:
+            self._move(row, Event.CHECKED, F.BLOCKED, check.reason)
+
+    def _gate_applications(self, application_ids: Iterable[str]) -> None:
+        for app_id in dict.fromkeys(application_ids):
+            rows = [r for r in self._rows.values() if r.server.application_id == app_id]
+            culprit = next((r for r in rows if r.fate is F.BLOCKED), None)
+            if culprit is None:
+                continue
+            why = f"application_gate: {culprit.server.source_server_id} {culprit.reason}"
+            for row in rows:
+                if row.fate in (F.READY, F.WOULD_FINALIZE):
+                    self._move(row, Event.GATED, F.BLOCKED, why)
+
+    # -- events: the finalize pool -----------------------------------------------------------
+
+    def may_send(self, server_id: str) -> bool:
+        """Whether another FinalizeCutover may go out for this server now; if its application
+        is held, the server is settled here and False is returned."""
+        row = self._rows[server_id]
+        held = self._held.get(row.server.application_id)
+        if held is None:
+            return row.fate in (F.READY, F.SENDING)
+        if row.fate in (F.READY, F.SENDING):
+            if row.ambiguous:
+                why = f"{held}; an earlier attempt may have gone through, so it is polled"
+                self._move(row, Event.HELD, F.UNCONFIRMED, why)
+            else:
+                self._move(row, Event.HELD, F.HELD, held)
+        return False
+
+    def sending(self, server_id: str) -> None:
+        """A FinalizeCutover is about to go out: journal the intent first.
+
+        Raises StateWriteError when the intent cannot be recorded: then it must not be sent,
+        and the whole run stops (nothing may be sent without a durable intent).
+        """
+        row = self._rows[server_id]
+        if self._writer is None:
+            raise IllegalMove(f"{server_id}: a dry run never sends")
+        try:
+            self._writer.record_intent(
+                server_id, row.server.application_id, at=self._now(), run_id=self._run_id
+            )
+        except StateWriteError as err:
+            self._stop.request(StopReason.LOCAL_STATE, str(err))
+            fate = F.UNCONFIRMED if row.ambiguous else F.NOT_ATTEMPTED
+            self._move(row, Event.STOPPED, fate, f"journal write failed, not sent: {err}")
+            raise
+        first = row.fate is F.READY
+        self._move(row, Event.SENT, F.SENDING, None)
+        row.attempts += 1
+        if first:
+            self._timeline(row, "finalize_sent", None)
+
+    def answered(self, server_id: str, view: ServerView | None) -> None:
+        """MGN answered FinalizeCutover with 200: accepted. The answer's body is not taken as
+        MGN's view: only Describe confirms (a body can show CUTOVER while reads do not)."""
+        del view
+        row = self._rows[server_id]
+        at = self._now()
+        row.finalized_at = row.finalized_at or at
+        row.error_code = row.error_message = None
+        row.ours = True
+        self._move(row, Event.ANSWERED, F.ACCEPTED, None)
+        log.info("finalize_accepted", sourceServerID=server_id, attempts=row.attempts)
+        self._write(lambda w: w.record_accepted(server_id, at=at, run_id=self._run_id))
+
+    def ambiguous(self, server_id: str) -> None:
+        """An attempt may have reached MGN and taken effect (dropped, timed out, 5xx)."""
+        self._rows[server_id].ambiguous = True
+
+    def unconfirmed(self, server_id: str, err: MgnError | None, why: str) -> None:
+        """The pool gave up on an ambiguous server (retries exhausted, or stopped while a call
+        was on the wire): the reconciler decides, from what MGN shows."""
+        row = self._rows[server_id]
+        row.ambiguous = True
+        self._error(row, err)
+        self._move(row, Event.AMBIGUOUS, F.UNCONFIRMED, why)
+
+    def refused(self, server_id: str, err: MgnError, readback: ServerView | None) -> None:
+        """MGN refused FinalizeCutover for good (or retries ran out with no ambiguous attempt).
+
+        `readback`: MGN's view read after a ConflictException, if it could be read.
+        """
+        row = self._rows[server_id]
+        row.view = self._fresher(row.view, readback)
+        state = readback.lifecycle_state if readback is not None else None
+        if err.status == 409 or err.code == "ConflictException":
+            if readback is not None and readback.converged:
+                self._converged(row, Event.REFUSED, row.ambiguous, None)
+                return
+            if state == CUTOVER:
+                if row.ambiguous:
+                    at = self._now()
+                    row.finalized_at = row.finalized_at or at
+                    row.ours = True
+                    why = "MGN shows CUTOVER after our earlier attempt: accepted"
+                    self._move(row, Event.REFUSED, F.ACCEPTED, why)
+                    self._write(
+                        lambda w: w.record_accepted(server_id, at=at, run_id=self._run_id)
+                    )
+                else:
+                    why = "finalized outside this run (MGN answered ConflictException)"
+                    self._move(row, Event.REFUSED, F.CUTOVER_PENDING, why)
+                return
+            if state == CUTTING_OVER and row.ambiguous:
+                # Our earlier attempt may be what MGN refused on, its reads lagging: poll it.
+                why = "MGN refused a repeat (ConflictException) after an attempt that may have"
+                self.unconfirmed(server_id, err, f"{why} gone through; reads still lag")
+                return
+            if state == CUTTING_OVER:
+                why = (
+                    "MGN refused FinalizeCutover (ConflictException) while it still shows "
+                    "CUTTING_OVER; a rerun sends it again if MGN still shows CUTTING_OVER"
+                )
+                self._refuse(row, err, F.UNRESOLVED, why)
+                return
+            if readback is None and row.ambiguous:
+                why = "MGN refused a repeat (ConflictException) and could not be read back"
+                self.unconfirmed(server_id, err, why)
+                return
+            shown = state or "nothing readable"
+            self._refuse(row, err, F.FAILED, f"wrong_state: MGN refused it and shows {shown}")
+            return
+        self._refuse(row, err, F.FAILED, _refusal_reason(err, row.attempts))
+
+    def _refuse(self, row: _Row, err: MgnError, fate: Fate, why: str) -> None:
+        self._error(row, err)
+        self._move(row, Event.REFUSED, fate, why)
+        log.warning(
+            "finalize_failed",
+            sourceServerID=row.server.source_server_id,
+            reason=why,
+            error_code=err.code,
+            attempts=row.attempts,
+        )
+        app = row.server.application_id
+        if self._gate and app not in self._held:
+            self._held[app] = f"application_gate: {row.server.source_server_id} was refused ({why})"
+            log.warning("application_held", applicationID=app, by=row.server.source_server_id)
+        sid = row.server.source_server_id
+        code, message = err.code, err.message
+        self._write(lambda w: w.record_failed(sid, code=code, message=message, run_id=self._run_id))
+
+    def stopped(self, server_id: str, why: str, err: MgnError | None = None) -> None:
+        """The run stopped before this server's next attempt was sent."""
+        row = self._rows[server_id]
+        if row.fate not in (F.READY, F.SENDING):
+            return
+        self._error(row, err)
+        if row.ambiguous:
+            why = f"{why}; an earlier attempt may have gone through: rerun to confirm"
+            self._move(row, Event.STOPPED, F.UNCONFIRMED, why)
+        else:
+            self._move(row, Event.STOPPED, F.NOT_ATTEMPTED, why)
+
+    # -- events: the reconciler and read-backs -----------------------------------------------
+
+    def observed(self, view: ServerView) -> None:
+        """MGN's latest view of a server; convergence settles it."""
+        row = self._rows.get(view.source_server_id)
+        if row is None:
+            return
+        if row.fate in _WAITING and view.converged:
+            row.view = view
+            self._converged(row, Event.OBSERVED, row.ours or row.ambiguous, None)
+        elif row.fate in _WAITING or row.fate in (F.SENDING, F.READY):
+            row.view = view
+
+    def expired(self, server_id: str) -> None:
+        """The reconciler's deadline passed for this server."""
+        row = self._rows[server_id]
+        if row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
+            self._move(row, Event.EXPIRED, F.TIMED_OUT, self._late_reason(row))
+
+    def settle(self) -> None:
+        """End of run: give every server not yet final its final state, with why."""
+        stop = self._stop
+        stopped_why = (
+            {
+                StopReason.SIGNAL: "run interrupted",
+                StopReason.ACCOUNT: f"account error ({stop.detail})",
+                StopReason.LOCAL_STATE: "local state could not be written",
+                StopReason.WINDOW: "window closed",
+            }.get(stop.reason, "run ended")
+            if stop.reason
+            else "run ended"
+        )
+        for row in self._rows.values():
+            if row.fate is F.UNCHECKED:
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, row.reason)
+            elif row.fate is F.READY:
+                why = f"{stopped_why} before FinalizeCutover was sent; rerun the wave"
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
+            elif row.fate is F.SENDING:
+                if row.ambiguous or row.attempts:
+                    why = f"{stopped_why} while FinalizeCutover was in flight; rerun to confirm"
+                    self._move(row, Event.SETTLED, F.UNCONFIRMED, why)
+                else:
+                    self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, stopped_why)
+            elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
+                self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row))
+            elif row.fate is F.TIMED_OUT:
+                row.reason = self._late_reason(row)  # from MGN's last word, read at the end
+            elif row.fate is F.UNCONFIRMED and row.view is not None:
+                row.reason = _unconfirmed_reason(row)
+
+    def not_checked(self, why: str) -> None:
+        """The pre-flight could not read these servers: say why they were never checked."""
+        for row in self._rows.values():
+            if row.fate is F.UNCHECKED:
+                row.reason = why
+
+    # -- the report ----------------------------------------------------------------------------
+
+    def results(self) -> list[ServerResult]:
+        """Every server of the wave as a report row, in plan order."""
+        return [self._result(r) for r in self._rows.values()]
+
+    def exit_code(self, *, covered_only: bool) -> ExitCode:
+        """0 only when every server (of the covered applications, or of the whole wave)
+        converged and nothing stopped the run; the stop reason's code first."""
+        if self._stop.exit_code is not None and self._stop.reason is not StopReason.WINDOW:
+            return self._stop.exit_code
+        rows = self.results()
+        if covered_only and self.covered is not None:
+            rows = [r for r in rows if r.application_id in self.covered]
+        converged = all(r.outcome in CONVERGED_OUTCOMES for r in rows)
+        return ExitCode.OK if converged else ExitCode.NOT_CONVERGED
+
+    def _result(self, row: _Row) -> ServerResult:
+        server = row.server
+        if row.fate is F.UNCOVERED:
+            if row.carried is not None:
+                return row.carried
+            return ServerResult(
+                server.source_server_id,
+                server.application_id,
+                application_name=self._names.get(server.application_id),
+                outcome=Outcome.NOT_ATTEMPTED,
+                reason="not in this run's --application subset, and no earlier run reported it",
+            )
+        view = row.view
+        return ServerResult(
+            source_server_id=server.source_server_id,
+            application_id=server.application_id,
+            application_name=self._names.get(server.application_id),
+            name=view.name if view else None,
+            outcome=self._outcome(row),
+            reason=row.reason,
+            lifecycle_state=view.lifecycle_state if view else None,
+            replication_state=view.replication_state if view else None,
+            first_boot=view.first_boot if view else None,
+            ec2_instance_id=view.ec2_instance_id if view else None,
+            attempts=row.prior_attempts + row.attempts,
+            error_code=row.error_code,
+            error_message=row.error_message,
+            finalized_at=row.finalized_at if row.fate is F.FINALIZED else None,
+            converged_at=row.converged_at,
+            timeline=list(row.timeline),
+        )
+
+    @staticmethod
+    def _outcome(row: _Row) -> Outcome:
+        return OUTCOMES[row.fate]
+
+    # -- the one place a server moves ----------------------------------------------------------
+
+    def _move(self, row: _Row, event: Event, to: Fate, reason: str | None) -> None:
+        allowed = TRANSITIONS.get((row.fate, event), frozenset())
+        if to not in allowed:
+            raise IllegalMove(
+                f"{row.server.source_server_id}: {row.fate.value} --{event.value}--> {to.value}"
+            )
+        before = row.fate
+        row.fate, row.reason = to, reason
+        if to is not before and to in _TIMELINE:
+            self._timeline(row, _TIMELINE[to], reason)
+        if to is not before and to in FINAL:
+            log.info(
+                "server_" + to.value,
+                sourceServerID=row.server.source_server_id,
+                applicationID=row.server.application_id,
+                reason=reason,
+            )
+
+    def _converged(self, row: _Row, event: Event, ours: bool, note: str | None) -> None:
+        """MGN shows CUTOVER + DISCONNECTED: FINALIZED if we sent it, else ALREADY_CUTOVER."""
+        at = self._now()
+        row.converged_at = at
+        if ours:
+            row.finalized_at = row.finalized_at or at
+            self._move(row, event, F.FINALIZED, None)
+        else:
+            self._move(row, event, F.ALREADY_CUTOVER, note)
+        sid, app = row.server.source_server_id, row.server.application_id
+        log.info("server_converged", sourceServerID=sid, applicationID=app, ours=ours)
+        self._write(
+            lambda w: w.record_converged(
+                sid, at=at, run_id=self._run_id, application_id=app, finalized=ours
+            )
+        )
+
+    def _write(self, write: Callable[[Writer], None]) -> None:
+        """Journal a result after the fact; a failure stops the run (exit 5), the ledger's
+        in-memory state (what MGN said) stays and is reported."""
+        if self._writer is None:
+            return
+        try:
+            write(self._writer)
+        except StateWriteError as err:
+            log.error("journal_write_failed", error=str(err))
+            self._stop.request(StopReason.LOCAL_STATE, str(err))
+
+    def _timeline(self, row: _Row, event: str, detail: str | None) -> None:
+        row.timeline.append({"at": self._now(), "event": event, "detail": detail})
+
+    @staticmethod
+    def _error(row: _Row, err: MgnError | None) -> None:
+        if err is not None:
+            row.error_code, row.error_message = err.code, err.message
+
+    @staticmethod
+    def _fresher(old: ServerView | None, new: ServerView | None) -> ServerView | None:
+        return new if new is not None else old
+
+    @staticmethod
+    def _late_reason(row: _Row) -> str:
+        view = row.view
+        shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
+        if not (row.ours or row.ambiguous):
+            return f"cut over outside this run; MGN still shows {shown}; rerun later to confirm"
+        return (
+            f"finalize accepted; MGN still shows {shown}; rerun later: "
+            "it only polls, never finalizes again"
+        )
+
+
+def _refusal_reason(err: MgnError, attempts: int) -> str:
+    if err.status == 404 or err.code == "ResourceNotFoundException":
+        return f"not_found: MGN no longer knows the server ({err.message})"
+    if isinstance(err, RetryableError):
+        return f"retries_exhausted: {err.code} after {attempts} attempts"
+    return f"{err.code}: {err.message}"
+
+
+def _unconfirmed_reason(row: _Row) -> str:
+    view = row.view
+    shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
+    base = row.reason or "the call's outcome is unknown"
+    return f"{base}; MGN last showed {shown}"
