@@ -16,32 +16,70 @@ from typing import Any, TypeVar
 import structlog
 
 from orchestrator import logs
-from orchestrator.config import Config, load_config
-from orchestrator.errors import ConfigError, Diagnostic, InputError
+from orchestrator.config import Config, flag_name, flag_overrides, load_config
+from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import Journal
 from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient
 from orchestrator.outcome import RunRecord
-from orchestrator.plan import Wave, load_waves, select_wave
+from orchestrator.plan import Application, LoadResult, Wave, load_waves, select_wave
 from orchestrator.preflight import Check, counts, preflight, read_views
 from orchestrator.progress import Progress
 from orchestrator.report import summarize, write_report
 from orchestrator.runner import RunState, run_wave
+from orchestrator.validation import quote
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
 def load_settings(ns: argparse.Namespace) -> Config:
-    """The effective Config: flags > MGN_CUTOVER_* environment > --config file > defaults."""
-    from orchestrator.cli import config_overrides
+    """The effective Config: flags > MGN_CUTOVER_* environment > --config file > defaults.
 
-    return load_config(getattr(ns, "config", None), os.environ, config_overrides(ns))
+    Raises ConfigError with every problem of every source.
+    """
+    return load_config(getattr(ns, "config", None), os.environ, flag_overrides(vars(ns)))
+
+
+def log_state_dir(config: Config) -> None:
+    """Say once where the journal and lock live (state_dir is absolute by now)."""
+    source = config.origin("state_dir") or "default"
+    log.info("state_dir", path=str(config.state_dir), source=source)
+
+
+def wave_conflicts(config: Config, wave: Wave) -> list[Diagnostic]:
+    """A region or accountID from a flag, the environment or the config that contradicts the plan's.
+
+    A plan that names neither leaves the setting to apply.
+    """
+    found: list[Diagnostic] = []
+    checks = (
+        ("region", "region", wave.region, wave.region_at),
+        ("account_id", "accountID", wave.account_id, wave.account_id_at),
+    )
+    for setting, key, planned, (line, col) in checks:
+        given = getattr(config, setting)
+        if planned is None or given is None or given == planned:
+            continue
+        origin = config.origin(setting) or flag_name(setting)
+        where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
+        message = (
+            f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
+            f"drop the setting or make them agree"
+        )
+        found.append(Diagnostic(origin, 0, 0, message))
+    return found
 
 
 def for_wave(config: Config, wave: Wave) -> Config:
-    """The plan's accountID and region win over the config's for that wave."""
+    """The config for this wave: the plan's accountID and region where it names them.
+
+    Raises ConfigError when a flag, the environment or the config file contradicts them.
+    """
+    conflicts = wave_conflicts(config, wave)
+    if conflicts:
+        raise ConfigError(conflicts)
     return replace(
         config,
         account_id=wave.account_id or config.account_id,
@@ -65,6 +103,10 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
         wave, warnings = load_wave(ns)
     except InputError as err:
         problems.append(err)
+    if settings is not None and wave is not None:
+        conflicts = wave_conflicts(settings, wave)
+        if conflicts:
+            problems.append(ConfigError(conflicts))
     if problems or settings is None or wave is None:
         if all(p.diagnostics for p in problems):
             raise InputError([d for p in problems for d in p.diagnostics])
@@ -73,21 +115,43 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
 
 
 def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
-    """The plan's wave named by --wave, narrowed to --application IDs if given; its warnings."""
+    """The plan's wave named by --wave, narrowed to --application IDs or names; its warnings.
+
+    Raises PlanError for bad plans or an unknown wave, InputError for an --application that
+    names no application of the wave, or a name that several of its applications share.
+    """
     result = load_waves(ns.paths)
     wave = select_wave(result, ns.wave)
     wanted = getattr(ns, "applications", None)
     if not wanted:
         return wave, list(result.warnings)
-    known = {a.application_id for a in wave.applications}
-    unknown = [a for a in wanted if a not in known]
-    if unknown:
-        message = (
-            f"{', '.join(unknown)} not in wave {wave.name} (it has: {', '.join(sorted(known))})"
-        )
-        raise InputError([Diagnostic("--application", 0, 0, message)])
-    narrowed = tuple(a for a in wave.applications if a.application_id in wanted)
+    chosen = {app.application_id for app in _applications_named(wave, wanted)}
+    narrowed = tuple(a for a in wave.applications if a.application_id in chosen)
     return replace(wave, applications=narrowed), list(result.warnings)
+
+
+def _applications_named(wave: Wave, wanted: list[str]) -> list[Application]:
+    """The applications each --application names, by applicationID or by the plan's `name`."""
+    chosen: list[Application] = []
+    problems: list[Diagnostic] = []
+    unknown: list[str] = []
+    for want in wanted:
+        by_id = [a for a in wave.applications if a.application_id == want]
+        matches = by_id or [a for a in wave.applications if a.name == want]
+        if len(matches) > 1:
+            ids = ", ".join(a.application_id for a in matches)
+            message = f"{quote(want)} names {len(matches)} applications of wave {wave.name}: "
+            problems.append(Diagnostic("--application", 0, 0, message + f"{ids}; give an ID"))
+        elif not matches:
+            unknown.append(want)
+        chosen.extend(matches)
+    if unknown:
+        known = ", ".join(sorted(a.application_id for a in wave.applications))
+        message = f"{', '.join(unknown)} not in wave {wave.name} (it has: {known})"
+        problems.insert(0, Diagnostic("--application", 0, 0, message))
+    if problems:
+        raise InputError(problems)
+    return chosen
 
 
 async def _with_gateway(
@@ -108,6 +172,35 @@ def _log_warnings(warnings: list[Diagnostic]) -> None:
 
 def _setup_logging(config: Config) -> bool:
     return logs.configure(config.log_format)
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    """`validate`: plan files and --config checked offline; exit 0, or 2 with every problem.
+
+    Raises InputError carrying the diagnostics of config and plans together.
+    """
+    # Config and plans are both checked, so one run shows every problem of both.
+    problems: list[Diagnostic] = []
+    try:
+        load_config(ns.config, os.environ, {})
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    result = LoadResult(())
+    try:
+        result = load_waves(ns.paths)
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    if problems:
+        raise InputError(problems)
+    for warning in result.warnings:
+        print(str(warning), file=sys.stderr)
+    waves = result.waves if ns.wave is None else (select_wave(result, ns.wave),)
+    for wave in waves:
+        print(
+            f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "
+            f"{len(wave.servers)} servers"
+        )
+    return ExitCode.OK
 
 
 def cmd_plan(ns: argparse.Namespace) -> int:
@@ -196,6 +289,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         WaveLock(config.state_dir, wave.name),
         Journal.open(config.state_dir, wave.name) as journal,
     ):
+        log_state_dir(config)
         progress = Progress(state, len(wave.servers), enabled=show_progress)
 
         async def work(gw: Gateway) -> RunRecord:
@@ -234,6 +328,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     config = load_settings(ns)
     _setup_logging(config)
     with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+        log_state_dir(config)
         entries = journal.entries()
         record = journal.last_run_record()
     last = {r.source_server_id: r for r in record.servers} if record else {}
