@@ -711,9 +711,7 @@ SETTINGS: tuple[Setting, ...] = (
         ("run",),
         "ZONE",
     ),
-    Setting(
-        "report_dir", _folder, Path("reports"), "report folder", "--report-dir", _RUNS, "D"
-    ),
+    Setting("report_dir", _folder, Path("reports"), "report folder", "--report-dir", _RUNS, "D"),
     Setting(
         "state_dir",
         _optional(_folder),
@@ -735,9 +733,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("report_uri", _optional(_s3_uri), None, "s3://bucket/prefix/ to upload reports to"),
     Setting(
         "report_kms_key_id",
-        _optional(
-            _text(_KMS_KEY_RE, "a KMS key ID, key ARN, alias name (alias/...) or alias ARN")
-        ),
+        _optional(_text(_KMS_KEY_RE, "a KMS key ID, key ARN, alias name (alias/...) or alias ARN")),
         None,
         "KMS key for reports uploaded to report_uri",
     ),

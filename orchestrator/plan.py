@@ -106,19 +106,6 @@ class Wave:
     def server_ids(self) -> tuple[str, ...]:
         return tuple(s.source_server_id for s in self.servers)
 
-    def application(self, application_id: str) -> Application:
-        """The application with this ID.
-
-        Raises PlanError naming the wave's applications when it has no such application.
-        """
-        for app in self.applications:
-            if app.application_id == application_id:
-                return app
-        ids = [a.application_id for a in self.applications]
-        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        message = f"wave {self.name} has no application {quote(application_id)} (it has {shown})"
-        raise PlanError([Diagnostic(str(self.source), 0, 0, message)])
-
 
 @dataclass(frozen=True)
 class LoadResult:

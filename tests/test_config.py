@@ -573,7 +573,9 @@ def test_webhook_url_is_redacted_in_reports_and_repr() -> None:
     url = "https://hooks.example.com:8443/services/T0/B0?token=tok3nSECRET&x=1"
     config = load_config(None, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": url}, {})
     report = config.as_report_dict()
-    assert report["notify_webhook_url"] == "https://hooks.example.com:8443/services/T0/B0?<redacted>"
+    assert (
+        report["notify_webhook_url"] == "https://hooks.example.com:8443/services/T0/B0?<redacted>"
+    )
     assert "tok3nSECRET" not in json.dumps(report) and "tok3nSECRET" not in repr(config)
     plain = load_config(None, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": "https://h.example/hook"}, {})
     assert plain.as_report_dict()["notify_webhook_url"] == "https://h.example/hook"

@@ -446,10 +446,8 @@ def test_a_server_in_two_waves_is_refused_at_both_places(tmp_path: Path) -> None
     a = write(tmp_path, "a.yaml", VALID)
     b = write(tmp_path, "b.yaml", another_wave("wave-02", "9").replace(f"s-9{S2[3:]}", S2))
     assert errors(a, b) == [
-        f"{a}:10:9: source server {S2} of wave wave-01 is also planned at {b}:10:9 in wave "
-        "wave-02",
-        f"{b}:10:9: source server {S2} of wave wave-02 is also planned at {a}:10:9 in wave "
-        "wave-01",
+        f"{a}:10:9: source server {S2} of wave wave-01 is also planned at {b}:10:9 in wave wave-02",
+        f"{b}:10:9: source server {S2} of wave wave-02 is also planned at {a}:10:9 in wave wave-01",
     ]
 
 
@@ -502,14 +500,6 @@ def test_select_wave_by_name_or_lists_the_names(tmp_path: Path) -> None:
     assert (
         str(info.value) == '--wave: no wave named "wave-9" in the plan files (waves found: wave-01)'
     )
-
-
-def test_wave_application_lookup(tmp_path: Path) -> None:
-    """Wave.application returns an application by ID, else raises listing the wave's IDs."""
-    (wave,) = load_waves([write(tmp_path, "a.yaml", VALID)]).waves
-    assert wave.application(APP2).servers == (Server(S3, APP2, 12),)
-    with pytest.raises(PlanError, match=f'has no application "app-x" \\(it has {APP}, {APP2}\\)'):
-        wave.application("app-x")
 
 
 def test_dump_wave_round_trips_plain_arguments(tmp_path: Path) -> None:
