@@ -218,7 +218,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
         print(json.dumps(plan_document(wave, checks), indent=2))
     else:
         print(plan_table(checks))
-    return 1 if counts(checks)["blocked"] else 0
+    return ExitCode.NOT_CONVERGED if counts(checks)["blocked"] else ExitCode.OK
 
 
 def _ordered(checks: list[Check]) -> list[Check]:
@@ -374,4 +374,4 @@ def cmd_export_plan(ns: argparse.Namespace) -> int:
         _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
     )
     sys.stdout.write(text)
-    return 0
+    return ExitCode.OK

@@ -99,6 +99,19 @@ class Config:
     notify_webhook_url: str | None = field(default=None, repr=False)
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
+    @property
+    def zone(self) -> ZoneInfo:
+        """`timezone` as a ZoneInfo (its name was checked at load)."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def report_s3(self) -> tuple[str, str] | None:
+        """report_uri as (bucket, key prefix: empty or ending in /), or None when unset."""
+        if self.report_uri is None:
+            return None
+        bucket, _, prefix = self.report_uri.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
     def origin(self, setting: str) -> str | None:
         """Where the setting's value came from (`--flag`, `env NAME`, `file:line:col`), or None."""
         return dict(self.origins).get(setting)

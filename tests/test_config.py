@@ -428,7 +428,7 @@ def test_hh_mm_bounds_are_today_in_the_timezone(tmp_path: Path) -> None:
     tokyo = ZoneInfo("Asia/Tokyo")  # 20:30 UTC on the 28th is already the 29th in Tokyo
     assert config.not_before == dt.datetime(2026, 11, 29, 22, 0, tzinfo=tokyo)
     assert config.not_after == dt.datetime(2026, 11, 29, 23, 30, tzinfo=tokyo)
-    assert config.timezone == "Asia/Tokyo"
+    assert (config.timezone, config.zone) == ("Asia/Tokyo", tokyo)
     report = config.as_report_dict()
     assert report["not_before"] == "2026-11-29T22:00:00+09:00"
     assert json.loads(json.dumps(report)) == report
@@ -494,6 +494,8 @@ def test_delivery_settings_load_from_file_and_env(tmp_path: Path) -> None:
         "arn:aws:sns:eu-west-1:111122223333:cutover-night.fifo",
     )
     assert config.notify_webhook_url == "http://127.0.0.1:8080/hook?token=abc"
+    assert config.report_s3 == ("mgn-reports.example", "cutover/")
+    assert load_config(None, {"MGN_CUTOVER_REPORT_URI": "s3://b-1/"}, {}).report_s3 == ("b-1", "")
 
 
 @pytest.mark.parametrize(
