@@ -181,8 +181,9 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     """
     # Config and plans are both checked, so one run shows every problem of both.
     problems: list[Diagnostic] = []
+    config = None
     try:
-        load_config(ns.config, os.environ, {})
+        config = load_config(ns.config, os.environ, {})
     except InputError as exc:
         problems.extend(exc.diagnostics)
     result = LoadResult(())
@@ -190,11 +191,13 @@ def cmd_validate(ns: argparse.Namespace) -> int:
         result = load_waves(ns.paths)
     except InputError as exc:
         problems.extend(exc.diagnostics)
+    waves = result.waves if ns.wave is None or problems else (select_wave(result, ns.wave),)
+    if config is not None:  # what run and plan would refuse
+        problems.extend(d for wave in waves for d in wave_conflicts(config, wave))
     if problems:
         raise InputError(problems)
     for warning in result.warnings:
         print(str(warning), file=sys.stderr)
-    waves = result.waves if ns.wave is None else (select_wave(result, ns.wave),)
     for wave in waves:
         print(
             f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "

@@ -114,9 +114,10 @@ def test_region_flag_contradicting_the_plan_is_refused(tmp_path: Path) -> None:
         "drop the setting or make them agree\n"
     )
     env = cli_env(NOWHERE, {"MGN_CUTOVER_REGION": "eu-west-1"})
-    out = mgn_cutover(["plan", str(plan), "--wave", "w"], env)
-    assert out.returncode == 2
-    assert out.stderr.startswith("env MGN_CUTOVER_REGION: region eu-west-1 contradicts wave w's")
+    for args in (["plan", str(plan), "--wave", "w"], ["validate", str(plan)]):
+        out = mgn_cutover(args, env)
+        assert out.returncode == 2, args
+        assert out.stderr.startswith("env MGN_CUTOVER_REGION: region eu-west-1 contradicts wave w")
 
 
 def test_account_in_config_contradicting_the_plan_is_refused(tmp_path: Path) -> None:
