@@ -1,7 +1,7 @@
 """Run settings: one spec table, one frozen Config; flag > environment > config file > default.
 
-`SETTINGS` declares every setting once: its Config field (also its config-file key), converter,
-default, help, and the flag and commands that take it. Its environment variable is
+`SETTINGS` declares every setting once: its Config field (also its config-file key), converter
+(from `configvalues`), default, help, and the flag and commands that take it. Its variable is
 MGN_CUTOVER_<NAME> (MGN_CUTOVER_FINALIZE_RATE=20). The CLI builds its flags from the table and hands
 their raw values back as `overrides`. Every source is checked in full and every problem reported
 at once. Credentials are never settings: keys that look like them are refused, and their values
@@ -16,20 +16,19 @@ time today in `timezone`.
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
-import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from orchestrator import configvalues as cv
+from orchestrator.configvalues import Converter, Invalid
 from orchestrator.errors import ConfigError, Diagnostic
 from orchestrator.validation import (
-    ACCOUNT_ID_RE,
     REGION_RE,
     Sink,
     describe,
@@ -201,17 +200,6 @@ def load_config(
     return Config(**values, origins=where)  # type: ignore[arg-type]  # converted per field
 
 
-class _Invalid(Exception):
-    """Internal: a value does not fit its setting. `echo` False keeps the value out of messages."""
-
-    def __init__(self, expected: str, echo: bool = True) -> None:
-        super().__init__(expected)
-        self.expected, self.echo = expected, echo
-
-
-Converter = Callable[[object], object]
-
-
 def _where(at: Diagnostic) -> str:
     return str(at).removesuffix(": ")
 
@@ -244,7 +232,7 @@ def _from_file(
                 try:
                     values[key.text] = spec.convert(raw)
                     origins[key.text] = Diagnostic(doc.path, node.line, node.col, "")
-                except _Invalid as bad:
+                except Invalid as bad:
                     sink.at(node, f"{key.text}: {_problem(bad, node)}")
     diagnostics.extend(sink.diagnostics)
 
@@ -271,7 +259,7 @@ def _from_env(
             try:
                 values[setting] = spec.convert(raw)
                 origins[setting] = Diagnostic(where, 0, 0, "")
-            except _Invalid as bad:
+            except Invalid as bad:
                 diagnostics.append(Diagnostic(where, 0, 0, _problem(bad, raw)))
 
 
@@ -292,7 +280,7 @@ def _from_overrides(
             try:
                 values[setting] = spec.convert(raw)
                 origins[setting] = Diagnostic(where, 0, 0, "")
-            except _Invalid as bad:
+            except Invalid as bad:
                 diagnostics.append(Diagnostic(where, 0, 0, _problem(bad, raw)))
 
 
@@ -341,7 +329,7 @@ def _check_report_key(
         diagnostics.append(Diagnostic(at.path, at.line, at.col, message))
 
 
-def _problem(bad: _Invalid, raw: object) -> str:
+def _problem(bad: Invalid, raw: object) -> str:
     if not bad.echo:
         return bad.expected
     return f"expected {bad.expected}, got {_describe_raw(raw)}"
@@ -357,209 +345,6 @@ def _describe_raw(raw: object) -> str:
     if isinstance(raw, int | float):
         return f"the number {raw}"
     return f"the string {quote(raw)}" if isinstance(raw, str) else quote(raw)
-
-
-# --- converters: raw value (YAML scalar, environment string, flag string) -> field value ---------
-
-
-def _optional(convert: Converter) -> Converter:
-    return lambda raw: None if raw is None else convert(raw)
-
-
-def _text(pattern: re.Pattern[str], expected: str) -> Converter:
-    def convert(raw: object) -> str:
-        if not isinstance(raw, str) or not pattern.fullmatch(raw):
-            raise _Invalid(expected)
-        return raw
-
-    return convert
-
-
-def _integer(low: int, high: int) -> Converter:
-    expected = f"an integer from {low} to {high}"
-
-    def convert(raw: object) -> int:
-        value: object = raw
-        if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", raw):
-            value = int(raw)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _Invalid(expected)
-        return value
-
-    return convert
-
-
-def _positive(high: float | None = None) -> Converter:
-    expected = "a number > 0" + (f" and <= {high:g}" if high is not None else "")
-
-    def convert(raw: object) -> float:
-        value: object = raw
-        if isinstance(raw, str) and len(raw) < 40:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise _Invalid(expected) from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(expected)
-        number = float(value)
-        if not math.isfinite(number) or number <= 0 or (high is not None and number > high):
-            raise _Invalid(expected)
-        return number
-
-    return convert
-
-
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False}
-_BOOLS.update({"off": False, "0": False})
-
-
-def _boolean(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int) and raw in (0, 1):
-        return bool(raw)
-    if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
-        return _BOOLS[raw.strip().lower()]
-    raise _Invalid("true or false (also yes/no, on/off, 1/0)")
-
-
-def _account_id(raw: object) -> str:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raise _Invalid("a quoted string of 12 digits (unquoted, a leading 0 is lost)")
-    return str(_text(ACCOUNT_ID_RE, "an AWS account ID (12 digits)")(raw))
-
-
-def _endpoint_url(raw: object) -> str:
-    expected = "an http:// or https:// URL with a host"
-    if not isinstance(raw, str):
-        raise _Invalid(expected)
-    try:
-        parts = urlsplit(raw)
-        has_host = bool(parts.hostname)
-    except ValueError:
-        raise _Invalid(expected) from None
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        # It would reach reports and logs: refuse, and do not repeat it.
-        raise _Invalid("the URL must not carry a user, password, query or fragment", echo=False)
-    if parts.scheme not in ("http", "https") or not has_host:
-        raise _Invalid(expected)
-    return raw
-
-
-def _folder(raw: object) -> Path:
-    if isinstance(raw, Path):
-        raw = str(raw)
-    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
-        raise _Invalid("a folder path")
-    return Path(raw)
-
-
-def _log_format(raw: object) -> str:
-    if raw not in ("auto", "json", "console"):
-        raise _Invalid("one of auto, json, console")
-    return str(raw)
-
-
-_CLOCK_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
-
-
-def _window_bound(raw: object) -> dt.time | dt.datetime:
-    """HH:MM (dated later, once the timezone is known) or an ISO 8601 instant with an offset."""
-    expected = (
-        "HH:MM (today, in timezone) or an ISO 8601 date and time with an offset, "
-        "like 2026-11-28T22:00:00+01:00"
-    )
-    instant: dt.datetime | None = None
-    if isinstance(raw, dt.datetime):
-        instant = raw
-    elif isinstance(raw, str):
-        text = raw.strip()
-        clock = _CLOCK_RE.fullmatch(text)
-        if clock:
-            return dt.time(int(clock[1]), int(clock[2]))
-        try:
-            instant = dt.datetime.fromisoformat(text) if len(text) < 64 else None
-        except ValueError:
-            instant = None
-    if instant is None or instant.tzinfo is None or instant.utcoffset() is None:
-        raise _Invalid(expected)
-    return instant
-
-
-def _timezone(raw: object) -> str:
-    expected = "an IANA time zone name, like UTC or Europe/Paris"
-    if not isinstance(raw, str) or not raw.strip() or len(raw) > 64:
-        raise _Invalid(expected)
-    try:
-        ZoneInfo(raw)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise _Invalid(expected) from None
-    return raw
-
-
-_S3_BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_S3_EXPECTED = "an s3://bucket/prefix/ URI"
-
-
-def _s3_uri(raw: object) -> str:
-    if not isinstance(raw, str):
-        raise _Invalid(_S3_EXPECTED)
-    scheme, sep, rest = raw.partition("://")
-    if scheme != "s3" or not sep:
-        raise _Invalid(f"{_S3_EXPECTED} (it must start with s3://)")
-    bucket, _, prefix = rest.partition("/")
-    if not _S3_BUCKET_RE.fullmatch(bucket) or ".." in bucket:
-        why = "3-63 lowercase letters, digits, dots or hyphens, starting and ending alphanumeric"
-        raise _Invalid(f"{_S3_EXPECTED} ({quote(bucket)} is not an S3 bucket name: {why})")
-    if not rest.endswith("/"):
-        raise _Invalid(f"{_S3_EXPECTED} (it must end with /: reports go below the prefix)")
-    if "//" in prefix or any(c in prefix for c in "?#\\") or not prefix.isprintable():
-        raise _Invalid(f"{_S3_EXPECTED} (no empty folder, ?, #, \\ or control character)")
-    return raw
-
-
-_ARN_PARTITION = r"arn:aws(-[a-z]+)*"
-_KMS_KEY_RE = re.compile(
-    r"(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"|alias/[A-Za-z0-9/_-]{1,250}"
-    rf"|{_ARN_PARTITION}:kms:{REGION_RE.pattern}:[0-9]{{12}}:"
-    r"(key/(mrk-[0-9a-f]{32}|[0-9a-f-]{36})|alias/[A-Za-z0-9/_-]{1,250})"
-)
-_SNS_TOPIC_RE = re.compile(
-    rf"{_ARN_PARTITION}:sns:{REGION_RE.pattern}:[0-9]{{12}}:[A-Za-z0-9_-]{{1,256}}(\.fifo)?"
-)
-
-
-def _webhook_url(raw: object) -> str:
-    # Never echoed: the query string (and sometimes the path) often holds a token.
-    expected = "an https:// URL (http:// only to a loopback host); value not shown"
-    if not isinstance(raw, str) or not raw.isprintable() or any(c.isspace() for c in raw):
-        raise _Invalid(expected, echo=False)
-    try:
-        parts = urlsplit(raw)
-        host = parts.hostname
-        parts.port  # noqa: B018  # raises ValueError for a bad port
-    except ValueError:
-        raise _Invalid(expected, echo=False) from None
-    if parts.username is not None or parts.password is not None:
-        raise _Invalid("the URL must not carry a user or password; value not shown", echo=False)
-    if parts.fragment:
-        raise _Invalid("the URL must not carry a #fragment; value not shown", echo=False)
-    if not host or parts.scheme not in ("http", "https"):
-        raise _Invalid(expected, echo=False)
-    if parts.scheme == "http" and not _is_loopback(host):
-        message = "http:// is allowed only to a loopback host (use https://); value not shown"
-        raise _Invalid(message, echo=False)
-    return raw
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the spec ------------------------------------------------------------------------------------
@@ -597,7 +382,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting(
         "region",
-        _optional(_text(REGION_RE, "an AWS region (like us-east-1)")),
+        cv.optional(cv.text(REGION_RE, "an AWS region (like us-east-1)")),
         None,
         "AWS region for plans that name none",
         "--region",
@@ -605,7 +390,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "profile",
-        _optional(_text(re.compile(r"\S(.*\S)?"), "an AWS profile name")),
+        cv.optional(cv.text(re.compile(r"\S(.*\S)?"), "an AWS profile name")),
         None,
         "AWS profile from the shared config",
         "--profile",
@@ -613,7 +398,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "endpoint_url",
-        _optional(_endpoint_url),
+        cv.optional(cv.endpoint_url),
         None,
         "MGN endpoint (an emulator)",
         "--endpoint-url",
@@ -622,7 +407,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "account_id",
-        _optional(_account_id),
+        cv.optional(cv.account_id),
         None,
         "MGN accountID (12 digits) for plans that name none",
         "--account-id",
@@ -631,7 +416,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "concurrency",
-        _integer(1, 1000),
+        cv.integer(1, 1000),
         16,
         "FinalizeCutover calls in flight",
         "--concurrency",
@@ -640,7 +425,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "finalize_rate",
-        _positive(10000),
+        cv.positive(10000),
         5.0,
         "finalizes per second",
         "--finalize-rate",
@@ -649,7 +434,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "describe_rate",
-        _positive(10000),
+        cv.positive(10000),
         5.0,
         "reads per second",
         "--describe-rate",
@@ -658,7 +443,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "poll_interval_s",
-        _positive(),
+        cv.positive(),
         15.0,
         "seconds between polls",
         "--poll-interval",
@@ -667,7 +452,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "reconcile_timeout_s",
-        _positive(),
+        cv.positive(),
         1800.0,
         "reconcile deadline, s",
         "--timeout",
@@ -676,19 +461,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "max_attempts",
-        _integer(1, 100),
+        cv.integer(1, 100),
         8,
         "attempts per MGN call",
         "--max-attempts",
         _RUNS,
         "N",
     ),
-    Setting("server_deadline_s", _positive(), 600.0, "seconds one MGN call may keep retrying"),
-    Setting("require_first_boot", _boolean, True, "require firstBoot SUCCEEDED"),
-    Setting("application_gate", _boolean, True, "one blocked server holds its application"),
+    Setting("server_deadline_s", cv.positive(), 600.0, "seconds one MGN call may keep retrying"),
+    Setting("require_first_boot", cv.boolean, True, "require firstBoot SUCCEEDED"),
+    Setting("application_gate", cv.boolean, True, "one blocked server holds its application"),
     Setting(
         "verify_instances",
-        _boolean,
+        cv.boolean,
         False,
         "require each launched EC2 instance to be running and pass both status checks",
         "--verify-instances",
@@ -697,7 +482,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "not_before",
-        _optional(_window_bound),
+        cv.optional(cv.window_bound),
         None,
         "start no finalize before this: HH:MM (today, in --timezone) or ISO 8601 with an offset",
         "--not-before",
@@ -707,7 +492,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "not_after",
-        _optional(_window_bound),
+        cv.optional(cv.window_bound),
         None,
         "start no finalize after this: HH:MM (today, in --timezone) or ISO 8601 with an offset",
         "--not-after",
@@ -717,17 +502,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "timezone",
-        _timezone,
+        cv.timezone,
         "UTC",
         "IANA time zone of HH:MM window bounds",
         "--timezone",
         ("run",),
         "ZONE",
     ),
-    Setting("report_dir", _folder, Path("reports"), "report folder", "--report-dir", _RUNS, "D"),
+    Setting("report_dir", cv.folder, Path("reports"), "report folder", "--report-dir", _RUNS, "D"),
     Setting(
         "state_dir",
-        _optional(_folder),
+        cv.optional(cv.folder),
         None,
         "journal and lock folder (default: $XDG_STATE_HOME/mgn-cutover)",
         "--state-dir",
@@ -736,29 +521,31 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "log_format",
-        _log_format,
+        cv.log_format,
         "auto",
         "log output",
         "--log-format",
         _READS,
         choices=("auto", "json", "console"),
     ),
-    Setting("report_uri", _optional(_s3_uri), None, "s3://bucket/prefix/ to upload reports to"),
+    Setting("report_uri", cv.optional(cv.s3_uri), None, "s3://bucket/prefix/ to upload reports to"),
     Setting(
         "report_kms_key_id",
-        _optional(_text(_KMS_KEY_RE, "a KMS key ID, key ARN, alias name (alias/...) or alias ARN")),
+        cv.optional(
+            cv.text(cv.KMS_KEY_RE, "a KMS key ID, key ARN, alias name (alias/...) or alias ARN")
+        ),
         None,
         "KMS key for reports uploaded to report_uri",
     ),
     Setting(
         "notify_sns_topic_arn",
-        _optional(_text(_SNS_TOPIC_RE, "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")),
+        cv.optional(cv.text(cv.SNS_TOPIC_RE, "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")),
         None,
         "SNS topic told the outcome of a run",
     ),
     Setting(
         "notify_webhook_url",
-        _optional(_webhook_url),
+        cv.optional(cv.webhook_url),
         None,
         "https URL told the outcome of a run",
     ),

@@ -507,6 +507,7 @@ def test_delivery_settings_load_from_file_and_env(tmp_path: Path) -> None:
         ("s3://bucket/reports", "it must end with /"),
         ("s3://bucket", "it must end with /"),
         ("s3://bucket/a//b/", "no empty folder"),
+        ("s3://bucket//", "no empty folder"),
     ],
 )
 def test_malformed_report_uri_names_the_key_and_why(tmp_path: Path, raw: str, why: str) -> None:
