@@ -113,7 +113,7 @@ class Settings:
 
 
 def clean_env(endpoint: str | None, home: Path) -> dict[str, str]:
-    """This process's environment minus AWS_*/MGN_CUTOVER_*, plus fake credentials."""
+    """This process's environment minus AWS_*/MGN_CUTOVER_*, plus fake credentials and state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MGN_CUTOVER_"))}
     (home / "config").write_text("")
     (home / "credentials").write_text("")
@@ -124,6 +124,7 @@ def clean_env(endpoint: str | None, home: Path) -> dict[str, str]:
         AWS_CONFIG_FILE=str(home / "config"),
         AWS_SHARED_CREDENTIALS_FILE=str(home / "credentials"),
         AWS_EC2_METADATA_DISABLED="true",
+        XDG_STATE_HOME=str(home / "state"),  # a run's default state_dir: never the real home
     )
     if endpoint is not None:
         env["AWS_ENDPOINT_URL_MGN"] = endpoint
@@ -614,7 +615,7 @@ def scenario_scale(settings: Settings, cache: dict[str, Any]) -> list[dict[str, 
             cmd = [PYTHON, "-m", "orchestrator", command, str(plan)]
             if command == "plan":
                 cmd += ["--wave", "scale", "--output", "json", "--describe-rate", "50"]
-            runs = []
+            runs: list[dict[str, Any]] = []
             for i in range(settings.repeat * (3 if command == "validate" else 1)):
                 before = emu.get("stats")["calls"]
                 m = measure(cmd, run_env, folder, f"{command}-{i}", timeout_s=300)
@@ -630,7 +631,8 @@ def scenario_scale(settings: Settings, cache: dict[str, Any]) -> list[dict[str, 
                         "calls": {op: n for op, n in calls.items() if n},
                     }
                 )
-            progress(f"scale {command}: {statistics.median(r['wall_s'] for r in runs):.2f} s")
+            median_s = statistics.median(float(r["wall_s"]) for r in runs)
+            progress(f"scale {command}: {median_s:.2f} s")
             goal = "well under 1 s (< 0.5 s)" if command == "validate" else "report time and RSS"
             summary = summarize(runs, ("wall_s", "peak_rss_mb", "cpu_s"))
             results.append(

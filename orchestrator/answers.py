@@ -85,11 +85,6 @@ def compile_check(shape: Any, path: str = "item") -> Check:
     return check
 
 
-def type_problem(value: Any, shape: Any, path: str) -> str | None:
-    """The first place where `value` lacks the JSON type that `shape` (a botocore Shape) wants."""
-    return compile_check(shape, path)(value)
-
-
 def check_items(body: Any, check: Check) -> tuple[Any, dict[str, str]]:
     """A DescribeSourceServers body with off-model items replaced; and {server ID: problem}.
 

@@ -1,74 +1,79 @@
-"""The `mgn-cutover` command: parse arguments, set up logging, run, map the outcome to an exit."""
+"""The `mgn-cutover` command: parse arguments, dispatch to a command, map errors to an exit code."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from orchestrator import __version__
-from orchestrator.errors import InputError, MgnCutoverError
+from orchestrator.config import SETTINGS, Command
+from orchestrator.errors import ExitCode, InputError, MgnCutoverError
 from orchestrator.logs import use_json
-
-# Flags whose value overrides a Config field of the same name (dest -> field).
-CONFIG_FLAGS = (
-    "region",
-    "profile",
-    "endpoint_url",
-    "account_id",
-    "concurrency",
-    "finalize_rate",
-    "describe_rate",
-    "poll_interval_s",
-    "reconcile_timeout_s",
-    "max_attempts",
-    "report_dir",
-    "state_dir",
-    "log_format",
-    "verify_instances",
-    "require_first_boot",
-    "application_gate",
-)
+from orchestrator.validation import did_you_mean
 
 
-def _add_config_flags(p: argparse.ArgumentParser, *, run: bool) -> None:
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) and a did-you-mean for unknown flags."""
+
+    def parse_args(  # type: ignore[override]  # always a Namespace here
+        self, args: Sequence[str] | None = None, namespace: None = None
+    ) -> argparse.Namespace:
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self.subcommand(getattr(ns, "command", None))
+            parser.error(parser.unknown_message(extras))
+        return ns
+
+    def subcommand(self, name: str | None) -> _Parser:
+        """The parser of command `name` (itself when there is none)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and name in action.choices:
+                parser: _Parser = action.choices[name]
+                return parser
+        return self
+
+    def unknown_message(self, extras: Sequence[str]) -> str:
+        """`unknown flag --x; did you mean --y?` for each flag not taken, on one line.
+
+        Other leftovers are named only when no flag is unknown: they may be its value.
+        """
+        # argparse keeps no public list of a parser's flags: read its option table.
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        parts = []
+        for extra in extras:
+            if extra.startswith("-"):
+                flag = extra.split("=", 1)[0]
+                guess = did_you_mean(flag, known)
+                parts.append(f"unknown flag {flag}" + (f"; did you mean {guess}?" if guess else ""))
+        return ", ".join(parts) or f"unexpected arguments: {' '.join(extras)}"
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.BAD_INPUT, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _add_settings(p: argparse.ArgumentParser, command: Command) -> None:
+    """The `--config` flag and every setting flag `command` takes, from config.SETTINGS."""
     g = p.add_argument_group("settings (flag > environment > config file > default)")
     g.add_argument("--config", type=Path, metavar="FILE", help="YAML config file")
-    g.add_argument("--region", help="AWS region")
-    g.add_argument("--profile", help="AWS profile from the shared config")
-    g.add_argument("--endpoint-url", dest="endpoint_url", help="MGN endpoint (an emulator)")
-    g.add_argument("--account-id", dest="account_id", help="MGN accountID (12 digits)")
-    g.add_argument("--log-format", dest="log_format", choices=("auto", "json", "console"))
-    g.add_argument("--describe-rate", dest="describe_rate", metavar="R", help="reads per second")
-    g.add_argument(
-        "--verify-instances",
-        dest="verify_instances",
-        action="store_const",
-        const=True,
-        help="require each launched EC2 instance to be running and pass both status checks",
-    )
-    if not run:
-        return
-    g.add_argument("--concurrency", metavar="N", help="FinalizeCutover calls in flight")
-    g.add_argument(
-        "--finalize-rate", dest="finalize_rate", metavar="R", help="finalizes per second"
-    )
-    g.add_argument("--poll-interval", dest="poll_interval_s", metavar="S", help="seconds")
-    g.add_argument(
-        "--timeout", dest="reconcile_timeout_s", metavar="S", help="reconcile deadline, s"
-    )
-    g.add_argument("--max-attempts", dest="max_attempts", metavar="N")
-    g.add_argument("--report-dir", dest="report_dir", metavar="D")
-    g.add_argument("--state-dir", dest="state_dir", metavar="D")
+    for s in SETTINGS:
+        if s.flag is None or command not in s.commands:
+            continue
+        helptext = f"{s.help} [{s.env}]"
+        if s.switch:
+            g.add_argument(s.flag, dest=s.name, action="store_const", const=True, help=helptext)
+        elif s.choices:
+            g.add_argument(s.flag, dest=s.name, choices=s.choices, help=helptext)
+        else:
+            g.add_argument(s.flag, dest=s.name, metavar=s.metavar, help=helptext)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mgn-cutover",
         description="Finalize AWS MGN cutovers wave by wave, safely, and report on every server.",
     )
@@ -84,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--wave", required=True)
     p.add_argument("--output", choices=("table", "json"), default="table")
-    _add_config_flags(p, run=False)
+    _add_settings(p, "plan")
 
     p = sub.add_parser("export-plan", help="write a plan file from MGN's own waves")
     p.add_argument("--mgn-wave", dest="mgn_wave", required=True, metavar="NAME_OR_ID")
     p.add_argument("--wave", help="name for the exported wave (default: MGN's wave name)")
-    _add_config_flags(p, run=False)
+    _add_settings(p, "export-plan")
 
     p = sub.add_parser("run", help="finalize a wave's ready servers, reconcile, report")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
@@ -99,29 +104,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--application",
         dest="applications",
         action="append",
-        metavar="ID",
-        help="only this application (repeatable)",
+        metavar="ID_OR_NAME",
+        help="only this application, by applicationID or the plan's name (repeatable)",
     )
-    _add_config_flags(p, run=True)
+    _add_settings(p, "run")
 
     p = sub.add_parser("report", help="re-render a wave's report from its journal")
     p.add_argument("--wave", required=True)
-    _add_config_flags(p, run=True)
+    _add_settings(p, "report")
 
     p = sub.add_parser("status", help="journal and live MGN state side by side")
     p.add_argument("--wave", required=True)
-    _add_config_flags(p, run=True)
+    _add_settings(p, "status")
 
     from orchestrator.emulator.args import add_arguments as add_simulate_arguments
 
     p = sub.add_parser("simulate", help="serve the MGN emulator for a rehearsal")
     add_simulate_arguments(p)
     return parser
-
-
-def config_overrides(ns: argparse.Namespace) -> dict[str, Any]:
-    """The Config fields set by flags, as raw strings or values (validated by load_config)."""
-    return {k: getattr(ns, k) for k in CONFIG_FLAGS if getattr(ns, k, None) is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc) if located else f"mgn-cutover: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def _error_event(exc: MgnCutoverError) -> str:
@@ -161,11 +161,10 @@ def _dispatch(ns: argparse.Namespace) -> int:
         from orchestrator.emulator import cli as emulator_cli
 
         return emulator_cli.main(ns)
-    if ns.command == "validate":
-        return _validate(ns)
     from orchestrator import commands
 
     handlers = {
+        "validate": commands.cmd_validate,
         "plan": commands.cmd_plan,
         "run": commands.cmd_run,
         "report": commands.cmd_report,
@@ -173,32 +172,3 @@ def _dispatch(ns: argparse.Namespace) -> int:
         "export-plan": commands.cmd_export_plan,
     }
     return handlers[ns.command](ns)
-
-
-def _validate(ns: argparse.Namespace) -> int:
-    from orchestrator.config import load_config
-    from orchestrator.errors import Diagnostic, InputError
-    from orchestrator.plan import LoadResult, load_waves, select_wave
-
-    # Config and plans are both checked, so one run shows every problem of both.
-    problems: list[Diagnostic] = []
-    try:
-        load_config(ns.config, os.environ, {})
-    except InputError as exc:
-        problems.extend(exc.diagnostics)
-    result = LoadResult(())
-    try:
-        result = load_waves(ns.paths)
-    except InputError as exc:
-        problems.extend(exc.diagnostics)
-    if problems:
-        raise InputError(problems)
-    for warning in result.warnings:
-        print(str(warning), file=sys.stderr)
-    waves = result.waves if ns.wave is None else (select_wave(result, ns.wave),)
-    for wave in waves:
-        print(
-            f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "
-            f"{len(wave.servers)} servers"
-        )
-    return 0

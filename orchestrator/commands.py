@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import structlog
 
 from orchestrator import logs
-from orchestrator.config import Config, load_config
+from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import Journal
@@ -24,26 +24,64 @@ from orchestrator.ledger import Fate, Ledger
 from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import RunRecord
-from orchestrator.plan import Server, Wave, load_waves, select_wave
+from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress
 from orchestrator.report import summarize, write_report
 from orchestrator.runner import RunState, run_wave, utc_now_iso
 from orchestrator.stop import Stop
+from orchestrator.validation import quote
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 
 def load_settings(ns: argparse.Namespace) -> Config:
-    """The effective Config: flags > MGN_CUTOVER_* environment > --config file > defaults."""
-    from orchestrator.cli import config_overrides
+    """The effective Config: flags > MGN_CUTOVER_* environment > --config file > defaults.
 
-    return load_config(getattr(ns, "config", None), os.environ, config_overrides(ns))
+    Raises ConfigError with every problem of every source.
+    """
+    return load_config(getattr(ns, "config", None), os.environ, flag_overrides(vars(ns)))
+
+
+def log_state_dir(config: Config) -> None:
+    """Say once where the journal and lock live (state_dir is absolute by now)."""
+    source = config.origin("state_dir") or "default"
+    log.info("state_dir", path=str(config.state_dir), source=source)
+
+
+def wave_conflicts(config: Config, wave: Wave) -> list[Diagnostic]:
+    """A region or accountID from a flag, the environment or the config that contradicts the plan's.
+
+    A plan that names neither leaves the setting to apply.
+    """
+    found: list[Diagnostic] = []
+    checks = (
+        ("region", "region", wave.region, wave.region_at),
+        ("account_id", "accountID", wave.account_id, wave.account_id_at),
+    )
+    for setting, key, planned, (line, col) in checks:
+        given = getattr(config, setting)
+        if planned is None or given is None or given == planned:
+            continue
+        origin = config.origin(setting) or flag_name(setting)
+        where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
+        message = (
+            f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
+            f"drop the setting or make them agree"
+        )
+        found.append(Diagnostic(origin, 0, 0, message))
+    return found
 
 
 def for_wave(config: Config, wave: Wave) -> Config:
-    """The plan's accountID and region win over the config's for that wave."""
+    """The config for this wave: the plan's accountID and region where it names them.
+
+    Raises ConfigError when a flag, the environment or the config file contradicts them.
+    """
+    conflicts = wave_conflicts(config, wave)
+    if conflicts:
+        raise ConfigError(conflicts)
     return replace(
         config,
         account_id=wave.account_id or config.account_id,
@@ -67,6 +105,10 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
         wave, warnings = load_wave(ns)
     except InputError as err:
         problems.append(err)
+    if settings is not None and wave is not None:
+        conflicts = wave_conflicts(settings, wave)
+        if conflicts:
+            problems.append(ConfigError(conflicts))
     if problems or settings is None or wave is None:
         if all(p.diagnostics for p in problems):
             raise InputError([d for p in problems for d in p.diagnostics])
@@ -75,7 +117,11 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
 
 
 def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
-    """The plan's wave named by --wave (whole: a subset run still reports the whole wave)."""
+    """The plan's wave named by --wave (whole: a subset run still reports the whole wave).
+
+    Raises PlanError for bad plans or an unknown wave, InputError for an --application that
+    names no application of the wave, or a name that several of its applications share.
+    """
     result = load_waves(ns.paths)
     wave = select_wave(result, ns.wave)
     covered_applications(wave, ns)  # refuse unknown --application values with the rest
@@ -90,14 +136,31 @@ def covered_applications(wave: Wave, ns: argparse.Namespace) -> frozenset[str] |
     wanted = getattr(ns, "applications", None)
     if not wanted:
         return None
-    known = {a.application_id for a in wave.applications}
-    unknown = [a for a in wanted if a not in known]
+    return frozenset(app.application_id for app in _applications_named(wave, wanted))
+
+
+def _applications_named(wave: Wave, wanted: list[str]) -> list[Application]:
+    """The applications each --application names, by applicationID or by the plan's `name`."""
+    chosen: list[Application] = []
+    problems: list[Diagnostic] = []
+    unknown: list[str] = []
+    for want in wanted:
+        by_id = [a for a in wave.applications if a.application_id == want]
+        matches = by_id or [a for a in wave.applications if a.name == want]
+        if len(matches) > 1:
+            ids = ", ".join(a.application_id for a in matches)
+            message = f"{quote(want)} names {len(matches)} applications of wave {wave.name}: "
+            problems.append(Diagnostic("--application", 0, 0, message + f"{ids}; give an ID"))
+        elif not matches:
+            unknown.append(want)
+        chosen.extend(matches)
     if unknown:
-        message = (
-            f"{', '.join(unknown)} not in wave {wave.name} (it has: {', '.join(sorted(known))})"
-        )
-        raise InputError([Diagnostic("--application", 0, 0, message)])
-    return frozenset(wanted)
+        known = ", ".join(sorted(a.application_id for a in wave.applications))
+        message = f"{', '.join(unknown)} not in wave {wave.name} (it has: {known})"
+        problems.insert(0, Diagnostic("--application", 0, 0, message))
+    if problems:
+        raise InputError(problems)
+    return chosen
 
 
 async def _with_gateway(
@@ -124,6 +187,38 @@ def _setup_logging(config: Config) -> bool:
     return logs.configure(config.log_format)
 
 
+def cmd_validate(ns: argparse.Namespace) -> int:
+    """`validate`: plan files and --config checked offline; exit 0, or 2 with every problem.
+
+    Raises InputError carrying the diagnostics of config and plans together.
+    """
+    # Config and plans are both checked, so one run shows every problem of both.
+    problems: list[Diagnostic] = []
+    config = None
+    try:
+        config = load_config(ns.config, os.environ, {})
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    result = LoadResult(())
+    try:
+        result = load_waves(ns.paths)
+    except InputError as exc:
+        problems.extend(exc.diagnostics)
+    waves = result.waves if ns.wave is None or problems else (select_wave(result, ns.wave),)
+    if config is not None:  # what run and plan would refuse
+        problems.extend(d for wave in waves for d in wave_conflicts(config, wave))
+    if problems:
+        raise InputError(problems)
+    for warning in result.warnings:
+        print(str(warning), file=sys.stderr)
+    for wave in waves:
+        print(
+            f"{wave.source}: wave {wave.name}: {len(wave.applications)} applications, "
+            f"{len(wave.servers)} servers"
+        )
+    return ExitCode.OK
+
+
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
     settings, wave, warnings = load_inputs(ns)
@@ -139,7 +234,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
         print(json.dumps(plan_document(wave, rows), indent=2))
     else:
         print(plan_table(rows))
-    return 1 if counts(rows)["blocked"] else 0
+    return ExitCode.NOT_CONVERGED if counts(rows)["blocked"] else ExitCode.OK
 
 
 @dataclass(frozen=True)
@@ -265,6 +360,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         WaveLock(config.state_dir, wave.name),
         Journal.open(config.state_dir, wave.name) as journal,
     ):
+        log_state_dir(config)
         progress = Progress(state, len(wave.servers), enabled=show_progress)
 
         async def work(gw: Gateway) -> RunRecord:
@@ -312,6 +408,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     config = load_settings(ns)
     _setup_logging(config)
     with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+        log_state_dir(config)
         entries = journal.entries()
         record = journal.last_run_record()
     last = {r.source_server_id: r for r in record.servers} if record else {}
@@ -357,4 +454,4 @@ def cmd_export_plan(ns: argparse.Namespace) -> int:
         _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
     )
     sys.stdout.write(text)
-    return 0
+    return ExitCode.OK

@@ -1,24 +1,34 @@
-"""Run settings: one frozen Config, from flags > environment > config file > defaults.
+"""Run settings: one spec table, one frozen Config; flag > environment > config file > default.
 
-The config file is a YAML mapping whose keys are Config's field names; the environment variable
-of a field is MGN_CUTOVER_<FIELD> (MGN_CUTOVER_FINALIZE_RATE=20); flags arrive from the CLI as
-`overrides`. Every source is checked in full and every problem reported at once. Credentials are
-never settings: keys that look like them are refused, and their values never echoed.
+`SETTINGS` declares every setting once: its Config field (also its config-file key), converter
+(from `configvalues`), default, help, and the flag and commands that take it. Its variable is
+MGN_CUTOVER_<NAME> (MGN_CUTOVER_FINALIZE_RATE=20). The CLI builds its flags from the table and hands
+their raw values back as `overrides`. Every source is checked in full and every problem reported
+at once. Credentials are never settings: keys that look like them are refused, and their values
+never echoed; neither is a webhook URL, whose query string often carries a token.
+
+Resolved once, at load time: `state_dir` becomes absolute (relative paths against the working
+directory; default `$XDG_STATE_HOME/mgn-cutover`, else `~/.local/state/mgn-cutover`), and the
+cutover window (`not_before`, `not_after`) becomes timezone-aware datetimes, `HH:MM` meaning that
+time today in `timezone`.
 """
 
 from __future__ import annotations
 
-import math
+import datetime as dt
+import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
+from orchestrator import configvalues as cv
+from orchestrator.configvalues import Converter, Invalid
 from orchestrator.errors import ConfigError, Diagnostic
 from orchestrator.validation import (
-    ACCOUNT_ID_RE,
     REGION_RE,
     Sink,
     describe,
@@ -32,18 +42,34 @@ LogFormat = Literal["auto", "json", "console"]
 
 ENV_PREFIX = "MGN_CUTOVER_"
 MAX_CONFIG_BYTES = 1024 * 1024
-# Flags whose name is not simply --field-name.
-FLAG_NAMES = {"poll_interval_s": "--poll-interval", "reconcile_timeout_s": "--timeout"}
+STATE_FOLDER = "mgn-cutover"
 _CREDENTIAL_WORDS = ("secret", "password", "passwd", "token", "access_key", "credential", "api_key")
 CREDENTIALS_REFUSED = (
     "credentials are not settings: mgn-cutover takes them only from boto3's chain "
     "(AWS profiles, SSO, AWS_* environment variables, instance or task roles); value not shown"
 )
+REDACTED_QUERY = "?<redacted>"
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """The per-user state folder: $XDG_STATE_HOME/mgn-cutover, else ~/.local/state/mgn-cutover.
+
+    A relative XDG_STATE_HOME is ignored, as the XDG spec says.
+    """
+    xdg = env.get("XDG_STATE_HOME", "")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / STATE_FOLDER
+    home = Path(env.get("HOME") or Path.home()).absolute()
+    return home / ".local" / "state" / STATE_FOLDER
 
 
 @dataclass(frozen=True)
 class Config:
-    """Effective settings of one command. Holds no credentials: those come from boto3's chain."""
+    """Effective settings of one command. Holds no credentials: those come from boto3's chain.
+
+    Fields are SETTINGS in order (a test keeps the two in step), plus `origins`: where each
+    value set by a source came from (`--region`, `env MGN_CUTOVER_REGION`, `file:line:col`).
+    """
 
     region: str | None = None
     profile: str | None = None
@@ -59,16 +85,48 @@ class Config:
     require_first_boot: bool = True
     application_gate: bool = True
     verify_instances: bool = False
+    not_before: dt.datetime | None = None
+    not_after: dt.datetime | None = None
+    timezone: str = "UTC"
     report_dir: Path = field(default_factory=lambda: Path("reports"))
-    state_dir: Path = field(default_factory=lambda: Path(".mgn-cutover"))
+    state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
     log_format: LogFormat = "auto"
+    report_uri: str | None = None
+    report_kms_key_id: str | None = None
+    notify_sns_topic_arn: str | None = None
+    # Its query string often holds a token: kept out of repr, redacted in reports.
+    notify_webhook_url: str | None = field(default=None, repr=False)
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """`timezone` as a ZoneInfo (its name was checked at load)."""
+        return ZoneInfo(self.timezone)
+
+    @property
+    def report_s3(self) -> tuple[str, str] | None:
+        """report_uri as (bucket, key prefix: empty or ending in /), or None when unset."""
+        if self.report_uri is None:
+            return None
+        bucket, _, prefix = self.report_uri.removeprefix("s3://").partition("/")
+        return bucket, prefix
+
+    def origin(self, setting: str) -> str | None:
+        """Where the setting's value came from (`--flag`, `env NAME`, `file:line:col`), or None."""
+        return dict(self.origins).get(setting)
 
     def as_report_dict(self) -> dict[str, object]:
-        """The effective settings as plain JSON-ready values (paths as strings)."""
+        """The effective settings as plain JSON-ready values; the webhook URL's query redacted."""
         report: dict[str, object] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            report[f.name] = str(value) if isinstance(value, Path) else value
+        for setting in SETTINGS:
+            value = getattr(self, setting.name)
+            if isinstance(value, Path):
+                value = str(value)
+            elif isinstance(value, dt.datetime):
+                value = value.isoformat()
+            elif setting.name == "notify_webhook_url" and value is not None:
+                value = redact_url(value)
+            report[setting.name] = value
         return report
 
 
@@ -78,8 +136,11 @@ def env_name(setting: str) -> str:
 
 
 def flag_name(setting: str) -> str:
-    """The CLI flag of a setting, for messages."""
-    return FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
+    """The CLI flag of a setting, for messages (settings without a flag get --their-name)."""
+    spec = BY_NAME.get(setting)
+    if spec is not None and spec.flag is not None:
+        return spec.flag
+    return "--" + setting.replace("_", "-")
 
 
 def looks_like_credential(key: str) -> bool:
@@ -88,101 +149,187 @@ def looks_like_credential(key: str) -> bool:
     return any(word in lowered for word in _CREDENTIAL_WORDS)
 
 
+def redact_url(url: str) -> str:
+    """`scheme://host[:port]/path`, with any query shown as `?<redacted>` and no fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" + (REDACTED_QUERY if parts.query else "")
+
+
+def flag_overrides(values: Mapping[str, object]) -> dict[str, object]:
+    """The settings given as flags, from parsed arguments (`vars(namespace)`), still raw."""
+    return {
+        s.name: values[s.name]
+        for s in SETTINGS
+        if s.flag is not None and values.get(s.name) is not None
+    }
+
+
 def load_config(
-    path: Path | None, env: Mapping[str, str], overrides: Mapping[str, object]
+    path: Path | None,
+    env: Mapping[str, str],
+    overrides: Mapping[str, object],
+    *,
+    cwd: Path | None = None,
+    now: dt.datetime | None = None,
 ) -> Config:
     """The effective Config: `overrides` (flags) > MGN_CUTOVER_* in `env` > file > defaults.
 
-    Raises ConfigError with every problem of every source: an unreadable or malformed file,
-    unknown keys, credential-like keys, wrong types and out-of-range values.
+    `cwd` (default: the working directory) anchors a relative state_dir; `now` (default: the
+    clock) dates an `HH:MM` window bound. Raises ConfigError with every problem of every source:
+    an unreadable or malformed file, unknown keys, credential-like keys, wrong types,
+    out-of-range values and a window that ends before it starts.
     """
     diagnostics: list[Diagnostic] = []
     values: dict[str, object] = {}
+    origins: dict[str, Diagnostic] = {}  # setting -> where its value was written (message unused)
     if path is not None:
-        values.update(_from_file(path, diagnostics))
-    values.update(_from_env(env, diagnostics))
-    values.update(_from_overrides(overrides, diagnostics))
+        _from_file(path, values, origins, diagnostics)
+    _from_env(env, values, origins, diagnostics)
+    _from_overrides(overrides, values, origins, diagnostics)
+    values["state_dir"] = _state_dir(values.get("state_dir"), env, cwd)
+    _resolve_window(values, origins, now, diagnostics)
+    _check_report_key(values, origins, diagnostics)
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise ConfigError(errors)
-    return Config(**values)  # type: ignore[arg-type]  # each value was converted for its field
+    where = tuple((name, _where(at)) for name, at in origins.items())
+    return Config(**values, origins=where)  # type: ignore[arg-type]  # converted per field
 
 
-class _Invalid(Exception):
-    """Internal: a value does not fit its setting. `echo` False keeps the value out of messages."""
-
-    def __init__(self, expected: str, echo: bool = True) -> None:
-        super().__init__(expected)
-        self.expected, self.echo = expected, echo
+def _where(at: Diagnostic) -> str:
+    return str(at).removesuffix(": ")
 
 
-Converter = Callable[[object], object]
-
-
-def _from_file(path: Path, diagnostics: list[Diagnostic]) -> dict[str, object]:
+def _from_file(
+    path: Path,
+    values: dict[str, object],
+    origins: dict[str, Diagnostic],
+    diagnostics: list[Diagnostic],
+) -> None:
     doc = read_yaml(path, max_bytes=MAX_CONFIG_BYTES)
     sink = Sink(doc.path)
     sink.extend(doc.diagnostics)
-    values: dict[str, object] = {}
     root = doc.root
     if root is not None and not isinstance(root, Map):
         sink.at(root, f"a config file must be a mapping of setting: value, got {describe(root)}")
     elif isinstance(root, Map):
         for key, node in root.items:
+            spec = BY_NAME.get(key.text)
             if looks_like_credential(key.text):
                 sink.at(key, f"{key.text}: {CREDENTIALS_REFUSED}")
-            elif key.text not in CONVERTERS:
-                sink.at(key, unknown_key_message(key.text, CONVERTERS))
+            elif spec is None:
+                sink.at(key, unknown_key_message(key.text, BY_NAME))
             else:
-                raw = node.value if isinstance(node, Scalar) else node
+                raw: object = node
+                if isinstance(node, Scalar):
+                    # As written: `22:00` is a time here, not YAML 1.1's sexagesimal 1320.
+                    as_text = spec.as_text and node.value is not None
+                    raw = node.text if as_text else node.value
                 try:
-                    values[key.text] = CONVERTERS[key.text](raw)
-                except _Invalid as bad:
+                    values[key.text] = spec.convert(raw)
+                    origins[key.text] = Diagnostic(doc.path, node.line, node.col, "")
+                except Invalid as bad:
                     sink.at(node, f"{key.text}: {_problem(bad, node)}")
     diagnostics.extend(sink.diagnostics)
-    return values
 
 
-def _from_env(env: Mapping[str, str], diagnostics: list[Diagnostic]) -> dict[str, object]:
-    values: dict[str, object] = {}
+def _from_env(
+    env: Mapping[str, str],
+    values: dict[str, object],
+    origins: dict[str, Diagnostic],
+    diagnostics: list[Diagnostic],
+) -> None:
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
             continue
         setting, raw = name[len(ENV_PREFIX) :].lower(), env[name]
         where = f"env {name}"
+        spec = BY_NAME.get(setting)
         if looks_like_credential(setting):
             diagnostics.append(Diagnostic(where, 0, 0, CREDENTIALS_REFUSED))
-        elif setting not in CONVERTERS:
-            guess = did_you_mean(setting, CONVERTERS)
+        elif spec is None:
+            guess = did_you_mean(setting, BY_NAME)
             hint = f"; did you mean {env_name(guess)}?" if guess else ""
             diagnostics.append(Diagnostic(where, 0, 0, f"unknown setting{hint}"))
         elif raw.strip():  # an empty variable counts as unset
             try:
-                values[setting] = CONVERTERS[setting](raw)
-            except _Invalid as bad:
+                values[setting] = spec.convert(raw)
+                origins[setting] = Diagnostic(where, 0, 0, "")
+            except Invalid as bad:
                 diagnostics.append(Diagnostic(where, 0, 0, _problem(bad, raw)))
-    return values
 
 
 def _from_overrides(
-    overrides: Mapping[str, object], diagnostics: list[Diagnostic]
-) -> dict[str, object]:
-    values: dict[str, object] = {}
+    overrides: Mapping[str, object],
+    values: dict[str, object],
+    origins: dict[str, Diagnostic],
+    diagnostics: list[Diagnostic],
+) -> None:
     for setting, raw in overrides.items():
         where = flag_name(setting)
+        spec = BY_NAME.get(setting)
         if looks_like_credential(setting):
             diagnostics.append(Diagnostic(where, 0, 0, CREDENTIALS_REFUSED))
-        elif setting not in CONVERTERS:
+        elif spec is None:
             diagnostics.append(Diagnostic(where, 0, 0, f"unknown setting {quote(setting)}"))
         elif raw is not None:
             try:
-                values[setting] = CONVERTERS[setting](raw)
-            except _Invalid as bad:
+                values[setting] = spec.convert(raw)
+                origins[setting] = Diagnostic(where, 0, 0, "")
+            except Invalid as bad:
                 diagnostics.append(Diagnostic(where, 0, 0, _problem(bad, raw)))
-    return values
 
 
-def _problem(bad: _Invalid, raw: object) -> str:
+def _state_dir(configured: object, env: Mapping[str, str], cwd: Path | None) -> Path:
+    """Absolute, once: runs from any working directory meet the same lock and journal."""
+    if not isinstance(configured, Path):
+        return default_state_dir(env)
+    if str(configured).startswith("~"):
+        configured = configured.expanduser()
+    return Path(os.path.normpath((cwd or Path.cwd()) / configured))
+
+
+def _resolve_window(
+    values: dict[str, object],
+    origins: dict[str, Diagnostic],
+    now: dt.datetime | None,
+    diagnostics: list[Diagnostic],
+) -> None:
+    """`HH:MM` bounds become today's date in `timezone`; a window must end after it starts."""
+    zone_name = values.get("timezone", "UTC")
+    if not isinstance(zone_name, str):
+        return
+    zone = ZoneInfo(zone_name)  # its converter checked the name
+    today = (now or dt.datetime.now(dt.UTC)).astimezone(zone).date()
+    for name in ("not_before", "not_after"):
+        bound = values.get(name)
+        if isinstance(bound, dt.time):
+            values[name] = dt.datetime.combine(today, bound, tzinfo=zone)
+    start, end = values.get("not_before"), values.get("not_after")
+    if isinstance(start, dt.datetime) and isinstance(end, dt.datetime) and end <= start:
+        at = origins["not_after"]
+        message = (
+            f"not_after: the cutover window ends ({end.isoformat()}) before it starts "
+            f"(not_before {start.isoformat()}, from {_where(origins['not_before'])}); HH:MM "
+            "means today in timezone, so a window past midnight needs not_after with a date"
+        )
+        diagnostics.append(Diagnostic(at.path, at.line, at.col, message))
+
+
+def _check_report_key(
+    values: dict[str, object], origins: dict[str, Diagnostic], diagnostics: list[Diagnostic]
+) -> None:
+    if values.get("report_kms_key_id") is not None and values.get("report_uri") is None:
+        at = origins["report_kms_key_id"]
+        message = "report_kms_key_id: set, but report_uri is not: it encrypts reports sent there"
+        diagnostics.append(Diagnostic(at.path, at.line, at.col, message))
+
+
+def _problem(bad: Invalid, raw: object) -> str:
     if not bad.echo:
         return bad.expected
     return f"expected {bad.expected}, got {_describe_raw(raw)}"
@@ -200,120 +347,207 @@ def _describe_raw(raw: object) -> str:
     return f"the string {quote(raw)}" if isinstance(raw, str) else quote(raw)
 
 
-def _optional(convert: Converter) -> Converter:
-    return lambda raw: None if raw is None else convert(raw)
+# --- the spec ------------------------------------------------------------------------------------
+
+Command = Literal["plan", "export-plan", "run", "report", "status"]
+_READS: tuple[Command, ...] = ("plan", "export-plan", "run", "report", "status")
+_RUNS: tuple[Command, ...] = ("run", "report", "status")
 
 
-def _text(pattern: re.Pattern[str], expected: str) -> Converter:
-    def convert(raw: object) -> str:
-        if not isinstance(raw, str) or not pattern.fullmatch(raw):
-            raise _Invalid(expected)
-        return raw
+@dataclass(frozen=True)
+class Setting:
+    """One setting: Config field and file key `name`, env MGN_CUTOVER_<NAME>, and its flag.
 
-    return convert
+    `default` is the value documented in config.example.yaml (state_dir's None: the per-user
+    folder). `commands` take the flag; `switch` flags take no value and set True; `as_text`
+    settings read a file's scalar as written.
+    """
 
+    name: str
+    convert: Converter
+    default: object
+    help: str
+    flag: str | None = None
+    commands: tuple[Command, ...] = ()
+    metavar: str | None = None
+    switch: bool = False
+    choices: tuple[str, ...] = ()
+    as_text: bool = False
 
-def _integer(low: int, high: int) -> Converter:
-    expected = f"an integer from {low} to {high}"
-
-    def convert(raw: object) -> int:
-        value: object = raw
-        if isinstance(raw, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,9}\s*", raw):
-            value = int(raw)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise _Invalid(expected)
-        return value
-
-    return convert
-
-
-def _positive(high: float | None = None) -> Converter:
-    expected = "a number > 0" + (f" and <= {high:g}" if high is not None else "")
-
-    def convert(raw: object) -> float:
-        value: object = raw
-        if isinstance(raw, str) and len(raw) < 40:
-            try:
-                value = float(raw)
-            except ValueError:
-                raise _Invalid(expected) from None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _Invalid(expected)
-        number = float(value)
-        if not math.isfinite(number) or number <= 0 or (high is not None and number > high):
-            raise _Invalid(expected)
-        return number
-
-    return convert
+    @property
+    def env(self) -> str:
+        return env_name(self.name)
 
 
-_BOOLS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False}
-_BOOLS.update({"off": False, "0": False})
-
-
-def _boolean(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, int) and raw in (0, 1):
-        return bool(raw)
-    if isinstance(raw, str) and raw.strip().lower() in _BOOLS:
-        return _BOOLS[raw.strip().lower()]
-    raise _Invalid("true or false (also yes/no, on/off, 1/0)")
-
-
-def _account_id(raw: object) -> str:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raise _Invalid("a quoted string of 12 digits (unquoted, a leading 0 is lost)")
-    return str(_text(ACCOUNT_ID_RE, "an AWS account ID (12 digits)")(raw))
-
-
-def _endpoint_url(raw: object) -> str:
-    expected = "an http:// or https:// URL with a host"
-    if not isinstance(raw, str):
-        raise _Invalid(expected)
-    try:
-        parts = urlsplit(raw)
-        has_host = bool(parts.hostname)
-    except ValueError:
-        raise _Invalid(expected) from None
-    if parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        # It would reach reports and logs: refuse, and do not repeat it.
-        raise _Invalid("the URL must not carry a user, password, query or fragment", echo=False)
-    if parts.scheme not in ("http", "https") or not has_host:
-        raise _Invalid(expected)
-    return raw
-
-
-def _folder(raw: object) -> Path:
-    if isinstance(raw, Path):
-        raw = str(raw)
-    if not isinstance(raw, str) or not raw.strip() or "\0" in raw:
-        raise _Invalid("a folder path")
-    return Path(raw)
-
-
-def _log_format(raw: object) -> str:
-    if raw not in ("auto", "json", "console"):
-        raise _Invalid("one of auto, json, console")
-    return str(raw)
-
-
-CONVERTERS: dict[str, Converter] = {
-    "region": _optional(_text(REGION_RE, "an AWS region (like us-east-1)")),
-    "profile": _optional(_text(re.compile(r"\S(.*\S)?"), "an AWS profile name")),
-    "endpoint_url": _optional(_endpoint_url),
-    "account_id": _optional(_account_id),
-    "concurrency": _integer(1, 1000),
-    "finalize_rate": _positive(10000),
-    "describe_rate": _positive(10000),
-    "poll_interval_s": _positive(),
-    "reconcile_timeout_s": _positive(),
-    "max_attempts": _integer(1, 100),
-    "server_deadline_s": _positive(),
-    "require_first_boot": _boolean,
-    "application_gate": _boolean,
-    "verify_instances": _boolean,
-    "report_dir": _folder,
-    "state_dir": _folder,
-    "log_format": _log_format,
-}
+SETTINGS: tuple[Setting, ...] = (
+    Setting(
+        "region",
+        cv.optional(cv.text(REGION_RE, "an AWS region (like us-east-1)")),
+        None,
+        "AWS region for plans that name none",
+        "--region",
+        _READS,
+    ),
+    Setting(
+        "profile",
+        cv.optional(cv.text(re.compile(r"\S(.*\S)?"), "an AWS profile name")),
+        None,
+        "AWS profile from the shared config",
+        "--profile",
+        _READS,
+    ),
+    Setting(
+        "endpoint_url",
+        cv.optional(cv.endpoint_url),
+        None,
+        "MGN endpoint (an emulator)",
+        "--endpoint-url",
+        _READS,
+        "URL",
+    ),
+    Setting(
+        "account_id",
+        cv.optional(cv.account_id),
+        None,
+        "MGN accountID (12 digits) for plans that name none",
+        "--account-id",
+        _READS,
+        "ID",
+    ),
+    Setting(
+        "concurrency",
+        cv.integer(1, 1000),
+        16,
+        "FinalizeCutover calls in flight",
+        "--concurrency",
+        _RUNS,
+        "N",
+    ),
+    Setting(
+        "finalize_rate",
+        cv.positive(10000),
+        5.0,
+        "finalizes per second",
+        "--finalize-rate",
+        _RUNS,
+        "R",
+    ),
+    Setting(
+        "describe_rate",
+        cv.positive(10000),
+        5.0,
+        "reads per second",
+        "--describe-rate",
+        _READS,
+        "R",
+    ),
+    Setting(
+        "poll_interval_s",
+        cv.positive(),
+        15.0,
+        "seconds between polls",
+        "--poll-interval",
+        _RUNS,
+        "S",
+    ),
+    Setting(
+        "reconcile_timeout_s",
+        cv.positive(),
+        1800.0,
+        "reconcile deadline, s",
+        "--timeout",
+        _RUNS,
+        "S",
+    ),
+    Setting(
+        "max_attempts",
+        cv.integer(1, 100),
+        8,
+        "attempts per MGN call",
+        "--max-attempts",
+        _RUNS,
+        "N",
+    ),
+    Setting("server_deadline_s", cv.positive(), 600.0, "seconds one MGN call may keep retrying"),
+    Setting("require_first_boot", cv.boolean, True, "require firstBoot SUCCEEDED"),
+    Setting("application_gate", cv.boolean, True, "one blocked server holds its application"),
+    Setting(
+        "verify_instances",
+        cv.boolean,
+        False,
+        "require each launched EC2 instance to be running and pass both status checks",
+        "--verify-instances",
+        _READS,
+        switch=True,
+    ),
+    Setting(
+        "not_before",
+        cv.optional(cv.window_bound),
+        None,
+        "start no finalize before this: HH:MM (today, in --timezone) or ISO 8601 with an offset",
+        "--not-before",
+        ("run",),
+        "TIME",
+        as_text=True,
+    ),
+    Setting(
+        "not_after",
+        cv.optional(cv.window_bound),
+        None,
+        "start no finalize after this: HH:MM (today, in --timezone) or ISO 8601 with an offset",
+        "--not-after",
+        ("run",),
+        "TIME",
+        as_text=True,
+    ),
+    Setting(
+        "timezone",
+        cv.timezone,
+        "UTC",
+        "IANA time zone of HH:MM window bounds",
+        "--timezone",
+        ("run",),
+        "ZONE",
+    ),
+    Setting("report_dir", cv.folder, Path("reports"), "report folder", "--report-dir", _RUNS, "D"),
+    Setting(
+        "state_dir",
+        cv.optional(cv.folder),
+        None,
+        "journal and lock folder (default: $XDG_STATE_HOME/mgn-cutover)",
+        "--state-dir",
+        _RUNS,
+        "D",
+    ),
+    Setting(
+        "log_format",
+        cv.log_format,
+        "auto",
+        "log output",
+        "--log-format",
+        _READS,
+        choices=("auto", "json", "console"),
+    ),
+    Setting("report_uri", cv.optional(cv.s3_uri), None, "s3://bucket/prefix/ to upload reports to"),
+    Setting(
+        "report_kms_key_id",
+        cv.optional(
+            cv.text(cv.KMS_KEY_RE, "a KMS key ID, key ARN, alias name (alias/...) or alias ARN")
+        ),
+        None,
+        "KMS key for reports uploaded to report_uri",
+    ),
+    Setting(
+        "notify_sns_topic_arn",
+        cv.optional(cv.text(cv.SNS_TOPIC_RE, "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)")),
+        None,
+        "SNS topic told the outcome of a run",
+    ),
+    Setting(
+        "notify_webhook_url",
+        cv.optional(cv.webhook_url),
+        None,
+        "https URL told the outcome of a run",
+    ),
+)
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

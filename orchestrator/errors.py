@@ -32,6 +32,7 @@ class ExitCode(IntEnum):
     LOCKED = 3  # another run holds the wave's lock
     ACCOUNT = 4  # account or credential error
     LOCAL_STATE = 5  # local state (journal) could not be written
+    INTERRUPTED = 130  # Ctrl-C before a command could record anything (128 + SIGINT)
 
 
 class MgnCutoverError(Exception):

@@ -117,24 +117,6 @@ class WaveLock:
     ) -> None:
         self.release()
 
-    def holder(self) -> LockHolder | None:
-        """Who holds the lock, as recorded in the lock file, without touching the lock.
-
-        None if the file is missing, empty (released cleanly) or unreadable, or names a process
-        on this host that is no longer alive. Raises OSError if the file exists but cannot be read.
-        """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            return None
-        try:
-            found = _read_holder(fd)
-        finally:
-            os.close(fd)
-        if found is None or (found.host == socket.gethostname() and not _alive(found.pid)):
-            return None
-        return found
-
     def _locked_message(self, found: LockHolder | None) -> str:
         if found is None:
             return (

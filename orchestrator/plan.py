@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.errors import Diagnostic, PlanError
@@ -66,6 +66,7 @@ class Server:
     source_server_id: str
     application_id: str
     line: int = 0
+    col: int = field(default=0, compare=False)  # for messages only
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Wave:
     source: Path = Path("-")
     line: int = 0  # where the name is written, for messages
     col: int = 0
+    account_id_at: tuple[int, int] = (0, 0)  # (line, col) of accountID, for messages
+    region_at: tuple[int, int] = (0, 0)
 
     @property
     def servers(self) -> tuple[Server, ...]:
@@ -102,19 +105,6 @@ class Wave:
     @property
     def server_ids(self) -> tuple[str, ...]:
         return tuple(s.source_server_id for s in self.servers)
-
-    def application(self, application_id: str) -> Application:
-        """The application with this ID.
-
-        Raises PlanError naming the wave's applications when it has no such application.
-        """
-        for app in self.applications:
-            if app.application_id == application_id:
-                return app
-        ids = [a.application_id for a in self.applications]
-        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
-        message = f"wave {self.name} has no application {quote(application_id)} (it has {shown})"
-        raise PlanError([Diagnostic(str(self.source), 0, 0, message)])
 
 
 @dataclass(frozen=True)
@@ -129,7 +119,8 @@ def load_waves(paths: Sequence[Path]) -> LoadResult:
     """Load every plan file named, or found (``*.yaml``, ``*.yml``) in the folders named.
 
     Raises PlanError carrying every error of every file: unreadable or malformed files, bad keys,
-    types or IDs, duplicates, and a wave name declared twice. Raises nothing else.
+    types or IDs, duplicates, a wave name declared twice and a source server named by two waves.
+    Raises nothing else.
     """
     files, diagnostics = find_yaml_files(paths, PLAN_SUFFIXES)
     waves: list[Wave] = []
@@ -139,6 +130,7 @@ def load_waves(paths: Sequence[Path]) -> LoadResult:
         if wave is not None:
             waves.append(wave)
     diagnostics.extend(_duplicate_names(waves))
+    diagnostics.extend(_servers_in_two_waves(waves))
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise PlanError(errors)
@@ -179,6 +171,31 @@ def _duplicate_names(waves: Sequence[Wave]) -> list[Diagnostic]:
     return diagnostics
 
 
+def _servers_in_two_waves(waves: Sequence[Wave]) -> list[Diagnostic]:
+    """A source server named by two waves: each occurrence is reported, naming the other.
+
+    Two waves would each finalize it; whichever runs second meets a server it did not plan.
+    """
+    seen: dict[str, list[tuple[Wave, Server]]] = {}
+    for wave in waves:
+        for srv in wave.servers:
+            seen.setdefault(srv.source_server_id, []).append((wave, srv))
+    diagnostics: list[Diagnostic] = []
+    for server_id, places in seen.items():
+        # A wave declared twice is refused already: its copies are not "two waves".
+        if len({wave.name.casefold() for wave, _ in places}) < 2:
+            continue
+        for wave, srv in places:
+            others = "; ".join(
+                f"{other.source}:{other_srv.line}:{other_srv.col} in wave {other.name}"
+                for other, other_srv in places
+                if other.name.casefold() != wave.name.casefold()
+            )
+            message = f"source server {server_id} of wave {wave.name} is also planned at {others}"
+            diagnostics.append(Diagnostic(str(wave.source), srv.line, srv.col, message))
+    return sorted(diagnostics, key=lambda d: (d.path, d.line, d.col))
+
+
 def read_wave(doc: Document, path: Path) -> tuple[Wave | None, list[Diagnostic]]:
     """Check one parsed file against the plan schema: the Wave if it is valid, and diagnostics."""
     sink = Sink(doc.path)
@@ -211,13 +228,23 @@ class _WaveReader:
         name_node = root.get("wave")
         name = self._wave_name(name_node)
         description = optional_string(self.sink, root, "description")
-        account_id = self._account_id(root.get("accountID"))
-        region = self._region(root.get("region"))
+        account_node, region_node = root.get("accountID"), root.get("region")
+        account_id = self._account_id(account_node)
+        region = self._region(region_node)
         apps = self._applications(root.get("applications"), name)
         if name is None or name_node is None or self.sink.has_errors:
             return None
         wave = Wave(
-            name, apps, description, account_id, region, self.path, name_node.line, name_node.col
+            name,
+            apps,
+            description,
+            account_id,
+            region,
+            self.path,
+            name_node.line,
+            name_node.col,
+            account_id_at=_at(account_node),
+            region_at=_at(region_node),
         )
         self._quota_warnings(wave)
         return wave
@@ -327,7 +354,7 @@ class _WaveReader:
         for i, item in enumerate(node.items):
             server_id = self._server_id(item, f"{field}[{i}]", app_id)
             if server_id is not None:
-                servers.append(Server(server_id, app_id or "", item.line))
+                servers.append(Server(server_id, app_id or "", item.line, item.col))
         return tuple(servers)
 
     def _server_id(self, node: Node, field: str, app_id: str | None) -> str | None:
@@ -341,3 +368,7 @@ class _WaveReader:
             return None
         self.server_seen[server_id] = (node.line, app_id or "?")
         return server_id
+
+
+def _at(node: Node | None) -> tuple[int, int]:
+    return (0, 0) if node is None else (node.line, node.col)

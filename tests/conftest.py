@@ -15,10 +15,17 @@ FAKE_REGION = "us-east-1"
 def isolated_aws_env(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Clear every AWS_* variable and point AWS config and credentials at empty files."""
+    """Clear every AWS_* variable and point AWS config and credentials at empty files.
+
+    HOME and XDG_STATE_HOME point at a fresh folder too, so the default state_dir of a command
+    (and anything else written under the home folder) never lands in the developer's home.
+    """
     for name in list(os.environ):
-        if name.startswith(("AWS_", "MGN_CUTOVER_")):
+        if name.startswith(("AWS_", "MGN_CUTOVER_", "XDG_")):
             monkeypatch.delenv(name, raising=False)
+    user_home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(user_home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(user_home / ".local" / "state"))
     home = tmp_path_factory.mktemp("aws")
     (home / "config").write_text("")
     (home / "credentials").write_text("")

@@ -8,7 +8,7 @@ from typing import Any
 import botocore.session
 import pytest
 
-from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook, type_problem
+from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook
 
 SHAPE = botocore.session.get_session().get_service_model("mgn").shape_for("SourceServer")
 
@@ -37,14 +37,14 @@ def _good(server_id: str) -> dict[str, Any]:
 )
 def test_type_problem_names_the_first_mismatch(change: dict[str, Any], where: str) -> None:
     """Each mis-typed field, at any depth, is found and named by its path."""
-    problem = type_problem({**_good("s-00000000000000001"), **change}, SHAPE, "item")
+    problem = compile_check(SHAPE, "item")({**_good("s-00000000000000001"), **change})
     assert problem is not None and where in problem
 
 
 def test_a_well_formed_item_with_nulls_passes() -> None:
     """Nulls and absent members are left to the pre-flight's own rules."""
     item = {**_good("s-00000000000000001"), "launchedInstance": None, "applicationID": None}
-    assert type_problem(item, SHAPE, "item") is None
+    assert compile_check(SHAPE, "item")(item) is None
 
 
 def test_only_the_bad_item_is_replaced() -> None:

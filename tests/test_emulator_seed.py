@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.emulator.errors import FixtureError
 from orchestrator.emulator.generate import generate, seed_ready
-from orchestrator.emulator.plans import read_plans_minimally
+from orchestrator.emulator.plans import load_planned_waves
 from orchestrator.emulator.seed import load_fixture, seed_fixture
 from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, Store
 
@@ -125,14 +125,14 @@ def test_seed_ready_makes_servers_finalizable() -> None:
         seed_ready(store, [("app-x", ["s-0a1b2c3d4e5f6a7b8"])])
 
 
-def test_minimal_plan_reader(tmp_path: Path) -> None:
+def test_planned_waves_from_a_plan_folder(tmp_path: Path) -> None:
     """A plan folder's waves come back grouped by application, ready for seed_ready."""
     (tmp_path / "w1.yaml").write_text(
         "wave: wave-01\napplications:\n"
         "  - applicationID: app-0a1b2c3d4e5f6a7b8\n"
         "    sourceServerIDs: [s-0a1b2c3d4e5f6a7b8, s-1a1b2c3d4e5f6a7b8]\n"
     )
-    waves = read_plans_minimally([tmp_path])
+    waves = load_planned_waves([tmp_path])
     assert [w.name for w in waves] == ["wave-01"]
     assert waves[0].groups == (
         ("app-0a1b2c3d4e5f6a7b8", ("s-0a1b2c3d4e5f6a7b8", "s-1a1b2c3d4e5f6a7b8")),

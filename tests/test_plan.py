@@ -43,6 +43,14 @@ applications:
 """
 
 
+def another_wave(name: str, digit: str) -> str:
+    """VALID renamed to wave `name`, its servers' IDs changed so no server is in two waves."""
+    text = VALID.replace("wave-01", name)
+    for server_id in (S1, S2, S3):
+        text = text.replace(server_id, f"s-{digit}{server_id[3:]}")
+    return text
+
+
 def write(folder: Path, name: str, text: str | bytes) -> Path:
     path = folder / name
     if isinstance(text, bytes):
@@ -108,14 +116,14 @@ def test_repository_examples_load_with_stable_ids() -> None:
 def test_several_files_load_in_order(tmp_path: Path) -> None:
     """Files given one by one load in the order given, each keeping its own source path."""
     a = write(tmp_path, "a.yaml", VALID)
-    b = write(tmp_path, "b.yaml", VALID.replace("wave-01", "wave-02"))
+    b = write(tmp_path, "b.yaml", another_wave("wave-02", "9"))
     result = load_waves([b, a])
     assert [(w.name, w.source) for w in result.waves] == [("wave-02", b), ("wave-01", a)]
 
 
 def test_folder_loads_yaml_and_yml_sorted_and_skips_the_rest(tmp_path: Path) -> None:
     """A folder loads its *.yaml and *.yml files by name, skipping hidden and other files."""
-    write(tmp_path, "b.yml", VALID.replace("wave-01", "wave-b"))
+    write(tmp_path, "b.yml", another_wave("wave-b", "9"))
     write(tmp_path, "a.yaml", VALID.replace("wave-01", "wave-a"))
     write(tmp_path, "notes.txt", "not a plan")
     write(tmp_path, ".#a.yaml", "editor lock file: not YAML {{{")
@@ -433,6 +441,16 @@ def test_wave_names_differing_only_in_case(tmp_path: Path) -> None:
     ]
 
 
+def test_a_server_in_two_waves_is_refused_at_both_places(tmp_path: Path) -> None:
+    """A source server named by two waves' files: each occurrence names the other file and wave."""
+    a = write(tmp_path, "a.yaml", VALID)
+    b = write(tmp_path, "b.yaml", another_wave("wave-02", "9").replace(f"s-9{S2[3:]}", S2))
+    assert errors(a, b) == [
+        f"{a}:10:9: source server {S2} of wave wave-01 is also planned at {b}:10:9 in wave wave-02",
+        f"{b}:10:9: source server {S2} of wave wave-02 is also planned at {a}:10:9 in wave wave-01",
+    ]
+
+
 # --- every error at once -----------------------------------------------------------------------
 
 
@@ -482,14 +500,6 @@ def test_select_wave_by_name_or_lists_the_names(tmp_path: Path) -> None:
     assert (
         str(info.value) == '--wave: no wave named "wave-9" in the plan files (waves found: wave-01)'
     )
-
-
-def test_wave_application_lookup(tmp_path: Path) -> None:
-    """Wave.application returns an application by ID, else raises listing the wave's IDs."""
-    (wave,) = load_waves([write(tmp_path, "a.yaml", VALID)]).waves
-    assert wave.application(APP2).servers == (Server(S3, APP2, 12),)
-    with pytest.raises(PlanError, match=f'has no application "app-x" \\(it has {APP}, {APP2}\\)'):
-        wave.application("app-x")
 
 
 def test_dump_wave_round_trips_plain_arguments(tmp_path: Path) -> None:
