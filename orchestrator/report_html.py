@@ -123,7 +123,7 @@ def render_html(doc: Mapping[str, Any]) -> str:
         f"script-src 'sha256-{script_hash}'"
     )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>mgn-cutover: wave {_e(wave)}</title><style>{_CSS}</style></head>\n"
@@ -651,12 +651,12 @@ def _footer(doc: Mapping[str, Any]) -> str:
         )
     covered = [str(a) for a in _list(doc.get("covered_applications"))]
     scope = (
-        f"<p class=\"muted\">Applications covered by this run: {_e(', '.join(covered))}</p>"
+        f'<p class="muted">Applications covered by this run: {_e(", ".join(covered))}</p>'
         if covered
         else ""
     )
     return (
-        f"<footer>{scope}{settings}<p class=\"muted\">Report schema {_e(doc.get('schema'))}; "
+        f'<footer>{scope}{settings}<p class="muted">Report schema {_e(doc.get("schema"))}; '
         "drawn from report.json by mgn-cutover. Times are UTC.</p></footer>"
     )
 
