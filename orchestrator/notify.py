@@ -40,6 +40,7 @@ from aiobotocore.config import AioConfig
 
 from orchestrator.errors import MgnCutoverError, RetryableError
 from orchestrator.mgn import translate
+from orchestrator.report import exit_meaning
 
 log = structlog.get_logger(__name__)
 
@@ -163,6 +164,7 @@ def run_finished(
     """The run ended: its exit code, the count of each outcome, and where the report is."""
     counts = ", ".join(f"{n} {k}" for k, n in summary.items() if n and k != "total")
     text = f"run finished{' (dry run)' if dry_run else ''}: exit {exit_code}"
+    text += f" ({exit_meaning(exit_code, dry_run)})"
     text += f"; {_esc(counts)}" if counts else ""
     text += f"; report: {_esc(report_location)}" if report_location else ""
     fields = {

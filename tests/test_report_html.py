@@ -211,3 +211,47 @@ async def test_browser_draws_a_large_wave(browser: Browser, tmp_path: Path) -> N
             "11 of 351 servers"  # host-13 and host-130..139
         )
         assert page.errors == []
+
+
+def test_renders_what_render_json_writes_today() -> None:
+    """The v1 report.json from orchestrator.report draws: lanes from finalize times, every row."""
+    import json
+
+    from orchestrator.outcome import Outcome, RunRecord, ServerResult
+    from orchestrator.report import render_json
+
+    record = RunRecord(
+        wave="wave-01",
+        dry_run=False,
+        started_at=at(0),
+        finished_at=at(40),
+        exit_code=1,
+        interrupted=True,
+        config={"endpoint_url": "http://127.0.0.1:4566", "concurrency": 4},
+        servers=[
+            ServerResult(
+                "s-1",
+                "app-a",
+                name="web",
+                outcome=Outcome.FINALIZED,
+                attempts=1,
+                finalized_at=at(10),
+                converged_at=at(20),
+            ),
+            ServerResult(
+                "s-2",
+                "app-b",
+                name=HOSTILE,
+                outcome=Outcome.FAILED,
+                attempts=3,
+                error_code="InternalServerException",
+                error_message=HOSTILE,
+            ),
+        ],
+    )
+    page = render_html(json.loads(render_json(record)))
+    assert 'data-app="app-a"' in page and 'data-app="app-b"' in page
+    assert page.count('<tr class="') == 2
+    assert 'id="endpoint-banner"' in page and 'id="interrupted-banner"' in page
+    assert HOSTILE not in page
+    assert "InternalServerException" in page
