@@ -179,12 +179,19 @@ async def test_browser_sorts_on_header_clicks(browser: Browser, tmp_path: Path) 
 
 
 async def test_browser_reports_a_broken_page(browser: Browser, tmp_path: Path) -> None:
-    """The harness itself sees console errors and uncaught exceptions (so the tests can fail)."""
+    """The harness sees console errors, uncaught exceptions and CSP refusals (tests can fail)."""
     path = tmp_path / "broken.html"
     path.write_text("<script>console.error('seen'); undefinedFunction();</script>")
+    blocked = tmp_path / "blocked.html"
+    blocked.write_text(
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">"
+        "<script>window.ran = 1;</script>"
+    )
     async with browser.page() as page:
         await page.open(path)
         assert len(page.errors) == 2, page.errors
+        await page.open(blocked)  # a script the CSP refuses: an error too
+        assert len(page.errors) == 1 and "Content Security Policy" in page.errors[0], page.errors
 
 
 async def test_browser_draws_a_large_wave(browser: Browser, tmp_path: Path) -> None:
