@@ -184,7 +184,7 @@ async def test_browser_reports_a_broken_page(browser: Browser, tmp_path: Path) -
     path.write_text("<script>console.error('seen'); undefinedFunction();</script>")
     blocked = tmp_path / "blocked.html"
     blocked.write_text(
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'none'\">"
+        '<meta http-equiv="Content-Security-Policy" content="script-src \'none\'">'
         "<script>window.ran = 1;</script>"
     )
     async with browser.page() as page:
