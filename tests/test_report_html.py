@@ -65,8 +65,9 @@ def test_v1_report_without_timeline_draws_lanes_from_finalize_times() -> None:
     doc = night_doc(with_timeline=False)
     del doc["applications"]
     page = render_html(doc)
-    assert page.count('class="mark e-finalize_accepted"') == 4  # three finalized, one timed out
-    assert page.count('class="mark e-converged"') == 3
+    # Three finalized and one timed out, each drawn in its application's lane and its own row.
+    assert page.count('class="mark e-finalize_accepted"') == 2 * 4
+    assert page.count('class="mark e-converged"') == 2 * 3
     assert 'data-app="app-crm"' in page
 
 
@@ -113,7 +114,7 @@ async def test_browser_draws_a_lane_per_application_without_errors(
     async with browser.page() as page:
         await _open(browser, page, night_doc(), tmp_path)
         lanes = await page.js(
-            "Array.from(document.querySelectorAll('#timeline-svg g.lane')).map(g => ({"
+            "Array.from(document.querySelectorAll('#timeline svg.lane')).map(g => ({"
             "app: g.dataset.app, spans: g.querySelectorAll('rect.span').length,"
             "marks: g.querySelectorAll('g.mark').length,"
             "width: g.getBoundingClientRect().width}))"
@@ -129,6 +130,35 @@ async def test_browser_draws_a_lane_per_application_without_errors(
         assert await page.js("document.scripts.length") == 1
         assert await page.js("typeof window.__pwned") == "undefined"
         assert await page.js("document.getElementById('endpoint-banner') !== null")
+        assert page.errors == []
+
+
+async def test_browser_opens_an_application_to_its_servers(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """A click on a lane shows one row per server on the same axis; another click hides them."""
+    rows_shown = (
+        "Array.from(document.querySelectorAll('details[data-app=\"app-crm\"] g.server-row'))"
+        ".filter(g => g.checkVisibility()).map(g => ({"
+        "id: g.dataset.server, marks: g.querySelectorAll('g.mark').length,"
+        "stop: g.querySelectorAll('g.mark.stop').length}))"
+    )
+    async with browser.page() as page:
+        await _open(browser, page, night_doc(), tmp_path)
+        assert await page.js(rows_shown) == []
+        await page.click("details[data-app='app-crm'] > summary")
+        assert await page.js(rows_shown) == [
+            {"id": "s-2000000000000001a", "marks": 3, "stop": 0},  # ends with its blocked event
+            {"id": "s-2000000000000001b", "marks": 3, "stop": 1},  # stopped after launch
+        ]
+        lane_x, row_x = await page.js(
+            "[document.querySelector('svg.lane[data-app=\"app-crm\"] g.mark use'),"
+            " document.querySelector('details[data-app=\"app-crm\"] g.server-row g.mark use')]"
+            ".map(u => Math.round(u.getBoundingClientRect().left))"
+        )
+        assert lane_x == row_x  # both launch_requested at 01:31: the same x on the page
+        await page.click("details[data-app='app-crm'] > summary")
+        assert await page.js(rows_shown) == []
         assert page.errors == []
 
 
@@ -211,8 +241,8 @@ async def test_browser_draws_a_large_wave(browser: Browser, tmp_path: Path) -> N
     doc = {"wave": "wave-02", "exit_code": 1, "started_at": at(0), "servers": servers}
     async with browser.page() as page:
         await _open(browser, page, doc, tmp_path)
-        assert await page.js("document.querySelectorAll('#timeline-svg g.lane').length") == 39
-        assert await page.js("document.querySelectorAll('#timeline-svg g.mark').length") > 600
+        assert await page.js("document.querySelectorAll('#timeline svg.lane').length") == 39
+        assert await page.js("document.querySelectorAll('#timeline svg.lane g.mark').length") > 600
         await page.type_into("#filter", "host-13")
         assert await page.js("document.getElementById('shown').textContent") == (
             "11 of 351 servers"  # host-13 and host-130..139
