@@ -551,20 +551,25 @@ class Notifier:
         )
 
     async def aclose(self, timeout_s: float = 10.0) -> list[NotifyStats]:
-        """Deliver what is queued within `timeout_s`, drop the rest, close; one stats per sink."""
+        """Deliver what is queued within `timeout_s`, drop the rest, close; one stats per sink.
+
+        Safe to call again, e.g. after a cancelled aclose (which stops the delivery tasks but
+        leaves the destinations to close).
+        """
         self._closed = True
-        running = [c for c in self._channels if c.task is not None]
+        live = [c for c in self._channels if c.task is not None and not c.task.done()]
         try:
             async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*(c.queue.join() for c in running))
+                await asyncio.gather(*(c.queue.join() for c in live))
         except TimeoutError:
-            pending = sum(c.queue.qsize() + c.busy for c in running)
+            pending = sum(c.queue.qsize() + c.busy for c in live)
             log.warning("notify_flush_timeout", timeout_s=timeout_s, pending=pending)
-        for channel in running:
-            channel.stats.dropped += channel.queue.qsize() + channel.busy
-            assert channel.task is not None
-            channel.task.cancel()
-        await asyncio.gather(*(c.task for c in running if c.task), return_exceptions=True)
+        finally:
+            for channel in live:
+                channel.stats.dropped += channel.queue.qsize() + channel.busy
+                if channel.task is not None:
+                    channel.task.cancel()
+        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
         for channel in self._channels:
             try:
                 async with asyncio.timeout(max(timeout_s, 1.0)):

@@ -65,7 +65,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     state.url = f"http://127.0.0.1:{port}/hooks/{PATH_TOKEN}?{TOKEN}"
     try:
         yield state
@@ -191,6 +191,27 @@ async def test_hanging_webhook_never_blocks_the_run(receiver: Receiver) -> None:
     assert any(e["event"] == "notify_flush_timeout" for e in logs)
     assert any(e.get("reason") == "no answer in 0.3s" for e in logs), logs
     _no_secrets(logs)
+
+
+async def test_cancelled_aclose_propagates_and_a_second_aclose_cleans_up(
+    receiver: Receiver,
+) -> None:
+    """Cancelling aclose is never swallowed; delivery stops; aclose again closes at once."""
+    receiver.hang = True
+    notifier = Notifier.from_settings(
+        webhook_url=receiver.url, policy=NotifyPolicy(attempt_timeout_s=30)
+    )
+    notifier.send(run_started("wave-01", servers=1, applications=1))
+    closing = asyncio.create_task(notifier.aclose(timeout_s=30))
+    while not receiver.bodies:  # the delivery is in flight
+        await asyncio.sleep(0.01)
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    started = time.monotonic()
+    stats = await notifier.aclose(timeout_s=5)
+    assert time.monotonic() - started < 1
+    assert stats[0].dropped == 1 and stats[0].sent == stats[0].failed == 0
 
 
 async def test_full_queue_drops_instead_of_waiting(receiver: Receiver) -> None:
