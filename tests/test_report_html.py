@@ -80,6 +80,19 @@ def test_odd_documents_still_render(doc: dict[str, Any]) -> None:
 # --- in the browser --------------------------------------------------------------------------
 
 
+def test_missing_chromium_skips_locally_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without chromium the browser tests skip, unless CI is set: then they fail."""
+    import tests.cdp
+
+    monkeypatch.setattr(tests.cdp, "CHROMIUM_PATHS", ("/nonexistent/chromium",))
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        find_chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="chromium is missing and CI is set"):
+        find_chromium()
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
     """One headless chromium for this module's tests."""
