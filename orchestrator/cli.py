@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="re-render a wave's report from its journal")
     p.add_argument("--wave", required=True)
+    p.add_argument(
+        "--run",
+        metavar="ID",
+        help="re-render this run's report (its run ID, or the first 6+ characters of it); "
+        "default: the wave's report",
+    )
     _add_settings(p, "report")
 
     p = sub.add_parser("status", help="journal and live MGN state side by side")

@@ -11,13 +11,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
 
-from orchestrator import logs
+from orchestrator import logs, notify
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
-from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError
+from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import Journal
 from orchestrator.ledger import Fate, Ledger
@@ -27,7 +28,8 @@ from orchestrator.outcome import RunRecord
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress
-from orchestrator.report import summarize, write_report
+from orchestrator.publish import publish_report
+from orchestrator.report import ReportPaths, summarize, write_report
 from orchestrator.runner import RunState, run_wave, utc_now_iso
 from orchestrator.stop import Stop
 from orchestrator.validation import quote
@@ -345,7 +347,7 @@ def plan_table(rows: list[PlanRow]) -> str:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    """`run`: lock, pre-flight, finalize, reconcile, report; exit 0/1/3/4."""
+    """`run`: window, lock, pre-flight, finalize, reconcile, report, publish; exit 0-6."""
     settings, wave, warnings = load_inputs(ns)
     show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)
     # On a terminal the progress line is the main output: only warnings and errors scroll by.
@@ -354,6 +356,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     )
     _log_warnings(warnings)
     config = for_wave(settings, wave)
+    check_window(config, datetime.now(UTC))
     covered = covered_applications(wave, ns)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
     with (
@@ -363,24 +366,56 @@ def cmd_run(ns: argparse.Namespace) -> int:
         log_state_dir(config)
         progress = Progress(state, len(wave.servers), enabled=show_progress)
 
-        async def work(gw: Gateway) -> RunRecord:
+        async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
-            async with progress:
-                return await run_wave(wave, config, gw, journal, state, covered=covered)
+            async with _notifier(config) as notifier, progress:
+                tell = _teller(notifier, wave, ns.dry_run, config.endpoint_url)
+                notifier.send(
+                    notify.run_started(
+                        wave.name,
+                        servers=len(wave.servers),
+                        applications=len(wave.applications),
+                        dry_run=ns.dry_run,
+                        endpoint_url=config.endpoint_url,
+                    )
+                )
+                record = await run_wave(
+                    wave,
+                    config,
+                    gw,
+                    journal,
+                    state,
+                    covered=covered,
+                    not_after=config.not_after,
+                    on_application=tell,
+                )
+                paths, published = await _report_and_publish(record, config)
+                location = published or (str(paths.run / "report.md") if paths else None)
+                notifier.send(
+                    notify.run_finished(
+                        wave.name,
+                        exit_code=_run_exit(record),
+                        summary=summarize(record.servers),
+                        report_location=location,
+                        run_id=record.run_id,
+                        dry_run=ns.dry_run,
+                        endpoint_url=config.endpoint_url,
+                    )
+                )
+                return record, paths, published
 
-        record = asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
-    exit_code = record.exit_code if record.run_exit_code is None else record.run_exit_code
-    try:
-        folder = write_report(record, config.report_dir)
-    except OSError as exc:
-        log.error("report_write_failed", error=str(exc))
-        print(f"mgn-cutover: the report could not be written: {exc}", file=sys.stderr)
+        record, paths, published = asyncio.run(
+            _with_gateway(config, wave, work, stop=state.stop)
+        )
+    exit_code = _run_exit(record)
+    if paths is None:
         return max(exit_code, ExitCode.LOCAL_STATE)
     summary = summarize(record.servers)
     line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
-    print(f"wave {wave.name}: {line} exit={exit_code} report={folder / 'report.md'}")
+    where = f" uploaded={published}" if published else ""
+    print(f"wave {wave.name}: {line} exit={exit_code} report={paths.run / 'report.md'}{where}")
     stopped = record.account_error or (
         record.stop_reason if record.stop_reason == "local_state" else None
     )
@@ -391,16 +426,103 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return exit_code
 
 
+def _run_exit(record: RunRecord) -> int:
+    """The process's exit code: the subset's own when the run covered part of the wave."""
+    return record.exit_code if record.run_exit_code is None else record.run_exit_code
+
+
+def check_window(config: Config, now: datetime) -> None:
+    """Refuse a run started outside its cutover window, before anything is read or sent.
+
+    Raises WindowError (exit 6).
+    """
+    if config.not_before is not None and now < config.not_before:
+        raise WindowError(
+            f"the cutover window opens at {config.not_before.isoformat()} "
+            f"(now {now.astimezone(config.not_before.tzinfo).isoformat(timespec='seconds')}): "
+            "nothing was sent"
+        )
+    if config.not_after is not None and now >= config.not_after:
+        raise WindowError(
+            f"the cutover window closed at {config.not_after.isoformat()} "
+            f"(now {now.astimezone(config.not_after.tzinfo).isoformat(timespec='seconds')}): "
+            "nothing was sent"
+        )
+
+
+def _notifier(config: Config) -> notify.Notifier:
+    return notify.Notifier.from_settings(
+        sns_topic_arn=config.notify_sns_topic_arn,
+        webhook_url=config.notify_webhook_url,
+        profile=config.profile,
+    )
+
+
+def _teller(
+    notifier: notify.Notifier, wave: Wave, dry_run: bool, endpoint_url: str | None
+) -> Callable[[str, str, str | None], None]:
+    """The ledger's application callback: one notification per settled application."""
+    names = {a.application_id: a.name for a in wave.applications}
+    sizes = {a.application_id: len(a.servers) for a in wave.applications}
+
+    def tell(app_id: str, status: str, reason: str | None) -> None:
+        if dry_run:
+            return
+        name = names.get(app_id)
+        if status == "finalized":
+            event = notify.application_finalized(
+                wave.name, app_id, name=name, servers=sizes.get(app_id, 0)
+            )
+        elif status == "blocked":
+            event = notify.application_blocked(wave.name, app_id, name=name, reason=reason or "")
+        else:
+            event = notify.application_failed(wave.name, app_id, name=name, reason=reason or "")
+        notifier.send(event)
+
+    return tell
+
+
+async def _report_and_publish(
+    record: RunRecord, config: Config
+) -> tuple[ReportPaths | None, str | None]:
+    """Write the report; upload it when report_uri is set. Neither ever raises: a report that
+    cannot be written is logged (the caller exits 5), an upload that fails is logged and left."""
+    try:
+        paths = write_report(record, config.report_dir)
+    except OSError as exc:
+        log.error("report_write_failed", error=str(exc))
+        print(f"mgn-cutover: the report could not be written: {exc}", file=sys.stderr)
+        return None, None
+    if config.report_uri is None:
+        return paths, None
+    result = await publish_report(
+        paths.run,
+        config.report_uri,
+        record.wave,
+        kms_key_id=config.report_kms_key_id,
+        run_id=record.run_id,
+        region=config.region,
+        profile=config.profile,
+    )
+    if result.ok:
+        log.info("report_uploaded", uri=result.uri, files=len(result.uploaded))
+        return paths, result.uri
+    log.warning("report_upload_failed", summary=result.summary())
+    return paths, None
+
+
 def cmd_report(ns: argparse.Namespace) -> int:
-    """`report`: re-render the last run's report from the journal."""
+    """`report`: re-render the wave's report (or one run's, `--run ID`) from the journal."""
     config = load_settings(ns)
     with Journal.open(config.state_dir, ns.wave, create=False) as journal:
-        record = journal.last_run_record()
+        run_id = getattr(ns, "run", None)
+        record = journal.run_record(run_id) if run_id else journal.last_run_record()
     if record is None:
-        raise ConfigError(f"wave {ns.wave}: the journal has no finished run to report")
-    folder = write_report(record, config.report_dir)
-    print(folder / "report.md")
-    return record.exit_code
+        what = f"no finished run {run_id!r}" if run_id else "no finished run"
+        raise ConfigError(f"wave {ns.wave}: the journal has {what} to report")
+    paths = write_report(record, config.report_dir)
+    print((paths.wave if paths.wave and not run_id else paths.run) / "report.md")
+    return _run_exit(record) if run_id else record.exit_code
 
 
 def cmd_status(ns: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ MgnCutoverError                  root; `exit_code` says what the CLI exits with
 ├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
 │   └── StateWriteError (5)      local state (journal, lock record) could not be written
 ├── LockedError (3)              another run holds the wave's lock
+├── WindowError (6)              started outside its cutover window: nothing sent
 ├── AccountError (4)             account-wide: uninitialized account, access denied, credentials
 └── MgnError (1)                 one call about one server failed; the pool records it and goes on
     ├── RetryableError           throttling, 5xx, dropped connection, timeout
@@ -32,6 +33,7 @@ class ExitCode(IntEnum):
     LOCKED = 3  # another run holds the wave's lock
     ACCOUNT = 4  # account or credential error
     LOCAL_STATE = 5  # local state (journal) could not be written
+    OUTSIDE_WINDOW = 6  # started outside its cutover window: nothing was sent
     INTERRUPTED = 130  # Ctrl-C before a command could record anything (128 + SIGINT)
 
 
@@ -101,6 +103,12 @@ class LockedError(MgnCutoverError):
     """Another run holds this wave's lock."""
 
     exit_code = ExitCode.LOCKED
+
+
+class WindowError(MgnCutoverError):
+    """The run was started outside its cutover window (--not-before / --not-after)."""
+
+    exit_code = ExitCode.OUTSIDE_WINDOW
 
 
 class AccountError(MgnCutoverError):

@@ -292,6 +292,25 @@ class Journal:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise JournalError(f"run {row[0]} in {self.path} has an unreadable record") from exc
 
+    def run_record(self, run_id: str) -> RunRecord | None:
+        """The record of the finished run whose ID is or starts with `run_id` (at least 6
+        characters), or None. Raises JournalError if it is ambiguous or cannot be read back."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(
+                "SELECT run_id, record_json FROM runs WHERE record_json IS NOT NULL"
+                " AND substr(run_id, 1, length(?)) = ? ORDER BY finished_at DESC",
+                (run_id, run_id),
+            ).fetchall()
+        if not rows or len(run_id) < 6:
+            return None
+        if len(rows) > 1:
+            ids = ", ".join(r[0] for r in rows[:5])
+            raise JournalError(f"run {run_id!r} is ambiguous in {self.path}: {ids}")
+        try:
+            return run_record_from_dict(json.loads(rows[0][1]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise JournalError(f"run {rows[0][0]} in {self.path} has an unreadable record") from exc
+
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
         """One committed transaction; sqlite errors become JournalError, nothing half-written."""

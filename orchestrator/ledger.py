@@ -265,8 +265,12 @@ class Ledger:
         covered: Iterable[str] | None = None,
         carried: dict[str, ServerResult] | None = None,
         application_gate: bool = True,
+        on_application: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         """`writer` None is a dry run: nothing is written and nothing will be sent.
+
+        `on_application(applicationID, status, reason)` is told once when every server of an
+        application has reached a final state: status `finalized`, `blocked` or `failed`.
 
         `covered`: the application IDs this run works on (None: all); the other servers keep
         their `carried` row (their last known outcome) in the report.
@@ -283,6 +287,8 @@ class Ledger:
         self._rows: dict[str, _Row] = {}
         self._names = {a.application_id: a.name for a in wave.applications}
         self._held: dict[str, str] = {}  # application -> why nothing more is sent to it
+        self._on_application = on_application
+        self._told: set[str] = set()  # applications on_application has heard of
         for server in wave.servers:
             row = _Row(server)
             entry = self._entries.get(server.source_server_id)
@@ -648,6 +654,27 @@ class Ledger:
                 applicationID=row.server.application_id,
                 reason=reason,
             )
+            self._application_settled(row.server.application_id)
+
+    def _application_settled(self, app_id: str) -> None:
+        """Tell on_application once every server of `app_id` has a final state."""
+        if self._on_application is None or app_id in self._told:
+            return
+        rows = [r for r in self._rows.values() if r.server.application_id == app_id]
+        if any(r.fate not in FINAL for r in rows):
+            return
+        self._told.add(app_id)
+        if all(r.fate in _CONVERGED for r in rows):
+            status, reason = "finalized", None
+        else:
+            worst = next((r for r in rows if r.fate is F.BLOCKED), None)
+            status = "blocked" if worst is not None else "failed"
+            worst = worst or next(r for r in rows if r.fate not in _CONVERGED)
+            reason = f"{worst.server.source_server_id}: {worst.reason}"
+        try:
+            self._on_application(app_id, status, reason)
+        except Exception:  # telling people must never change a server's fate
+            log.exception("application_callback_failed", applicationID=app_id)
 
     def _converged(self, row: _Row, event: Event, ours: bool, note: str | None) -> None:
         """MGN shows CUTOVER + DISCONNECTED: FINALIZED if we sent it, else ALREADY_CUTOVER."""

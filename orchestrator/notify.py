@@ -40,7 +40,7 @@ from aiobotocore.config import AioConfig
 
 from orchestrator.errors import MgnCutoverError, RetryableError
 from orchestrator.mgn import translate
-from orchestrator.report import exit_meaning
+from orchestrator.outcome import exit_meaning
 
 log = structlog.get_logger(__name__)
 

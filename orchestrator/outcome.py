@@ -20,6 +20,26 @@ class Outcome(StrEnum):
     UNCONFIRMED = "unconfirmed"  # our call may have gone through; MGN has not shown it
 
 
+EXIT_MEANINGS = {
+    0: "every server converged",
+    1: "something was blocked, failed, timed out, unconfirmed or not attempted, "
+    "or the run was interrupted",
+    2: "bad input, config or journal",
+    3: "another run holds this wave's lock",
+    4: "account or credential error: nothing more was sent for this wave",
+    5: "local state (the journal) could not be written: nothing more was sent",
+    6: "started outside its cutover window: nothing was sent",
+}
+DRY_RUN_EXIT_0 = "every server already converged (nothing to do)"
+
+
+def exit_meaning(exit_code: int, dry_run: bool = False) -> str:
+    """What an exit code of `mgn-cutover run` means, in a few words."""
+    if exit_code == 0 and dry_run:
+        return DRY_RUN_EXIT_0
+    return EXIT_MEANINGS.get(exit_code, "unexpected exit code")
+
+
 # Outcomes that mean the server is where the wave wants it.
 CONVERGED_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER})
 

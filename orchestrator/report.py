@@ -12,11 +12,22 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
-from orchestrator.outcome import Outcome, RunRecord, ServerResult
+from orchestrator.outcome import (
+    CONVERGED_OUTCOMES,
+    EXIT_MEANINGS,
+    Outcome,
+    RunRecord,
+    ServerResult,
+    exit_meaning,
+)
+from orchestrator.report_html import render_html
+
+__all__ = ["EXIT_MEANINGS", "exit_meaning", "render_json", "write_report"]
 
 REPORT_SCHEMA = "mgn-cutover/report/v1"
 
@@ -24,16 +35,6 @@ REPORT_SCHEMA = "mgn-cutover/report/v1"
 OK_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER, Outcome.WOULD_FINALIZE})
 # Outcomes that need no action; any other outcome makes its application a problem.
 
-EXIT_MEANINGS = {
-    0: "every server converged",
-    1: "something was blocked, failed, timed out, unconfirmed or not attempted, "
-    "or the run was interrupted",
-    2: "bad input, config or journal",
-    3: "another run holds this wave's lock",
-    4: "account or credential error: nothing more was sent for this wave",
-    5: "local state (the journal) could not be written: nothing more was sent",
-}
-DRY_RUN_EXIT_0 = "every server already converged (nothing to do)"
 
 NEXT_STEPS = {
     Outcome.BLOCKED: (
@@ -102,6 +103,7 @@ def render_json(record: RunRecord) -> str:
         "summary": summarize(record.servers),
         "servers": [_server_json(s) for s in _sorted(record.servers)],
         # Grown after v1 (additive): scripts may ignore them.
+        "applications": application_summaries(record.servers),
         "run_id": record.run_id,
         "description": record.description,
         "stop_reason": record.stop_reason,
@@ -111,6 +113,37 @@ def render_json(record: RunRecord) -> str:
         "endpoint_url": record.config.get("endpoint_url"),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any]]:
+    """One entry per application: its name, servers, how many converged, and a status:
+    `converged`, `partially_cut_over` (some converged, some not: needs attention now),
+    `blocked`, `would_finalize` (dry run) or `not_converged`."""
+    out = []
+    for app_id, rows in _by_application(servers).items():
+        converged = sum(Outcome(s.outcome) in CONVERGED_OUTCOMES for s in rows)
+        outcomes = {Outcome(s.outcome) for s in rows}
+        if converged == len(rows):
+            status = "converged"
+        elif converged:
+            status = "partially_cut_over"
+        elif outcomes == {Outcome.BLOCKED}:
+            status = "blocked"
+        elif outcomes <= {Outcome.WOULD_FINALIZE}:
+            status = "would_finalize"
+        else:
+            status = "not_converged"
+        name = next((s.application_name for s in rows if s.application_name), None)
+        out.append(
+            {
+                "applicationID": app_id,
+                "name": name,
+                "servers": len(rows),
+                "converged": converged,
+                "status": status,
+            }
+        )
+    return out
 
 
 def render_markdown(record: RunRecord) -> str:
@@ -164,30 +197,60 @@ def render_csv(record: RunRecord) -> str:
     return buf.getvalue()
 
 
-def write_report(record: RunRecord, report_dir: Path) -> Path:
-    """Write report.json, report.md and report.csv to `<report_dir>/<wave>/`; return the folder.
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where one run's report went: its own folder, and the wave's if it became the wave's."""
+
+    run: Path
+    wave: Path | None
+
+
+def run_folder_name(record: RunRecord) -> str:
+    """`<started, compact UTC>-<run id>`: runs sort by time in a listing."""
+    started = "".join(c for c in record.started_at if c.isalnum())
+    return f"{started}-{record.run_id or 'unknown'}"
+
+
+def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
+    """Write the run's report (JSON, Markdown, CSV, HTML) to
+    `<report_dir>/<wave>/runs/<started>-<run id>/`, and to `<report_dir>/<wave>/` when it is
+    the wave's record: a real run always (a subset run's record is merged over the whole wave),
+    a dry run only while the wave has no real run's report there.
 
     Raises ValueError if the wave name would resolve outside report_dir; OSError if a file
     cannot be written (the previous report file then stays whole).
     """
     folder = wave_dir(report_dir, record.wave)
+    doc = render_json(record)
     rendered = {
-        "report.json": render_json(record),
+        "report.json": doc,
         "report.md": render_markdown(record),
         "report.csv": render_csv(record),
+        "report.html": render_html(json.loads(doc)),
     }
-    ensure_private_dir(folder)
-    for name, text in rendered.items():
-        _write_atomic(folder / name, text)
-    fsync_dir(folder)
-    return folder
+    run = folder / "runs" / run_folder_name(record)
+    targets = [run]
+    wave_level = not record.dry_run or not _has_real_report(folder)
+    if wave_level:
+        targets.append(folder)
+    for target in targets:
+        ensure_private_dir(target)
+        for name, text in rendered.items():
+            _write_atomic(target / name, text)
+        fsync_dir(target)
+    return ReportPaths(run, folder if wave_level else None)
 
 
-def exit_meaning(exit_code: int, dry_run: bool = False) -> str:
-    """What an exit code of `mgn-cutover run` means, in a few words."""
-    if exit_code == 0 and dry_run:
-        return DRY_RUN_EXIT_0
-    return EXIT_MEANINGS.get(exit_code, "unexpected exit code")
+def _has_real_report(folder: Path) -> bool:
+    """Whether the wave's report there is from a real run (an unreadable one counts as real:
+    a dry run never replaces what it cannot read)."""
+    path = folder / "report.json"
+    if not path.exists():
+        return False
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("dry_run") is not True
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def _sorted(servers: Sequence[ServerResult]) -> list[ServerResult]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.report import exit_meaning
+from orchestrator.outcome import exit_meaning
 from orchestrator.report_timeline import (
     OK_OUTCOMES,
     OUTCOME_ORDER,

@@ -67,15 +67,20 @@ async def run_wave(
     state: RunState,
     *,
     covered: Iterable[str] | None = None,
+    not_after: datetime | None = None,
+    on_application: Callable[[str, str, str | None], None] | None = None,
     run_id: str | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     now_iso: Callable[[], str] = utc_now_iso,
+    wall: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RunRecord:
     """Run the wave once (or the `covered` applications of it) and return its record.
 
     The record covers the whole wave: servers outside `covered` keep the outcome of the wave's
-    last record. Raises StateWriteError only when the run's start cannot be journaled.
+    last record. When `not_after` passes, nothing new is sent (the reconciler goes on).
+    `on_application(applicationID, status, reason)` hears of each application once it is
+    settled. Raises StateWriteError only when the run's start cannot be journaled.
     """
     run_id = run_id or uuid.uuid4().hex
     stop = state.stop
@@ -103,16 +108,21 @@ async def run_wave(
             covered=covered,
             carried=carried,
             application_gate=config.application_gate,
+            on_application=on_application,
         )
         state.ledger = ledger
         log.info("run_started", servers=len(ledger.in_run()), dry_run=state.dry_run)
         incomplete = False
+        window = asyncio.ensure_future(_close_window(stop, not_after, wall, sleep))
         try:
             await _execute(wave, config, gateway, ledger, state, clock, sleep)
         except Exception as err:  # a bug must still leave a report of every server
             log.exception("run_internal_error")
             incomplete = True
             ledger.not_checked(f"run ended by an internal error: {type(err).__name__}")
+        finally:
+            window.cancel()
+            await asyncio.gather(window, return_exceptions=True)
         state.phase = "report"
         ledger.settle()
         record = _record(wave, config, ledger, state, run_id, started_at, now_iso(), incomplete)
@@ -125,6 +135,16 @@ async def run_wave(
             record.stop_reason = StopReason.LOCAL_STATE.value
         log.info("run_finished", exit_code=record.exit_code, stop_reason=record.stop_reason)
         return record
+
+
+async def _close_window(
+    stop: Stop, not_after: datetime | None, wall: Callable[[], datetime], sleep: Sleep
+) -> None:
+    """When the cutover window closes, nothing new is sent (calls in flight finish)."""
+    if not_after is None:
+        return
+    await sleep(max(0.0, (not_after - wall()).total_seconds()))
+    stop.request(StopReason.WINDOW, f"not_after {not_after.isoformat()} passed")
 
 
 def _record(

@@ -130,8 +130,8 @@ async def test_webhook_gets_slack_and_teams_json(receiver: Receiver) -> None:
     assert blocked["mgn_cutover"]["name"] == "<!channel> crm"
     finished = receiver.bodies[5]
     assert finished["text"] == (
-        "[wave-01] run finished: exit 1 (something was blocked, failed, timed out or not "
-        "attempted, or the run was interrupted); 8 finalized, 2 blocked; "
+        "[wave-01] run finished: exit 1 (something was blocked, failed, timed out, "
+        "unconfirmed or not attempted, or the run was interrupted); 8 finalized, 2 blocked; "
         "report: s3://reports/wave-01/"
     )
     assert finished["mgn_cutover"]["summary"]["finalized"] == 8

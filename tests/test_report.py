@@ -109,6 +109,7 @@ def test_json_schema_keys_and_order() -> None:
         "summary",
         "servers",
         # grown after v1, additively
+        "applications",
         "run_id",
         "description",
         "stop_reason",
@@ -203,19 +204,26 @@ def test_csv_defuses_spreadsheet_formulas() -> None:
 
 
 def test_write_report_is_atomic_and_private_with_umask_0(tmp_path: Path) -> None:
-    """write_report leaves exactly the three files, 0600, in a 0700 folder, even with umask 0."""
+    """write_report leaves exactly the four files, 0600, in 0700 folders (the wave's and the
+    run's own), even with umask 0."""
     record = make_record()
     old = os.umask(0)
     try:
-        folder = write_report(record, tmp_path / "reports")
+        paths = write_report(record, tmp_path / "reports")
         write_report(record, tmp_path / "reports")  # a rewrite replaces, leaving no temp files
     finally:
         os.umask(old)
+    folder = paths.wave
     assert folder == (tmp_path / "reports" / "wave-1").resolve()
-    assert sorted(p.name for p in folder.iterdir()) == ["report.csv", "report.json", "report.md"]
+    assert paths.run.parent == folder / "runs"
+    files = ["report.csv", "report.html", "report.json", "report.md"]
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == files
+    assert sorted(p.name for p in paths.run.iterdir()) == files
+    assert (paths.run / "report.json").read_text() == render_json(record)
+    assert stat.S_IMODE(paths.run.stat().st_mode) == 0o700
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     assert stat.S_IMODE((tmp_path / "reports").stat().st_mode) == 0o700
-    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o600}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()} == {0o600}
     assert (folder / "report.json").read_text() == render_json(record)
     assert (folder / "report.csv").read_bytes() == render_csv(record).encode()
 
@@ -240,3 +248,20 @@ def test_write_report_refuses_paths_outside_report_dir(tmp_path: Path, wave: str
     with pytest.raises(ValueError, match="wave"):
         write_report(make_record(wave=wave), reports)
     assert list(outside.iterdir()) == []
+
+
+def test_a_dry_run_never_replaces_a_real_runs_wave_report(tmp_path: Path) -> None:
+    """The wave's report keeps the latest real run; a dry run gets only its own folder, unless
+    the wave has never really run."""
+    reports = tmp_path / "reports"
+    first_dry = write_report(make_record(dry_run=True, run_id="dry1"), reports)
+    assert first_dry.wave is not None  # nothing real yet: the dry run is the wave's report
+    real = write_report(make_record(run_id="real1"), reports)
+    assert real.wave is not None
+    later_dry = write_report(make_record(dry_run=True, run_id="dry2"), reports)
+    assert later_dry.wave is None
+    wave_doc = json.loads((reports / "wave-1" / "report.json").read_text())
+    assert wave_doc["dry_run"] is False and wave_doc["run_id"] == "real1"
+    dry_doc = json.loads((later_dry.run / "report.json").read_text())
+    assert dry_doc["dry_run"] is True and dry_doc["run_id"] == "dry2"
+    assert len(list((reports / "wave-1" / "runs").iterdir())) == 3

@@ -24,6 +24,12 @@ from tests.runhelp import (
 
 pytestmark = pytest.mark.usefixtures("fake_credentials")
 
+
+def compact(iso: str) -> str:
+    """A run folder's time part: the ISO start time without separators."""
+    return "".join(c for c in iso if c.isalnum())
+
+
 MUTATING = (
     "FinalizeCutover",
     "StartCutover",
@@ -100,7 +106,14 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
         "unconfirmed": 0,
     }
     assert rep["exit_code"] == 1
-    assert f"report={work_dir / 'reports' / 'mixed' / 'report.md'}" in out.stdout
+    # The summary line names this run's own report.
+    run_folder = (
+        work_dir / "reports" / "mixed" / "runs" / f"{compact(rep['started_at'])}-{rep['run_id']}"
+    )
+    assert f"report={run_folder / 'report.md'}" in out.stdout
+    assert (run_folder / "report.json").read_text() == (
+        work_dir / "reports" / "mixed" / "report.json"
+    ).read_text()
 
 
 def test_all_ready_converges_with_exit_zero(emulator: Any, work_dir: Path) -> None:
