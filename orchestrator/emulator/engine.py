@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.emulator.ec2 import Ec2
 from orchestrator.emulator.errors import (
     ERROR_NAMESPACE,
     ApiError,
@@ -28,7 +29,7 @@ from orchestrator.emulator.faults import FaultInjector, Faults, retry_after_s
 from orchestrator.emulator.model import Errors, MgnModel, load_model
 from orchestrator.emulator.ops import HANDLERS
 from orchestrator.emulator.stats import Stats
-from orchestrator.emulator.store import Store
+from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, Clock, Store
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
@@ -92,13 +93,18 @@ class Emulator:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        ec2_endpoint_url: str | None = None,
     ) -> None:
         self.model: MgnModel = load_model()
         self.seed = seed
         self.strict = strict
-        self.store = Store(clock=clock, wall=wall, seed=seed)
-        self.stats = Stats(clock)
-        self.injector = FaultInjector(faults or Faults(), seed, clock)
+        # One clock for everything (lag, quotas, jobs, log), so advance() moves them together.
+        self.clock = Clock(clock, wall)
+        self.store = Store(clock=self.clock, wall=self.clock.wall, seed=seed)
+        if ec2_endpoint_url:
+            self.store.ec2 = Ec2(ec2_endpoint_url, DEFAULT_ACCOUNT_ID)
+        self.stats = Stats(self.clock)
+        self.injector = FaultInjector(faults or Faults(), seed, self.clock)
         self._sleep = sleep
         self._requests = 0
         # id -> (record, its JSON): published records never change, so encode each once.
@@ -114,8 +120,18 @@ class Emulator:
         """Put new faults in force for every following request."""
         self.injector.set_faults(faults)
         self.store.visibility_lag_s = faults.visibility_lag_s
-        self.store.first_boot_delay_s = faults.first_boot_delay_s
+        self.store.faults = faults
         self.store.is_stuck = self.injector.is_stuck
+        self.store.is_stuck_job = self.injector.is_stuck_job
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of clock time pass at once (jobs, boots, lag and quotas all see it)."""
+        self.clock.advance(seconds)
+
+    def close(self) -> None:
+        """Release the EC2 clients, if any."""
+        if self.store.ec2 is not None:
+            self.store.ec2.close()
 
     async def handle(self, op: str, raw: bytes) -> Reply:
         """Answer one MGN request for operation `op` (the request path without its slash)."""

@@ -4,11 +4,18 @@ Emulator choices where MGN's behaviour is not published (see ../shared/MGN.md):
 - FinalizeCutover accepts only CUTTING_OVER; CUTOVER itself is a ConflictException.
 - A stuck server's FinalizeCutover answers 200 with the record as it would look finalized, but
   the true and visible records stay CUTTING_OVER with replication untouched.
-- StartCutover is all or nothing: if any ID is unknown or not READY_FOR_CUTOVER/READY_FOR_TEST,
-  the call is a ConflictException listing each refused server in `errors`.
+- StartCutover and TerminateTargetInstances are all or nothing: if any ID is unknown, already in
+  an active job or in the wrong state, the call is a ConflictException listing each refused
+  server in `errors` (its `code` is the first refusal's). Then the job quotas (20 active jobs,
+  200 servers across active jobs; ServiceQuotaExceededException, HTTP 402) are checked.
+- StartCutover launches only READY_FOR_CUTOVER servers that replicate (lagDuration set).
+  A failed launch leaves firstBoot UNKNOWN and no instance; the server stays CUTTING_OVER.
+- TerminateTargetInstances is refused in TESTING, CUTTING_OVER and CUTOVER; its TERMINATE job
+  completes at once and the servers lose their launchedInstance.
 - ChangeServerLifeCycleState: READY_FOR_TEST from READY_FOR_CUTOVER or TESTING;
-  READY_FOR_CUTOVER from READY_FOR_TEST, TESTING or CUTTING_OVER (a revert). CUTOVER, or the
-  current state, is a ConflictException.
+  READY_FOR_CUTOVER from READY_FOR_TEST, TESTING, CUTTING_OVER or CUTOVER (a revert); CUTOVER
+  from CUTTING_OVER (replication untouched). Anything else, a server in an active job, or one
+  that no longer replicates (no lagDuration) is a ConflictException.
 - MarkAsArchived on an archived server is a no-op; DisconnectFromService refuses DISCONNECTED.
 - Pagination tokens are opaque offsets; with no maxResults a page holds up to 1000 items.
 """
@@ -18,11 +25,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
-from orchestrator.emulator import state
+from orchestrator.emulator import jobs, state
 from orchestrator.emulator.errors import conflict, validation_error
-from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, Store
+from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, ServerRecord, Store
 
 Body = dict[str, Any]
 DEFAULT_PAGE = 1000
@@ -92,55 +100,175 @@ def finalize_cutover(store: Store, body: Body) -> Body:
     return new
 
 
-def start_cutover(store: Store, body: Body) -> Body:
-    """StartCutover: launch every listed server (HTTP 202) or refuse them all."""
-    account_id = body.get("accountID")
+def _job_servers(
+    store: Store,
+    account_id: str | None,
+    ids: list[str],
+    action: str,
+    refusal: Callable[[Body], str | None],
+) -> list[ServerRecord]:
+    """The records of a job request's servers; ConflictException refusing them all if any is
+    unknown, already in an active job, or in the wrong state."""
     acct = store.account(account_id)
-    ids = list(dict.fromkeys(body["sourceServerIDs"]))
+    now = store.clock()
     refusals: list[dict[str, str]] = []
+    records = []
     for sid in ids:
-        rec = acct.servers.get(sid)
-        reason = (
-            "Source server not found" if rec is None else state.start_cutover_refusal(rec.current)
-        )
-        if reason is not None:
-            refusals.append(
-                {
-                    "code": "INVALID_LIFECYCLE_STATE" if rec else "SOURCE_SERVER_NOT_FOUND",
-                    "message": reason,
-                    "resourceId": sid,
-                    "resourceType": "SOURCE_SERVER",
-                }
-            )
-    if refusals:
-        raise conflict(
-            refusals[0]["resourceId"],
-            f"Cannot start cutover: {len(refusals)} of {len(ids)} source servers refused",
-            refusals,
-        )
-    job_id = store.new_id("mgnjob-")
-    now = store.wall()
-    participants = []
-    for sid in ids:
+        if sid not in acct.servers:
+            refusals.append(jobs.refusal(sid, "SOURCE_SERVER_NOT_FOUND", f"{sid} not found"))
+            continue
         rec = store.record(account_id, sid)
-        instance_id = store.new_id("i-")
-        store.publish(rec, state.cutover_started(rec.current, job_id, instance_id, now))
-        store.schedule_boot(rec)
-        participants.append(
-            {"sourceServerID": sid, "launchStatus": "PENDING", "launchedEc2InstanceID": instance_id}
+        busy = acct.jobs.get(rec.job_id or "")
+        if busy is not None and busy.active(now):
+            message = f"Source server {sid} is already in active job {busy.job_id}"
+            refusals.append(jobs.refusal(sid, "SOURCE_SERVER_IN_ACTIVE_JOB", message))
+            continue
+        reason = refusal(rec.current)
+        if reason is not None:
+            refusals.append(jobs.refusal(sid, "INVALID_LIFECYCLE_STATE", reason))
+        records.append(rec)
+    if refusals:
+        raise jobs.refuse_all(action, refusals, len(ids))
+    f = store.faults
+    jobs.check_quotas(
+        store.active_jobs(account_id), ids, f.max_active_jobs, f.max_active_job_servers
+    )
+    return records
+
+
+def _new_job(
+    store: Store, body: Body, job_type: str, initiated_by: str, runs: list[jobs.ServerRun]
+) -> jobs.JobRecord:
+    account_id = body.get("accountID")
+    job_id = store.new_id("mgnjob-")
+    acct_id = account_id or DEFAULT_ACCOUNT_ID
+    return jobs.JobRecord(
+        job_id=job_id,
+        arn=f"arn:aws:mgn:{state.REGION}:{acct_id}:job/{job_id}",
+        type=job_type,
+        initiated_by=initiated_by,
+        created_at=store.clock(),
+        created_wall=store.wall(),
+        servers=runs,
+        tags=dict(body.get("tags") or {}),
+    )
+
+
+def start_cutover(store: Store, body: Body) -> Body:
+    """StartCutover: a LAUNCH job over every listed server (HTTP 202), or refuse them all."""
+    account_id = body.get("accountID")
+    ids = list(dict.fromkeys(body["sourceServerIDs"]))
+    records = _job_servers(store, account_id, ids, "start cutover", state.start_cutover_refusal)
+    job = _new_job(store, body, "LAUNCH", "START_CUTOVER", [])
+    f = store.faults
+    stuck = store.is_stuck_job(job.job_id, ids)
+    planned = []
+    for rec in records:
+        own = rec.actions if rec.actions is not None else f.post_launch_actions
+        actions = [dict(a) for a in own]
+        draw = jobs.draw_launch(
+            store.dice, f, actions, launch_fails=rec.launch_fails, boot_fails=rec.boot_fails
         )
-    region, acct_id = state.REGION, account_id or DEFAULT_ACCOUNT_ID
-    job: Body = {
-        "jobID": job_id,
-        "arn": f"arn:aws:mgn:{region}:{acct_id}:job/{job_id}",
-        "type": "LAUNCH",
-        "initiatedBy": "START_CUTOVER",
-        "creationDateTime": state.iso(now),
-        "status": "STARTED",
-        "participatingServers": participants,
-        "tags": dict(body.get("tags") or {}),
-    }
-    return {"job": job}
+        planned.append((rec, actions, draw))
+    instance_ids = _launch_instances(store, account_id, job.job_id, planned, stuck)
+    now, wall = job.created_at, job.created_wall
+    for rec, actions, draw in planned:
+        sid = rec.current["sourceServerID"]
+        run = jobs.plan_server(sid, now, draw, actions, instance_ids.get(sid), f.time_scale, stuck)
+        job.servers.append(run)
+        store.publish(rec, state.cutover_started(rec.current, job.job_id, wall))
+        rec.job_id = job.job_id
+        _schedule_launch(store, rec, job.job_id, run)
+    job.stuck = stuck
+    store.account(account_id).jobs[job.job_id] = job
+    return {"job": job.view(now, state.iso, fresh=True)}
+
+
+def _launch_instances(
+    store: Store,
+    account_id: str | None,
+    job_id: str,
+    planned: list[tuple[ServerRecord, list[Body], jobs.LaunchDraw]],
+    stuck: bool,
+) -> dict[str, str]:
+    """Instance IDs for the servers whose launch will succeed (none for a stuck job)."""
+    if stuck:
+        return {}
+    sids = [rec.current["sourceServerID"] for rec, _, draw in planned if draw.launch_ok]
+    if store.ec2 is None:
+        return {sid: store.new_id("i-") for sid in sids}
+    launched = dict(zip(sids, store.ec2.launch(account_id, job_id, len(sids)), strict=True))
+    not_booting = [
+        launched[rec.current["sourceServerID"]]
+        for rec, _, draw in planned
+        if draw.launch_ok and not draw.boot_ok
+    ]
+    store.ec2.stop(account_id, not_booting)
+    return launched
+
+
+def _schedule_launch(store: Store, rec: ServerRecord, job_id: str, run: jobs.ServerRun) -> None:
+    if run.launched_at is None:
+        return
+    instance_id = run.instance_id if run.launch_ok else None
+    store.schedule(rec, run.launched_at, lambda s: state.instance_launched(s, job_id, instance_id))
+    if run.launch_ok and run.boot_at is not None:
+        ok = run.boot_ok
+        store.schedule(rec, run.boot_at, lambda s: state.booted(s, job_id, ok))
+
+
+def terminate_target_instances(store: Store, body: Body) -> Body:
+    """TerminateTargetInstances: a TERMINATE job; launched instances gone (HTTP 202)."""
+    account_id = body.get("accountID")
+    ids = list(dict.fromkeys(body["sourceServerIDs"]))
+    records = _job_servers(
+        store, account_id, ids, "terminate target instances", state.terminate_refusal
+    )
+    now = store.clock()
+    runs = []
+    instances = []
+    for rec in records:
+        instance_id = rec.current.get("launchedInstance", {}).get("ec2InstanceID")
+        if instance_id:
+            instances.append(instance_id)
+        sid = rec.current["sourceServerID"]
+        runs.append(jobs.ServerRun(sid, now, now, instance_id=instance_id, terminate=True))
+    if store.ec2 is not None:
+        store.ec2.terminate(account_id, instances)
+    job = _new_job(store, body, "TERMINATE", "TERMINATE", runs)
+    for rec in records:
+        store.publish(rec, state.instances_terminated(rec.current))
+        rec.job_id = job.job_id
+    store.account(account_id).jobs[job.job_id] = job
+    return {"job": job.view(now, state.iso, fresh=True)}
+
+
+def _epoch(text: str | None, default: float) -> float:
+    if not text:
+        return default
+    return datetime.fromisoformat(text).timestamp()
+
+
+def describe_jobs(store: Store, body: Body) -> Body:
+    """DescribeJobs: the account's jobs as of now, filtered by jobIDs and creation dates."""
+    acct = store.accounts.get(body.get("accountID") or DEFAULT_ACCOUNT_ID)
+    filters = body.get("filters") or {}
+    wanted = frozenset(filters.get("jobIDs") or ()) or None
+    try:
+        since = _epoch(filters.get("fromDate"), float("-inf"))
+        until = _epoch(filters.get("toDate"), float("inf"))
+    except ValueError as exc:
+        raise validation_error(
+            f"Invalid date filter: {exc}", "fieldValidationFailed", [("filters", str(exc))]
+        ) from exc
+    now = store.clock()
+    found = [] if acct is None else list(acct.jobs.values())
+    items = (
+        j.view(now, state.iso)
+        for j in found
+        if (wanted is None or j.job_id in wanted) and since <= int(j.created_wall) <= until
+    )
+    return _page(items, body)
 
 
 def _mutate(store: Store, body: Body, change: Callable[[Body], Body]) -> Body:
@@ -152,8 +280,15 @@ def _mutate(store: Store, body: Body, change: Callable[[Body], Body]) -> Body:
 
 
 def change_server_life_cycle_state(store: Store, body: Body) -> Body:
-    """ChangeServerLifeCycleState between READY_FOR_TEST and READY_FOR_CUTOVER (and reverts)."""
+    """ChangeServerLifeCycleState to READY_FOR_TEST, READY_FOR_CUTOVER (a revert) or CUTOVER;
+    refused while the server is in an active job or no longer launchable."""
     target = body["lifeCycle"]["state"]
+    account_id = body.get("accountID")
+    rec = store.record(account_id, body["sourceServerID"])
+    busy = store.account(account_id).jobs.get(rec.job_id or "")
+    if busy is not None and busy.active(store.clock()):
+        sid = body["sourceServerID"]
+        raise conflict(sid, f"Source server {sid} is in active job {busy.job_id}")
     now = store.wall()
     return _mutate(store, body, lambda s: state.life_cycle_changed(s, target, now))
 
@@ -235,4 +370,6 @@ HANDLERS: dict[str, Callable[[Store, Body], Body]] = {
     "DisconnectFromService": disconnect_from_service,
     "ListApplications": list_applications,
     "ListWaves": list_waves,
+    "DescribeJobs": describe_jobs,
+    "TerminateTargetInstances": terminate_target_instances,
 }
