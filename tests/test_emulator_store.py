@@ -97,7 +97,8 @@ async def test_start_cutover_launches_and_boots_after_delay(fake_clock: Any) -> 
     )
     status, out = await call(em, "StartCutover", {"sourceServerIDs": [SID]})
     assert status == 202 and out["job"]["status"] == "PENDING"
-    assert out["job"]["participatingServers"] == [{"sourceServerID": SID, "launchStatus": "PENDING"}]
+    [p] = out["job"]["participatingServers"]
+    assert p == {"sourceServerID": SID, "launchStatus": "PENDING"}
     server = await visible(em)
     assert server["lifeCycle"]["state"] == "CUTTING_OVER"
     launched = server["launchedInstance"]

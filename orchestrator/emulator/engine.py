@@ -102,7 +102,7 @@ class Emulator:
         self.clock = Clock(clock, wall)
         self.store = Store(clock=self.clock, wall=self.clock.wall, seed=seed)
         if ec2_endpoint_url:
-            self.store.ec2 = Ec2(ec2_endpoint_url, DEFAULT_ACCOUNT_ID)
+            self.use_ec2(ec2_endpoint_url)
         self.stats = Stats(self.clock)
         self.injector = FaultInjector(faults or Faults(), seed, self.clock)
         self._sleep = sleep
@@ -127,6 +127,11 @@ class Emulator:
     def advance(self, seconds: float) -> None:
         """Let `seconds` of clock time pass at once (jobs, boots, lag and quotas all see it)."""
         self.clock.advance(seconds)
+
+    def use_ec2(self, endpoint_url: str) -> None:
+        """Launch instances in this EC2 endpoint (moto) from the next StartCutover on."""
+        self.close()
+        self.store.ec2 = Ec2(endpoint_url, DEFAULT_ACCOUNT_ID)
 
     def close(self) -> None:
         """Release the EC2 clients, if any."""
