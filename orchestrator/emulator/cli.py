@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 from orchestrator.emulator.args import add_arguments as add_arguments  # re-exported
 from orchestrator.emulator.engine import Emulator
-from orchestrator.emulator.errors import FixtureError
+from orchestrator.emulator.errors import ApiError, FixtureError
 from orchestrator.emulator.faults import Faults
 from orchestrator.emulator.generate import generate, seed_ready
 from orchestrator.emulator.plans import load_planned_waves
@@ -196,6 +196,11 @@ def main(ns: argparse.Namespace) -> int:
         ec2_url = ns.ec2_endpoint_url or moto_url
         if moto_url:
             emulator.use_ec2(moto_url)
+        if emulator.store.ec2 is not None:
+            try:
+                emulator.store.ec2.warm_up(list(emulator.store.accounts) or [None])
+            except ApiError as exc:
+                raise ConfigError(f"simulate: {exc.message}") from exc
         try:
             asyncio.run(serve(emulator, ns.host, ns.port, summary, ec2_url, moto_url))
         except OSError as exc:

@@ -89,6 +89,12 @@ class Ec2:
         )
         return [str(i["InstanceId"]) for i in out["Instances"]]
 
+    def warm_up(self, account_ids: list[str | None]) -> None:
+        """Make moto build each account's EC2 backend now (about a second each), not during the
+        first StartCutover, which holds the emulator's loop while it calls EC2."""
+        for account_id in account_ids:
+            self._call(account_id, "describe_instances", MaxResults=5)
+
     def stop(self, account_id: str | None, instance_ids: list[str]) -> None:
         """Stop instances (a failed first boot)."""
         if instance_ids:

@@ -137,11 +137,14 @@ def _job_servers(
 
 
 def _new_job(
-    store: Store, body: Body, job_type: str, initiated_by: str, runs: list[jobs.ServerRun]
+    store: Store,
+    body: Body,
+    job_id: str,
+    job_type: str,
+    initiated_by: str,
+    runs: list[jobs.ServerRun],
 ) -> jobs.JobRecord:
-    account_id = body.get("accountID")
-    job_id = store.new_id("mgnjob-")
-    acct_id = account_id or DEFAULT_ACCOUNT_ID
+    acct_id = body.get("accountID") or DEFAULT_ACCOUNT_ID
     return jobs.JobRecord(
         job_id=job_id,
         arn=f"arn:aws:mgn:{state.REGION}:{acct_id}:job/{job_id}",
@@ -159,9 +162,9 @@ def start_cutover(store: Store, body: Body) -> Body:
     account_id = body.get("accountID")
     ids = list(dict.fromkeys(body["sourceServerIDs"]))
     records = _job_servers(store, account_id, ids, "start cutover", state.start_cutover_refusal)
-    job = _new_job(store, body, "LAUNCH", "START_CUTOVER", [])
+    job_id = store.new_id("mgnjob-")
     f = store.faults
-    stuck = store.is_stuck_job(job.job_id, ids)
+    stuck = store.is_stuck_job(job_id, ids)
     planned = []
     for rec in records:
         own = rec.actions if rec.actions is not None else f.post_launch_actions
@@ -170,7 +173,10 @@ def start_cutover(store: Store, body: Body) -> Body:
             store.dice, f, actions, launch_fails=rec.launch_fails, boot_fails=rec.boot_fails
         )
         planned.append((rec, actions, draw))
-    instance_ids = _launch_instances(store, account_id, job.job_id, planned, stuck)
+    instance_ids = _launch_instances(store, account_id, job_id, planned, stuck)
+    # The timeline starts once EC2 answered, so a slow EC2 call does not eat the launch time.
+    job = _new_job(store, body, job_id, "LAUNCH", "START_CUTOVER", [])
+    job.stuck = stuck
     now, wall = job.created_at, job.created_wall
     for rec, actions, draw in planned:
         sid = rec.current["sourceServerID"]
@@ -179,7 +185,6 @@ def start_cutover(store: Store, body: Body) -> Body:
         store.publish(rec, state.cutover_started(rec.current, job.job_id, wall))
         rec.job_id = job.job_id
         _schedule_launch(store, rec, job.job_id, run)
-    job.stuck = stuck
     store.account(account_id).jobs[job.job_id] = job
     return {"job": job.view(now, state.iso, fresh=True)}
 
@@ -235,7 +240,7 @@ def terminate_target_instances(store: Store, body: Body) -> Body:
         runs.append(jobs.ServerRun(sid, now, now, instance_id=instance_id, terminate=True))
     if store.ec2 is not None:
         store.ec2.terminate(account_id, instances)
-    job = _new_job(store, body, "TERMINATE", "TERMINATE", runs)
+    job = _new_job(store, body, store.new_id("mgnjob-"), "TERMINATE", "TERMINATE", runs)
     for rec in records:
         store.publish(rec, state.instances_terminated(rec.current))
         rec.job_id = job.job_id
