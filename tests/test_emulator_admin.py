@@ -73,3 +73,19 @@ def test_unknown_admin_path_is_json(emulator: EmulatorHandle) -> None:
     """An unknown admin path answers a JSON 404, never an HTML page."""
     status, body = admin(emulator, "GET", "/nothing")
     assert status == 404 and "unknown admin path" in body["message"]
+
+
+def test_night_faults_over_admin_api(emulator: EmulatorHandle) -> None:
+    """POST /faults takes the night settings as JSON; a bad one is a 400 naming it."""
+    change = {
+        "time_scale": 60,
+        "launch_s": [300, 900],
+        "boot_failure_rate": 0.1,
+        "post_launch_actions": [{"actionName": "smoke", "ssmDocumentName": "AWS-RunShellScript"}],
+    }
+    status, faults = admin(emulator, "POST", "/faults", change)
+    assert status == 200 and faults["launch_s"] == [300.0, 900.0] and faults["time_scale"] == 60
+    assert emulator.faults.post_launch_actions[0]["actionName"] == "smoke"
+    status, body = admin(emulator, "POST", "/faults", {"quota_per_s": {"Finalize": 1}})
+    assert status == 400 and "FinalizeCutover" in body["message"]
+    assert emulator.faults.quota_per_s == {}
