@@ -106,9 +106,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         n.add_argument(
             flag, type=_duration, default=None, metavar="MIN:MAX", help=f"{what}, emulated seconds"
         )
-    n.add_argument("--launch-failure-rate", type=float, default=0.0, help="launchStatus FAILED")
-    n.add_argument("--boot-failure-rate", type=float, default=0.0, help="firstBoot STOPPED")
-    n.add_argument("--action-failure-rate", type=float, default=0.0, help="post-launch FAILED")
+    n.add_argument(
+        "--launch-failure-rate", type=float, default=0.0, metavar="P", help="launchStatus FAILED"
+    )
+    n.add_argument(
+        "--boot-failure-rate", type=float, default=0.0, metavar="P", help="firstBoot STOPPED"
+    )
+    n.add_argument(
+        "--action-failure-rate", type=float, default=0.0, metavar="P", help="post-launch FAILED"
+    )
     n.add_argument(
         "--post-launch-action",
         dest="post_launch_actions",
@@ -126,7 +132,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S-ID",
         help="a launch job holding this server never completes (repeatable)",
     )
-    n.add_argument("--stuck-job-rate", type=float, default=0.0, help="share of jobs stuck")
+    n.add_argument(
+        "--stuck-job-rate", type=float, default=0.0, metavar="P", help="share of jobs stuck"
+    )
     n.add_argument("--max-active-jobs", type=int, default=20, metavar="N", help="MGN: 20")
     n.add_argument("--max-active-job-servers", type=int, default=200, metavar="N", help="MGN: 200")
     e = p.add_argument_group("EC2 for launched instances")
