@@ -110,7 +110,6 @@ def _job_servers(
     """The records of a job request's servers; ConflictException refusing them all if any is
     unknown, already in an active job, or in the wrong state."""
     acct = store.account(account_id)
-    now = store.clock()
     refusals: list[dict[str, str]] = []
     records = []
     for sid in ids:
@@ -118,8 +117,8 @@ def _job_servers(
             refusals.append(jobs.refusal(sid, "SOURCE_SERVER_NOT_FOUND", f"{sid} not found"))
             continue
         rec = store.record(account_id, sid)
-        busy = acct.jobs.get(rec.job_id or "")
-        if busy is not None and busy.active(now):
+        busy = store.active_job_of(account_id, rec)
+        if busy is not None:
             message = f"Source server {sid} is already in active job {busy.job_id}"
             refusals.append(jobs.refusal(sid, "SOURCE_SERVER_IN_ACTIVE_JOB", message))
             continue
@@ -290,8 +289,8 @@ def change_server_life_cycle_state(store: Store, body: Body) -> Body:
     target = body["lifeCycle"]["state"]
     account_id = body.get("accountID")
     rec = store.record(account_id, body["sourceServerID"])
-    busy = store.account(account_id).jobs.get(rec.job_id or "")
-    if busy is not None and busy.active(store.clock()):
+    busy = store.active_job_of(account_id, rec)
+    if busy is not None:
         sid = body["sourceServerID"]
         raise conflict(sid, f"Source server {sid} is in active job {busy.job_id}")
     now = store.wall()

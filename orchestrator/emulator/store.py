@@ -206,6 +206,13 @@ class Store:
         rec.events.append((due, change))
         rec.events.sort(key=lambda e: e[0])
 
+    def active_job_of(self, account_id: str | None, rec: ServerRecord) -> JobRecord | None:
+        """The not yet completed job the server is in, if any (one job per server at a time)."""
+        if rec.job_id is None:
+            return None
+        job = self.account(account_id).jobs.get(rec.job_id)
+        return job if job is not None and job.active(self.clock()) else None
+
     def active_jobs(self, account_id: str | None) -> list[JobRecord]:
         """The account's jobs that have not completed by now."""
         acct = self.accounts.get(account_id or DEFAULT_ACCOUNT_ID)
