@@ -104,3 +104,15 @@ def test_launch_failure_runs_no_instance(make_mgn_client: Any, moto_url: str) ->
     with running_emulator(fixture=fixture, faults=faults, ec2_endpoint_url=moto_url) as h:
         make_mgn_client(h.url).start_cutover(sourceServerIDs=[SID])
         assert statuses(ec2_client(moto_url)) == {}
+
+
+def test_seeded_instances_terminate_without_ec2(make_mgn_client: Any, moto_url: str) -> None:
+    """A fixture's already-launched server has no moto instance; terminating it still works."""
+    fixture = {
+        "servers": [{"sourceServerID": SID, "state": "READY_FOR_CUTOVER", "firstBoot": "SUCCEEDED"}]
+    }
+    with running_emulator(fixture=fixture, ec2_endpoint_url=moto_url) as h:
+        mgn = make_mgn_client(h.url)
+        job = mgn.terminate_target_instances(sourceServerIDs=[SID])["job"]
+        assert job["type"] == "TERMINATE" and "launchedInstance" not in h.server(SID)
+        assert statuses(ec2_client(moto_url)) == {}

@@ -4,7 +4,10 @@ With `endpoint_url` (moto in server mode, never real AWS: the credentials are du
 launch job calls RunInstances once for the servers whose launch will succeed, StopInstances at
 once for those whose first boot will fail, and TerminateTargetInstances calls TerminateInstances.
 The instances exist from the StartCutover call on; MGN shows their IDs only when the launch is
-due (jobs.py). Without an endpoint the IDs are invented: `i-` + 17 hex digits.
+due (jobs.py). Without an endpoint the IDs are invented: `i-` + 17 hex digits, as are those of
+servers a fixture seeds as already launched (those have no EC2 instance; terminating them only
+clears MGN's record). The calls run on the emulator's loop: moto takes about 1.5 s to run 200
+instances, during which the emulator answers nothing else.
 
 Accounts: moto files a request under the account in its `x-moto-account-id` header (unless the
 moto process has MOTO_ACCOUNT_ID set, which wins). Servers of an explicit account A are launched
@@ -34,6 +37,8 @@ class Ec2:
         self.endpoint_url = endpoint_url
         self._default_account_id = default_account_id
         self._clients: dict[str | None, Any] = {}
+        # Instances this adapter ran: a fixture's seeded IDs exist only in MGN's records.
+        self.launched: set[str] = set()
 
     def _client(self, account_id: str | None) -> Any:
         key = None if account_id in (None, self._default_account_id) else account_id
@@ -87,7 +92,9 @@ class Ec2:
                 }
             ],
         )
-        return [str(i["InstanceId"]) for i in out["Instances"]]
+        ids = [str(i["InstanceId"]) for i in out["Instances"]]
+        self.launched.update(ids)
+        return ids
 
     def warm_up(self, account_ids: list[str | None]) -> None:
         """Make moto build each account's EC2 backend now (about a second each), not during the
@@ -96,14 +103,16 @@ class Ec2:
             self._call(account_id, "describe_instances", MaxResults=5)
 
     def stop(self, account_id: str | None, instance_ids: list[str]) -> None:
-        """Stop instances (a failed first boot)."""
-        if instance_ids:
-            self._call(account_id, "stop_instances", InstanceIds=instance_ids)
+        """Stop instances this adapter ran (a failed first boot); others are skipped."""
+        ours = [i for i in instance_ids if i in self.launched]
+        if ours:
+            self._call(account_id, "stop_instances", InstanceIds=ours)
 
     def terminate(self, account_id: str | None, instance_ids: list[str]) -> None:
-        """Terminate instances (TerminateTargetInstances)."""
-        if instance_ids:
-            self._call(account_id, "terminate_instances", InstanceIds=instance_ids)
+        """Terminate instances this adapter ran (TerminateTargetInstances); others are skipped."""
+        ours = [i for i in instance_ids if i in self.launched]
+        if ours:
+            self._call(account_id, "terminate_instances", InstanceIds=ours)
 
     def close(self) -> None:
         for client in self._clients.values():
