@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import boto3
 import pytest
 
+from orchestrator.emulator.ec2 import Ec2
+from orchestrator.emulator.errors import ApiError
 from orchestrator.emulator.faults import Faults
+from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID
 from orchestrator.emulator.testing import EmulatorHandle, running_emulator
 
 SID = "s-0a1b2c3d4e5f6a7b8"
@@ -116,3 +121,44 @@ def test_seeded_instances_terminate_without_ec2(make_mgn_client: Any, moto_url: 
         job = mgn.terminate_target_instances(sourceServerIDs=[SID])["job"]
         assert job["type"] == "TERMINATE" and "launchedInstance" not in h.server(SID)
         assert statuses(ec2_client(moto_url)) == {}
+
+
+class HeldEc2(Ec2):
+    """An EC2 whose RunInstances waits until the test releases it (or fails when told to)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__("http://unused.invalid", DEFAULT_ACCOUNT_ID)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail = fail
+
+    def run(self, account_id: str | None, job_id: str, boots: list[bool]) -> list[str]:
+        self.entered.set()
+        assert self.release.wait(10)
+        if self.fail:
+            raise ApiError("InternalServerException", "EC2 is down (test)")
+        return [f"i-{n:017x}" for n in range(len(boots))]
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_emulator_serves_while_ec2_runs_instances(make_mgn_client: Any, fail: bool) -> None:
+    """While RunInstances is in flight the emulator answers other calls: the job is PENDING and
+    the server CUTTING_OVER; then the launch completes (or FAILS when EC2 failed)."""
+    fixture = {"servers": [{"sourceServerID": SID, "state": "READY_FOR_CUTOVER"}]}
+    with running_emulator(fixture=fixture) as h, ThreadPoolExecutor(1) as pool:
+        held = h.emulator.store.ec2 = HeldEc2(fail)
+        mgn = make_mgn_client(h.url)
+        answer = pool.submit(mgn.start_cutover, sourceServerIDs=[SID])
+        assert held.entered.wait(10)
+        [job] = mgn.describe_jobs()["items"]
+        assert job["status"] == "PENDING"
+        assert job["participatingServers"] == [{"sourceServerID": SID, "launchStatus": "PENDING"}]
+        [server] = mgn.describe_source_servers()["items"]
+        assert server["lifeCycle"]["state"] == "CUTTING_OVER"
+        held.release.set()
+        assert answer.result(10)["job"]["jobID"] == job["jobID"]
+        [p] = mgn.describe_jobs()["items"][0]["participatingServers"]
+        if fail:
+            assert p == {"sourceServerID": SID, "launchStatus": "FAILED"}
+        else:
+            assert p["launchStatus"] == "LAUNCHED" and p["launchedEc2InstanceID"] == "i-" + "0" * 17

@@ -6,8 +6,8 @@ once for those whose first boot will fail, and TerminateTargetInstances calls Te
 The instances exist from the StartCutover call on; MGN shows their IDs only when the launch is
 due (jobs.py). Without an endpoint the IDs are invented: `i-` + 17 hex digits, as are those of
 servers a fixture seeds as already launched (those have no EC2 instance; terminating them only
-clears MGN's record). The calls run on the emulator's loop: moto takes about 1.5 s to run 200
-instances, during which the emulator answers nothing else.
+clears MGN's record). RunInstances runs in a worker thread (moto takes about 1.5 s for 200
+instances) while the emulator goes on serving; Stop/TerminateInstances are quick and run inline.
 
 Accounts: moto files a request under the account in its `x-moto-account-id` header (unless the
 moto process has MOTO_ACCOUNT_ID set, which wins). Servers of an explicit account A are launched
@@ -18,6 +18,7 @@ header, into moto's default account 123456789012: the one plain dummy credential
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,27 +38,30 @@ class Ec2:
         self.endpoint_url = endpoint_url
         self._default_account_id = default_account_id
         self._clients: dict[str | None, Any] = {}
+        self._lock = threading.Lock()
         # Instances this adapter ran: a fixture's seeded IDs exist only in MGN's records.
         self.launched: set[str] = set()
 
     def _client(self, account_id: str | None) -> Any:
         key = None if account_id in (None, self._default_account_id) else account_id
-        client = self._clients.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config
+        with self._lock:
+            return self._clients.get(key) or self._new_client(key)
 
-            client = boto3.client(
-                "ec2",
-                endpoint_url=self.endpoint_url,
-                region_name=state.REGION,
-                aws_access_key_id=DUMMY_KEY,
-                aws_secret_access_key=DUMMY_KEY,
-                config=Config(retries={"total_max_attempts": 1}),
-            )
-            if key is not None:
-                client.meta.events.register("before-send.ec2.*", _pin_account(key))
-            self._clients[key] = client
+    def _new_client(self, key: str | None) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        client = boto3.client(
+            "ec2",
+            endpoint_url=self.endpoint_url,
+            region_name=state.REGION,
+            aws_access_key_id=DUMMY_KEY,
+            aws_secret_access_key=DUMMY_KEY,
+            config=Config(retries={"total_max_attempts": 1}),
+        )
+        if key is not None:
+            client.meta.events.register("before-send.ec2.*", _pin_account(key))
+        self._clients[key] = client
         return client
 
     def _call(self, account_id: str | None, op: str, **kwargs: Any) -> Any:
@@ -93,7 +97,8 @@ class Ec2:
             ],
         )
         ids = [str(i["InstanceId"]) for i in out["Instances"]]
-        self.launched.update(ids)
+        with self._lock:
+            self.launched.update(ids)
         return ids
 
     def warm_up(self, account_ids: list[str | None]) -> None:
@@ -101,6 +106,14 @@ class Ec2:
         first StartCutover, which holds the emulator's loop while it calls EC2."""
         for account_id in account_ids:
             self._call(account_id, "describe_instances", MaxResults=5)
+
+    def run(self, account_id: str | None, job_id: str, boots: list[bool]) -> list[str]:
+        """A launch job's instances, one per entry of `boots`; those whose entry is False are
+        stopped at once (their first boot fails). Thread-safe: StartCutover calls it from a
+        worker thread."""
+        ids = self.launch(account_id, job_id, len(boots))
+        self.stop(account_id, [i for i, ok in zip(ids, boots, strict=True) if not ok])
+        return ids
 
     def stop(self, account_id: str | None, instance_ids: list[str]) -> None:
         """Stop instances this adapter ran (a failed first boot); others are skipped."""

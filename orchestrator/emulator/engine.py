@@ -11,6 +11,7 @@ check -> serialize. Errors are serialized as MGN does: the modeled HTTP status, 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -184,7 +185,8 @@ class Emulator:
         if drop == "before":
             return Reply(0, drop=True), "dropped_before"
         try:
-            out = HANDLERS[op](self.store, body)
+            answer = HANDLERS[op](self.store, body)
+            out = await answer if inspect.isawaitable(answer) else answer
         except ApiError:
             if drop == "after":
                 return Reply(0, drop=True), "dropped_after"

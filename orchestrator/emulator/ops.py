@@ -22,16 +22,20 @@ Emulator choices where MGN's behaviour is not published (see ../shared/MGN.md):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from orchestrator.emulator import jobs, state
-from orchestrator.emulator.errors import conflict, validation_error
+from orchestrator.emulator.errors import ApiError, conflict, validation_error
 from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, ServerRecord, Store
 
+log = logging.getLogger(__name__)
 Body = dict[str, Any]
 DEFAULT_PAGE = 1000
 
@@ -156,15 +160,24 @@ def _new_job(
     )
 
 
-def start_cutover(store: Store, body: Body) -> Body:
-    """StartCutover: a LAUNCH job over every listed server (HTTP 202), or refuse them all."""
+Planned = list[tuple[ServerRecord, list[Body], jobs.LaunchDraw]]
+
+
+def start_cutover(store: Store, body: Body) -> Body | Awaitable[Body]:
+    """StartCutover: a LAUNCH job over every listed server (HTTP 202), or refuse them all.
+
+    With EC2 configured the job and the servers' CUTTING_OVER are in place at once, and the
+    answer waits for RunInstances in a worker thread (the emulator keeps serving meanwhile;
+    the launches stay PENDING until EC2 answered, then their timeline starts). An EC2 error
+    fails the launches (launchStatus FAILED), as it would in MGN.
+    """
     account_id = body.get("accountID")
     ids = list(dict.fromkeys(body["sourceServerIDs"]))
     records = _job_servers(store, account_id, ids, "start cutover", state.start_cutover_refusal)
-    job_id = store.new_id("mgnjob-")
+    job = _new_job(store, body, store.new_id("mgnjob-"), "LAUNCH", "START_CUTOVER", [])
+    job.stuck = store.is_stuck_job(job.job_id, ids)
     f = store.faults
-    stuck = store.is_stuck_job(job_id, ids)
-    planned = []
+    planned: Planned = []
     for rec in records:
         own = rec.actions if rec.actions is not None else f.post_launch_actions
         actions = [dict(a) for a in own]
@@ -172,43 +185,44 @@ def start_cutover(store: Store, body: Body) -> Body:
             store.dice, f, actions, launch_fails=rec.launch_fails, boot_fails=rec.boot_fails
         )
         planned.append((rec, actions, draw))
-    instance_ids = _launch_instances(store, account_id, job_id, planned, stuck)
-    # The timeline starts once EC2 answered, so a slow EC2 call does not eat the launch time.
-    job = _new_job(store, body, job_id, "LAUNCH", "START_CUTOVER", [])
-    job.stuck = stuck
-    now, wall = job.created_at, job.created_wall
-    for rec, actions, draw in planned:
         sid = rec.current["sourceServerID"]
-        run = jobs.plan_server(sid, now, draw, actions, instance_ids.get(sid), f.time_scale, stuck)
-        job.servers.append(run)
-        store.publish(rec, state.cutover_started(rec.current, job.job_id, wall))
+        # PENDING until its plan is filled in (at once, or when EC2 answered).
+        job.servers.append(jobs.ServerRun(sid, float("inf"), None))
+        store.publish(rec, state.cutover_started(rec.current, job.job_id, job.created_wall))
         rec.job_id = job.job_id
-        _schedule_launch(store, rec, job.job_id, run)
     store.account(account_id).jobs[job.job_id] = job
-    return {"job": job.view(now, state.iso, fresh=True)}
+    answer = {"job": job.view(job.created_at, state.iso, fresh=True)}
+    launching = [d.launch_ok for _, _, d in planned].count(True)
+    ec2 = store.ec2
+    if ec2 is None or job.stuck or not launching:
+        _fill(store, job, planned, [store.new_id("i-") for _ in range(launching)])
+        return answer
+
+    async def with_ec2() -> Body:
+        not_booting = [d.boot_ok for _, _, d in planned if d.launch_ok]
+        try:
+            instance_ids = await asyncio.to_thread(ec2.run, account_id, job.job_id, not_booting)
+        except ApiError as exc:
+            log.warning("emulator_ec2_launch_failed", extra={"error": exc.message})
+            failed = [(r, a, replace(d, launch_ok=False)) for r, a, d in planned]
+            _fill(store, job, failed, [])
+        else:
+            _fill(store, job, planned, instance_ids)
+        return answer
+
+    return with_ec2()
 
 
-def _launch_instances(
-    store: Store,
-    account_id: str | None,
-    job_id: str,
-    planned: list[tuple[ServerRecord, list[Body], jobs.LaunchDraw]],
-    stuck: bool,
-) -> dict[str, str]:
-    """Instance IDs for the servers whose launch will succeed (none for a stuck job)."""
-    if stuck:
-        return {}
-    sids = [rec.current["sourceServerID"] for rec, _, draw in planned if draw.launch_ok]
-    if store.ec2 is None:
-        return {sid: store.new_id("i-") for sid in sids}
-    launched = dict(zip(sids, store.ec2.launch(account_id, job_id, len(sids)), strict=True))
-    not_booting = [
-        launched[rec.current["sourceServerID"]]
-        for rec, _, draw in planned
-        if draw.launch_ok and not draw.boot_ok
-    ]
-    store.ec2.stop(account_id, not_booting)
-    return launched
+def _fill(store: Store, job: jobs.JobRecord, planned: Planned, instance_ids: list[str]) -> None:
+    """Plan each server's launch from now, the launching ones taking `instance_ids` in order."""
+    now, f = store.clock(), store.faults
+    ids = iter(instance_ids)
+    for i, (rec, actions, draw) in enumerate(planned):
+        instance_id = next(ids) if draw.launch_ok and not job.stuck else None
+        sid = rec.current["sourceServerID"]
+        run = jobs.plan_server(sid, now, draw, actions, instance_id, f.time_scale, job.stuck)
+        job.servers[i] = run
+        _schedule_launch(store, rec, job.job_id, run)
 
 
 def _schedule_launch(store: Store, rec: ServerRecord, job_id: str, run: jobs.ServerRun) -> None:
@@ -365,7 +379,7 @@ def list_waves(store: Store, body: Body) -> Body:
     return _page(items, body)
 
 
-HANDLERS: dict[str, Callable[[Store, Body], Body]] = {
+HANDLERS: dict[str, Callable[[Store, Body], Body | Awaitable[Body]]] = {
     "DescribeSourceServers": describe_source_servers,
     "FinalizeCutover": finalize_cutover,
     "StartCutover": start_cutover,
