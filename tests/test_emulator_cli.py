@@ -208,3 +208,28 @@ def test_no_moto_invents_instance_ids(simulate: Any) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "invented instance IDs" in err
+
+
+def test_state_flag_seeds_servers_ready_for_the_night(tmp_path: Path) -> None:
+    """--state READY_FOR_CUTOVER seeds generated and planned servers unlaunched, replicating."""
+    (tmp_path / "w.yaml").write_text(
+        "wave: wave-07\napplications:\n"
+        "  - applicationID: app-0a1b2c3d4e5f6a7b8\n    sourceServerIDs: [s-0a1b2c3d4e5f6a7b8]\n"
+    )
+    parser = argparse.ArgumentParser()
+    emulator_cli.add_arguments(parser)
+    for args in (["--plan", str(tmp_path)], ["--servers", "5"]):
+        ns = parser.parse_args([*args, "--state", "READY_FOR_CUTOVER"])
+        emulator, summary = emulator_cli.build_emulator(ns)
+        servers = emulator.store.servers(None)
+        assert servers and {s["lifeCycle"]["state"] for s in servers} == {"READY_FOR_CUTOVER"}
+        assert all("launchedInstance" not in s for s in servers)
+        assert all(s["dataReplicationInfo"]["lagDuration"] for s in servers)
+        assert "StartCutover" in summary or "READY_FOR_CUTOVER" in summary
+
+
+def test_state_flag_is_refused_with_a_fixture(simulate: Any) -> None:
+    """--state with --fixture exits 2: the fixture sets each server's state."""
+    err = _refused(simulate, "--fixture", str(REPO / "waves" / "fixtures" / "wave-01-demo.yaml"),
+                   "--state", "READY_FOR_CUTOVER")  # fmt: skip
+    assert "--state goes with --servers or --plan" in err

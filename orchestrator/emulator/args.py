@@ -61,6 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--servers", type=int, metavar="N", help="generate N servers")
     src.add_argument("--plan", type=Path, nargs="+", metavar="PATH", help="wave plans to seed")
     p.add_argument("--applications", type=int, default=None, metavar="M", help="with --servers")
+    p.add_argument(
+        "--state",
+        choices=("CUTTING_OVER", "READY_FOR_CUTOVER"),
+        default=None,
+        help="lifecycle state of --servers/--plan servers: CUTTING_OVER (ready for finalize,"
+        " the default) or READY_FOR_CUTOVER (ready for StartCutover: rehearse the night)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (data and faults)")
     g = p.add_argument_group("faults")
     g.add_argument(

@@ -99,16 +99,19 @@ def _seed(emulator: Emulator, ns: argparse.Namespace) -> tuple[Emulator, str]:
         return emulator, f"{count} servers from {ns.fixture}"
     if ns.plan:
         waves = load_planned_waves(ns.plan)
-        count = sum(seed_ready(store, w.groups, w.account_id, w.name) for w in waves)
-        return emulator, f"{count} servers ready for finalize from {len(waves)} planned waves"
+        life = ns.state or "CUTTING_OVER"
+        count = sum(seed_ready(store, w.groups, w.account_id, w.name, life) for w in waves)
+        ready = "finalize" if life == "CUTTING_OVER" else "StartCutover"
+        return emulator, f"{count} servers ready for {ready} from {len(waves)} planned waves"
     servers = ns.servers or 0
     applications = ns.applications
     if applications is None:
         applications = max(1, servers // 10) if servers else 0
-    generate(store, servers=servers, applications=applications, seed=ns.seed)
+    life = ns.state or "CUTTING_OVER"
+    generate(store, servers=servers, applications=applications, seed=ns.seed, states={life: 1.0})
     if not servers and not applications:
         return emulator, "no servers (seed them with POST /_emulator/seed)"
-    return emulator, f"{servers} generated servers over {applications} applications"
+    return emulator, f"{servers} generated servers ({life}) over {applications} applications"
 
 
 def exports(mgn_url: str, ec2_url: str | None, sts_url: str | None) -> list[str]:
@@ -190,6 +193,8 @@ def main(ns: argparse.Namespace) -> int:
     """Run `simulate`; exit 0 after SIGINT/SIGTERM, 2 on bad input (raised as FixtureError)."""
     if ns.applications is not None and (ns.fixture is not None or ns.plan):
         raise FixtureError("simulate: --applications goes with --servers, not --fixture or --plan")
+    if ns.state is not None and ns.fixture is not None:
+        raise FixtureError("simulate: --state goes with --servers or --plan; a fixture sets states")
     # Bad flags and fixtures are refused before moto starts.
     emulator, summary = build_emulator(ns, ns.ec2_endpoint_url)
     with moto_for_ec2(ns.moto and not ns.ec2_endpoint_url) as moto_url:
