@@ -154,7 +154,9 @@ def test_drop_after_apply_leaves_exactly_one_job(mgn: Any, handle: EmulatorHandl
     [job] = handle.jobs()
     assert [p["sourceServerID"] for p in job["participatingServers"]] == [sid(0), sid(1)]
     [seen] = mgn.describe_jobs()["items"]
-    assert seen["jobID"] == job["jobID"]
+    assert seen == handle.job(job["jobID"])
+    with pytest.raises(KeyError):
+        handle.job("mgnjob-00000000000000000")
     handle.set_faults(drop_rate=0.0)
     with pytest.raises(mgn.exceptions.ConflictException):
         mgn.start_cutover(sourceServerIDs=[sid(0), sid(1)])
