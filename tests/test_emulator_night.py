@@ -276,6 +276,18 @@ def test_stuck_job_never_completes(night: Night) -> None:
     assert job_id in info.value.response["Error"]["Message"]
 
 
+def test_fixture_stuck_job(night: Night) -> None:
+    """stuckJob in the fixture makes the whole job holding that server stuck."""
+    emulator, mgn = night(servers=2)
+    emulator.seed(
+        {"servers": [{"sourceServerID": sid(1), "state": "READY_FOR_CUTOVER", "stuckJob": True}]}
+    )
+    free = mgn.start_cutover(sourceServerIDs=[sid(0)])["job"]["jobID"]
+    stuck = mgn.start_cutover(sourceServerIDs=[sid(1)])["job"]["jobID"]
+    emulator.advance(3600)
+    assert emulator.active_jobs() == [stuck] and job_of(mgn, free)["status"] == "COMPLETED"
+
+
 def test_stuck_job_rate_is_decided_per_job(night: Night) -> None:
     """stuck_job_rate 1 makes every launch job stuck."""
     emulator, mgn = night(Faults(stuck_job_rate=1.0))

@@ -175,7 +175,7 @@ def start_cutover(store: Store, body: Body) -> Body | Awaitable[Body]:
     ids = list(dict.fromkeys(body["sourceServerIDs"]))
     records = _job_servers(store, account_id, ids, "start cutover", state.start_cutover_refusal)
     job = _new_job(store, body, store.new_id("mgnjob-"), "LAUNCH", "START_CUTOVER", [])
-    job.stuck = store.is_stuck_job(job.job_id, ids)
+    job.stuck = store.is_stuck_job(job.job_id, ids) or any(r.stuck_job for r in records)
     f = store.faults
     planned: Planned = []
     for rec in records:

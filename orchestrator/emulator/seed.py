@@ -65,6 +65,7 @@ SERVER_KEYS = frozenset(
         "postLaunchActions",
         "launchFails",
         "bootFails",
+        "stuckJob",
     ]
 )
 APP_NAMES = (
@@ -208,6 +209,7 @@ def _check_server(spec: Any, where: str) -> list[str]:
         ("dataReplicationError", _replication_error_ok),
         ("launchFails", lambda v: isinstance(v, bool)),
         ("bootFails", lambda v: isinstance(v, bool)),
+        ("stuckJob", lambda v: isinstance(v, bool)),
     ]
     for key, ok in rules:
         value = spec.get(key)
@@ -305,6 +307,7 @@ def _store_server(store: Store, spec: Mapping[str, Any], server: dict[str, Any])
     rec.actions = None if actions is None else tuple(dict(a) for a in actions)
     rec.launch_fails = bool(spec.get("launchFails", False))
     rec.boot_fails = bool(spec.get("bootFails", False))
+    rec.stuck_job = bool(spec.get("stuckJob", False))
 
 
 def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:

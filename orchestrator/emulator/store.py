@@ -68,6 +68,8 @@ class ServerRecord:
     actions: tuple[dict[str, Any], ...] | None = None
     launch_fails: bool = False
     boot_fails: bool = False
+    # Every launch job holding this server never completes.
+    stuck_job: bool = False
     # The job it is in, if any (active or not: jobs.py decides from the clock).
     job_id: str | None = None
 
