@@ -73,3 +73,37 @@ def test_unknown_admin_path_is_json(emulator: EmulatorHandle) -> None:
     """An unknown admin path answers a JSON 404, never an HTML page."""
     status, body = admin(emulator, "GET", "/nothing")
     assert status == 404 and "unknown admin path" in body["message"]
+
+
+def test_night_faults_over_admin_api(emulator: EmulatorHandle) -> None:
+    """POST /faults takes the night settings as JSON; a bad one is a 400 naming it."""
+    change = {
+        "time_scale": 60,
+        "launch_s": [300, 900],
+        "boot_failure_rate": 0.1,
+        "post_launch_actions": [{"actionName": "smoke", "ssmDocumentName": "AWS-RunShellScript"}],
+    }
+    status, faults = admin(emulator, "POST", "/faults", change)
+    assert status == 200 and faults["launch_s"] == [300.0, 900.0] and faults["time_scale"] == 60
+    assert emulator.faults.post_launch_actions[0]["actionName"] == "smoke"
+    status, body = admin(emulator, "POST", "/faults", {"quota_per_s": {"Finalize": 1}})
+    assert status == 400 and "FinalizeCutover" in body["message"]
+    assert emulator.faults.quota_per_s == {}
+
+
+def test_jobs_and_clock_over_admin_api(emulator: EmulatorHandle) -> None:
+    """GET /jobs lists jobs as DescribeJobs shows them; POST /clock moves the night forward."""
+    emulator.seed({"servers": [{"sourceServerID": SID, "state": "READY_FOR_CUTOVER"}]})
+    emulator.set_faults(launch_s=[3600, 3600])
+    req = urllib.request.Request(
+        f"{emulator.url}/StartCutover", data=json.dumps({"sourceServerIDs": [SID]}).encode()
+    )
+    with urllib.request.urlopen(req) as resp:
+        job_id = json.loads(resp.read())["job"]["jobID"]
+    [job] = admin(emulator, "GET", "/jobs")[1]
+    assert job["jobID"] == job_id and job["status"] == "PENDING"
+    assert admin(emulator, "POST", "/clock", {"advance_s": 3600})[0] == 200
+    [job] = admin(emulator, "GET", "/jobs")[1]
+    assert job["status"] == "COMPLETED"
+    assert admin(emulator, "POST", "/clock", {"advance_s": -1})[0] == 400
+    assert admin(emulator, "GET", "/jobs?accountID=222222222222") == (200, [])

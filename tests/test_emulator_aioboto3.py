@@ -92,3 +92,33 @@ async def test_endpoint_from_environment(
     async with aioboto3.Session().client("mgn", config=NO_RETRIES) as client:
         assert (await client.list_waves())["items"] == []
     assert emulator.calls("ListWaves") == 1
+
+
+async def test_launch_jobs_and_their_errors(mgn: Any, emulator: EmulatorHandle) -> None:
+    """aioboto3 starts cutovers, pages DescribeJobs, and gets the job quota and conflict errors
+    as their own exception classes."""
+    emulator.set_faults(max_active_jobs=3, launch_s=[600, 600])
+    ids = [f"s-{n:017x}" for n in range(4)]
+    emulator.seed(
+        {
+            "defaults": {"state": "READY_FOR_CUTOVER"},
+            "servers": [{"sourceServerID": s} for s in ids],
+        }
+    )
+    started = await asyncio.gather(*(mgn.start_cutover(sourceServerIDs=[s]) for s in ids[:3]))
+    assert {r["ResponseMetadata"]["HTTPStatusCode"] for r in started} == {202}
+    with pytest.raises(mgn.exceptions.ServiceQuotaExceededException) as quota:
+        await mgn.start_cutover(sourceServerIDs=[ids[3]])
+    assert quota.value.response["quotaValue"] == 3
+    with pytest.raises(mgn.exceptions.ConflictException) as busy:
+        await mgn.start_cutover(sourceServerIDs=[ids[0]])
+    assert busy.value.response["code"] == "SOURCE_SERVER_IN_ACTIVE_JOB"
+    jobs = [
+        job["jobID"]
+        async for page in mgn.get_paginator("describe_jobs").paginate(
+            PaginationConfig={"PageSize": 2}
+        )
+        for job in page["items"]
+    ]
+    assert sorted(jobs) == sorted(r["job"]["jobID"] for r in started)
+    assert sorted(emulator.launches()) == sorted(ids[:3])

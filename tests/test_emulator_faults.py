@@ -96,3 +96,52 @@ def test_set_faults_keeps_unchanged_buckets(fake_clock: Any) -> None:
     assert inj.throttle_wait_s("ListWaves") == 0.0
     inj.set_faults(inj.faults.updated({"latency_ms": 5}))
     assert inj.throttle_wait_s("ListWaves") > 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"quota_per_s": {"Finalize": 5}}, "did you mean FinalizeCutover"),
+        ({"fault_ops": ["StartCutovr"]}, "did you mean StartCutover"),
+        ({"launch_failure_rate": 1.5}, "launch_failure_rate"),
+        ({"stuck_job_rate": -0.1}, "stuck_job_rate"),
+        ({"launch_s": [90, 30]}, "launch_s"),
+        ({"boot_s": "soon"}, "boot_s"),
+        ({"time_scale": 0}, "time_scale"),
+        ({"max_active_jobs": 0}, "max_active_jobs"),
+        ({"post_launch_actions": [{"actionName": "x"}]}, "ssmDocumentName"),
+        ({"post_launch_actions": [{"actionName": "x", "ssmDocumentName": "d1", "so": 1}]}, "so"),
+    ],
+)
+def test_night_settings_are_checked(changes: dict[str, Any], words: str) -> None:
+    """Unknown operations (with a suggestion), bad rates, ranges and actions are FaultsErrors."""
+    with pytest.raises(FaultsError, match=words):
+        Faults().updated(changes)
+
+
+def test_night_settings_from_json() -> None:
+    """JSON values convert: a number is a fixed range, lists become tuples and sets."""
+    f = Faults().updated(
+        {
+            "launch_s": 30,
+            "boot_s": [10, 20],
+            "stuck_job_servers": ["s-0a1b2c3d4e5f6a7b8"],
+            "post_launch_actions": [{"actionName": "a", "ssmDocumentName": "doc"}],
+        }
+    )
+    assert f.launch_s == (30.0, 30.0) and f.boot_s == (10.0, 20.0)
+    assert f.stuck_job_servers == frozenset({"s-0a1b2c3d4e5f6a7b8"})
+    assert f.to_json()["post_launch_actions"] == [{"actionName": "a", "ssmDocumentName": "doc"}]
+    assert Faults(first_boot_delay_s=7).boot_range() == (7.0, 7.0)
+
+
+def test_stuck_jobs_are_decided_per_job_id(fake_clock: Any) -> None:
+    """stuck_job_rate is decided from the seed and the job ID, not from call order."""
+    inj = FaultInjector(Faults(stuck_job_rate=0.5), seed=3, clock=fake_clock)
+    ids = [f"mgnjob-{n:017x}" for n in range(200)]
+    first = [inj.is_stuck_job(j, []) for j in ids]
+    assert 60 < sum(first) < 140
+    assert [inj.is_stuck_job(j, []) for j in reversed(ids)] == first[::-1]
+    assert FaultInjector(Faults(), 0, fake_clock).is_stuck_job("mgnjob-x", []) is False
+    named = FaultInjector(Faults(stuck_job_servers=frozenset({"s-1"})), 0, fake_clock)
+    assert named.is_stuck_job("mgnjob-x", ["s-0", "s-1"]) is True

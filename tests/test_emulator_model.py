@@ -32,6 +32,8 @@ def test_valid_requests_pass() -> None:
         "DisconnectFromService": {"sourceServerID": SID},
         "ListApplications": {"filters": {"waveIDs": ["wave-0a1b2c3d4e5f6a7b8"]}},
         "ListWaves": {},
+        "DescribeJobs": {"filters": {"jobIDs": ["mgnjob-0a1b2c3d4e5f6a7b8"]}, "maxResults": 5},
+        "TerminateTargetInstances": {"sourceServerIDs": [SID], "accountID": "222222222222"},
     }
     assert set(bodies) == set(OPERATIONS)
     for op, body in bodies.items():

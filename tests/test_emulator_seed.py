@@ -137,3 +137,65 @@ def test_planned_waves_from_a_plan_folder(tmp_path: Path) -> None:
     assert waves[0].groups == (
         ("app-0a1b2c3d4e5f6a7b8", ("s-0a1b2c3d4e5f6a7b8", "s-1a1b2c3d4e5f6a7b8")),
     )
+
+
+def test_wave_plan_is_not_a_fixture(tmp_path: Path) -> None:
+    """A wave plan read as a fixture is refused naming the file, its keys, and --plan."""
+    plan = tmp_path / "wave.yaml"
+    plan.write_text(
+        "wave: wave-01\naccountID: '111122223333'\napplications:\n"
+        "  - applicationID: app-0a1b2c3d4e5f6a7b8\n    sourceServerIDs: [s-0a1b2c3d4e5f6a7b8]\n"
+    )
+    with pytest.raises(FixtureError) as info:
+        load_fixture(plan)
+    text = str(info.value)
+    assert str(plan) in text and "accountID, wave" in text and "--plan" in text
+    with pytest.raises(FixtureError, match="no `servers` list"):
+        seed_fixture(Store(), {"applications": []})
+
+
+def test_night_fixture_keys_are_checked() -> None:
+    """lagDuration, dataReplicationError, postLaunchActions and the failure flags are checked."""
+    bad = {
+        "servers": [
+            {
+                "sourceServerID": "s-0a1b2c3d4e5f6a7b8",
+                "lagDuration": "30 seconds",
+                "dataReplicationError": {"error": "BROKEN"},
+                "postLaunchActions": [{"actionName": "a", "ssmDocumentName": "no spaces"}],
+                "launchFails": "yes",
+            }
+        ]
+    }
+    with pytest.raises(FixtureError) as info:
+        seed_fixture(Store(), bad)
+    text = str(info.value)
+    for key in ("lagDuration", "dataReplicationError", "ssmDocumentName", "launchFails"):
+        assert f"servers[0].{key}" in text or f"postLaunchActions[0].{key}" in text, key
+
+
+def test_night_fixture_keys_seed_the_server() -> None:
+    """A fixture's lagDuration (or null), error and actions end up on the server."""
+    store = Store()
+    seed_fixture(
+        store,
+        {
+            "servers": [
+                {
+                    "sourceServerID": "s-0a1b2c3d4e5f6a7b8",
+                    "lagDuration": "P1DT2H",
+                    "dataReplicationError": {"error": "AGENT_NOT_SEEN"},
+                    "postLaunchActions": [{"actionName": "a", "ssmDocumentName": "doc"}],
+                    "bootFails": True,
+                },
+                {"sourceServerID": "s-1a1b2c3d4e5f6a7b8", "lagDuration": None},
+            ]
+        },
+    )
+    one = store.record(None, "s-0a1b2c3d4e5f6a7b8")
+    info = one.current["dataReplicationInfo"]
+    assert info["lagDuration"] == "P1DT2H"
+    assert info["dataReplicationError"] == {"error": "AGENT_NOT_SEEN"}
+    assert one.actions == ({"actionName": "a", "ssmDocumentName": "doc"},) and one.boot_fails
+    two = store.record(None, "s-1a1b2c3d4e5f6a7b8").current
+    assert "lagDuration" not in two["dataReplicationInfo"]

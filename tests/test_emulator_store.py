@@ -90,14 +90,15 @@ async def test_lifecycle_filter_uses_visible_state(fake_clock: Any) -> None:
 
 
 async def test_start_cutover_launches_and_boots_after_delay(fake_clock: Any) -> None:
-    """StartCutover answers 202 with a job; firstBoot goes WAITING -> SUCCEEDED after the delay."""
+    """StartCutover answers 202 with a PENDING job; the instance shows once launched (launch 0 s)
+    and firstBoot goes WAITING -> SUCCEEDED after the delay."""
     em = make(
         fake_clock, Faults(first_boot_delay_s=10.0), state="READY_FOR_CUTOVER", firstBoot=None
     )
     status, out = await call(em, "StartCutover", {"sourceServerIDs": [SID]})
-    assert status == 202
+    assert status == 202 and out["job"]["status"] == "PENDING"
     [p] = out["job"]["participatingServers"]
-    assert p["sourceServerID"] == SID and p["launchedEc2InstanceID"].startswith("i-")
+    assert p == {"sourceServerID": SID, "launchStatus": "PENDING"}
     server = await visible(em)
     assert server["lifeCycle"]["state"] == "CUTTING_OVER"
     launched = server["launchedInstance"]
@@ -110,7 +111,7 @@ async def test_start_cutover_launches_and_boots_after_delay(fake_clock: Any) -> 
 async def test_first_boot_respects_visibility_lag(fake_clock: Any) -> None:
     """A first boot due at t shows in Describe at t + lag, not when first read."""
     faults = Faults(first_boot_delay_s=1.0, visibility_lag_s=3.0)
-    em = make(fake_clock, faults, state="READY_FOR_TEST", firstBoot=None)
+    em = make(fake_clock, faults, state="READY_FOR_CUTOVER", firstBoot=None)
     await call(em, "StartCutover", {"sourceServerIDs": [SID]})
     fake_clock.advance(3.5)
     assert (await visible(em))["launchedInstance"]["firstBoot"] == "WAITING"

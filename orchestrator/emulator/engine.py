@@ -11,6 +11,7 @@ check -> serialize. Errors are serialized as MGN does: the modeled HTTP status, 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.emulator.ec2 import Ec2
 from orchestrator.emulator.errors import (
     ERROR_NAMESPACE,
     ApiError,
@@ -28,7 +30,7 @@ from orchestrator.emulator.faults import FaultInjector, Faults, retry_after_s
 from orchestrator.emulator.model import Errors, MgnModel, load_model
 from orchestrator.emulator.ops import HANDLERS
 from orchestrator.emulator.stats import Stats
-from orchestrator.emulator.store import Store
+from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, Clock, Store
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
@@ -92,13 +94,18 @@ class Emulator:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        ec2_endpoint_url: str | None = None,
     ) -> None:
         self.model: MgnModel = load_model()
         self.seed = seed
         self.strict = strict
-        self.store = Store(clock=clock, wall=wall, seed=seed)
-        self.stats = Stats(clock)
-        self.injector = FaultInjector(faults or Faults(), seed, clock)
+        # One clock for everything (lag, quotas, jobs, log), so advance() moves them together.
+        self.clock = Clock(clock, wall)
+        self.store = Store(clock=self.clock, wall=self.clock.wall, seed=seed)
+        if ec2_endpoint_url:
+            self.use_ec2(ec2_endpoint_url)
+        self.stats = Stats(self.clock)
+        self.injector = FaultInjector(faults or Faults(), seed, self.clock)
         self._sleep = sleep
         self._requests = 0
         # id -> (record, its JSON): published records never change, so encode each once.
@@ -114,8 +121,23 @@ class Emulator:
         """Put new faults in force for every following request."""
         self.injector.set_faults(faults)
         self.store.visibility_lag_s = faults.visibility_lag_s
-        self.store.first_boot_delay_s = faults.first_boot_delay_s
+        self.store.faults = faults
         self.store.is_stuck = self.injector.is_stuck
+        self.store.is_stuck_job = self.injector.is_stuck_job
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of clock time pass at once (jobs, boots, lag and quotas all see it)."""
+        self.clock.advance(seconds)
+
+    def use_ec2(self, endpoint_url: str) -> None:
+        """Launch instances in this EC2 endpoint (moto) from the next StartCutover on."""
+        self.close()
+        self.store.ec2 = Ec2(endpoint_url, DEFAULT_ACCOUNT_ID)
+
+    def close(self) -> None:
+        """Release the EC2 clients, if any."""
+        if self.store.ec2 is not None:
+            self.store.ec2.close()
 
     async def handle(self, op: str, raw: bytes) -> Reply:
         """Answer one MGN request for operation `op` (the request path without its slash)."""
@@ -163,7 +185,8 @@ class Emulator:
         if drop == "before":
             return Reply(0, drop=True), "dropped_before"
         try:
-            out = HANDLERS[op](self.store, body)
+            answer = HANDLERS[op](self.store, body)
+            out = await answer if inspect.isawaitable(answer) else answer
         except ApiError:
             if drop == "after":
                 return Reply(0, drop=True), "dropped_after"

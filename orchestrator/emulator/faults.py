@@ -6,10 +6,15 @@ UninitializedAccountException (400), then a dropped connection. A drop on a read
 "before apply" on a mutating operation, closes the connection before anything changes; a drop
 chosen "after apply" (probability `drop_after_apply` among drops of mutating calls) applies the
 change and then loses the response, as a real network can.
+
+The cutover night's settings live here too (time_scale, launch/boot/action durations, failure
+rates, stuck jobs, default post-launch actions, job quotas): jobs.py explains how a launch job
+uses them. Durations are (min, max) emulated seconds, drawn uniformly.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import random
 from collections.abc import Callable, Mapping
@@ -18,6 +23,21 @@ from types import MappingProxyType
 from typing import Any
 
 from orchestrator.emulator.errors import FaultsError
+from orchestrator.emulator.jobs import check_actions
+from orchestrator.emulator.model import OPERATIONS
+
+Range = tuple[float, float]
+RATES = (
+    "error_rate",
+    "drop_rate",
+    "drop_after_apply",
+    "stuck_rate",
+    "launch_failure_rate",
+    "boot_failure_rate",
+    "action_failure_rate",
+    "stuck_job_rate",
+)
+RANGES = ("launch_s", "boot_s", "action_s")
 
 
 def _frozen_map(value: Mapping[str, float]) -> Mapping[str, float]:
@@ -41,20 +61,60 @@ class Faults:
     visibility_lag_s: float = 0.0
     stuck: frozenset[str] = frozenset()
     stuck_rate: float = 0.0
+    # Older name for a fixed first-boot duration; used when boot_s is (0, 0).
     first_boot_delay_s: float = 0.0
     uninitialized: bool = False
     access_denied: bool = False
+    # The cutover night (jobs.py): emulated seconds per clock second, durations, outcomes.
+    time_scale: float = 1.0
+    launch_s: Range = (0.0, 0.0)
+    boot_s: Range = (0.0, 0.0)
+    action_s: Range = (0.0, 0.0)
+    launch_failure_rate: float = 0.0
+    boot_failure_rate: float = 0.0
+    action_failure_rate: float = 0.0
+    # Launch jobs holding one of these servers, or drawn at stuck_job_rate, never complete.
+    stuck_job_servers: frozenset[str] = frozenset()
+    stuck_job_rate: float = 0.0
+    # Post-launch actions of servers whose fixture lists none (jobs.ACTION_KEYS).
+    post_launch_actions: tuple[Mapping[str, Any], ...] = ()
+    # Job quotas per account and region, as MGN publishes them.
+    max_active_jobs: int = 20
+    max_active_job_servers: int = 200
 
     def __post_init__(self) -> None:
         if not isinstance(self.quota_per_s, MappingProxyType):
             object.__setattr__(self, "quota_per_s", _frozen_map(self.quota_per_s))
-        for name in ("error_rate", "drop_rate", "drop_after_apply", "stuck_rate"):
+        for name in RATES:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise FaultsError(f"faults: {name} must be within [0, 1], got {value!r}")
         for op, rate in self.quota_per_s.items():
+            _check_operation(op, "quota")
             if rate <= 0:
                 raise FaultsError(f"faults: quota for {op} must be positive, got {rate!r}")
+        for op in self.fault_ops or ():
+            _check_operation(op, "fault_ops")
+        for name in RANGES:
+            object.__setattr__(self, name, _range(name, getattr(self, name)))
+        if not self.time_scale > 0:
+            raise FaultsError(f"faults: time_scale must be positive, got {self.time_scale!r}")
+        if self.max_active_jobs < 1 or self.max_active_job_servers < 1:
+            raise FaultsError("faults: max_active_jobs and max_active_job_servers must be >= 1")
+        problems = check_actions(list(self.post_launch_actions), "post_launch_actions")
+        if problems:
+            raise FaultsError("faults: " + "; ".join(problems))
+        object.__setattr__(
+            self,
+            "post_launch_actions",
+            tuple(MappingProxyType(dict(a)) for a in self.post_launch_actions),
+        )
+
+    def boot_range(self) -> Range:
+        """The first-boot duration range (boot_s, or first_boot_delay_s when boot_s is unset)."""
+        if self.boot_s == (0.0, 0.0):
+            return (self.first_boot_delay_s, self.first_boot_delay_s)
+        return self.boot_s
 
     def applies_to(self, op: str) -> bool:
         """Whether latency, injected errors and drops apply to `op`."""
@@ -68,8 +128,10 @@ class Faults:
             raise FaultsError(f"faults: unknown field(s) {', '.join(unknown)}")
         converted: dict[str, Any] = {}
         for name, value in changes.items():
-            if name in ("stuck", "fault_ops") and value is not None:
+            if name in ("stuck", "fault_ops", "stuck_job_servers") and value is not None:
                 value = frozenset(value)
+            elif name == "post_launch_actions":
+                value = tuple(value)
             elif name == "quota_per_s":
                 value = _frozen_map({str(k): float(v) for k, v in dict(value).items()})
             converted[name] = value
@@ -84,8 +146,35 @@ class Faults:
                 value = sorted(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
+            elif isinstance(value, tuple):
+                value = [dict(v) if isinstance(v, Mapping) else v for v in value]
             out[f.name] = value
         return out
+
+
+def _check_operation(op: str, what: str) -> None:
+    if op in OPERATIONS:
+        return
+    close = difflib.get_close_matches(op, OPERATIONS, n=1, cutoff=0.5)
+    close = close or [o for o in OPERATIONS if o.lower().startswith(op.lower()[:5])][:1]
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise FaultsError(
+        f"faults: {what} names unknown operation {op!r}{hint}"
+        f" (the emulator serves {', '.join(OPERATIONS)})"
+    )
+
+
+def _range(name: str, value: Any) -> Range:
+    """(min, max) from a pair or one number; FaultsError unless 0 <= min <= max."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        low, high = (float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise FaultsError(f"faults: {name} must be [min, max] seconds, got {value!r}") from exc
+    if not 0.0 <= low <= high:
+        raise FaultsError(f"faults: {name} needs 0 <= min <= max, got {value!r}")
+    return (low, high)
 
 
 class TokenBucket:
@@ -175,3 +264,12 @@ class FaultInjector:
         if f.stuck_rate <= 0:
             return False
         return random.Random(f"{self._seed}:{server_id}").random() < f.stuck_rate
+
+    def is_stuck_job(self, job_id: str, server_ids: list[str]) -> bool:
+        """Whether a new launch job never completes: decided per job ID and seed."""
+        f = self.faults
+        if any(s in f.stuck_job_servers for s in server_ids):
+            return True
+        if f.stuck_job_rate <= 0:
+            return False
+        return random.Random(f"{self._seed}:{job_id}").random() < f.stuck_job_rate

@@ -124,8 +124,10 @@ def seed_ready(
     groups: Iterable[tuple[str, Sequence[str]]],
     account_id: str | None = None,
     wave_name: str | None = None,
+    life_state: str = "CUTTING_OVER",
 ) -> int:
-    """Seed each (applicationID, [sourceServerIDs]) ready for FinalizeCutover; returns the count.
+    """Seed each (applicationID, [sourceServerIDs]) ready for FinalizeCutover (or, with
+    `life_state` READY_FOR_CUTOVER, ready for StartCutover); returns the count.
 
     With `wave_name`, the applications join an MGN wave of that name. FixtureError on bad IDs.
     """
@@ -147,9 +149,9 @@ def seed_ready(
             spec = {
                 "sourceServerID": sid,
                 "applicationID": app_id,
-                "state": "CUTTING_OVER",
+                "state": life_state,
                 "replicationState": "CONTINUOUS",
-                "firstBoot": "SUCCEEDED",
+                "firstBoot": "SUCCEEDED" if life_state in LAUNCHED_STATES else None,
                 "accountID": account_id,
             }
             put_server(store, spec, random.Random(sid))

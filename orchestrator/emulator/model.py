@@ -37,6 +37,8 @@ OPERATIONS = (
     "DisconnectFromService",
     "ListApplications",
     "ListWaves",
+    "DescribeJobs",
+    "TerminateTargetInstances",
 )
 MUTATING = frozenset(
     {
@@ -45,6 +47,7 @@ MUTATING = frozenset(
         "ChangeServerLifeCycleState",
         "MarkAsArchived",
         "DisconnectFromService",
+        "TerminateTargetInstances",
     }
 )
 
@@ -280,9 +283,20 @@ class MgnModel:
 
 
 @functools.cache
+def _service() -> Any:
+    return botocore.session.get_session().get_service_model("mgn")
+
+
+@functools.cache
+def enum_values(shape_name: str) -> frozenset[str]:
+    """The values of one of the model's enum shapes (e.g. DataReplicationErrorString)."""
+    return frozenset(_service().shape_for(shape_name).enum)
+
+
+@functools.cache
 def load_model() -> MgnModel:
     """Load botocore's MGN model and compile every implemented operation (once per process)."""
-    service = botocore.session.get_session().get_service_model("mgn")
+    service = _service()
     compiler = _Compiler()
     operations: dict[str, OperationSpec] = {}
     error_shapes: dict[str, Any] = {}

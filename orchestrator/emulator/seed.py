@@ -1,28 +1,8 @@
 """Seeding the store: from a fixture, generated for a seed, or ready for finalize from wave plans.
 
-Fixture format (YAML file, or the same structure as a dict / JSON for `POST /_emulator/seed`)::
-
-    defaults: {state: CUTTING_OVER, firstBoot: SUCCEEDED}   # optional, merged under each server
-    servers:
-      - sourceServerID: s-0a1b2c3d4e5f6a7b8   # required, s- + 17 alphanumerics
-        applicationID: app-0a1b2c3d4e5f6a7b8  # optional
-        hostname: pay-web-01                  # optional (generated when absent)
-        state: CUTTING_OVER                   # lifeCycle.state (default CUTTING_OVER)
-        replicationState: CONTINUOUS          # optional; DISCONNECTED when CUTOVER/DISCONNECTED
-        firstBoot: SUCCEEDED                  # WAITING|SUCCEEDED|UNKNOWN|STOPPED; absent: none
-        ec2InstanceID: i-0123456789abcdef0    # optional (generated when firstBoot is set)
-        archived: false
-        accountID: "222222222222"             # optional; the default account otherwise
-        stuck: false                          # accepts FinalizeCutover, never converges
-        slowSeconds: 0                        # its changes show in Describe this much later
-        disks: [{deviceName: /dev/xvda, totalStorageBytes: 107374182400}]
-        tags: {Name: pay-web-01}
-    waves: [{waveID: wave-..., name: wave-01, applicationIDs: [app-...], accountID: ...}]
-    applications: [{applicationID: app-..., name: payments, waveID: wave-..., accountID: ...}]
-
-An application a server names but the fixture does not list is created. A seeded firstBoot stays
-as given (a fixture's WAITING instance never boots); only StartCutover's instances boot after
-`first_boot_delay_s`.
+The fixture format (YAML file, or the same structure as a dict / JSON for `POST /_emulator/seed`)
+is documented in this folder's README.md, "Fixture format". Every problem is reported at once,
+naming where it is (`servers[3].state: invalid value 'DONE'`).
 """
 
 from __future__ import annotations
@@ -35,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from orchestrator.emulator import state
+from orchestrator.emulator import jobs, state
 from orchestrator.emulator.errors import FixtureError
-from orchestrator.emulator.model import load_model
+from orchestrator.emulator.model import enum_values, load_model
 from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID, Store
 
 SERVER_ID = re.compile(r"^s-[0-9a-zA-Z]{17}$")
@@ -45,6 +25,10 @@ APP_ID = re.compile(r"^app-[0-9a-zA-Z]{17}$")
 WAVE_ID = re.compile(r"^wave-[0-9a-zA-Z]{17}$")
 ACCOUNT_ID = re.compile(r"^[0-9]{12}$")
 INSTANCE_ID = re.compile(r"^i-[0-9a-fA-F]{8,}$")
+LAG_DURATION = re.compile(r"^P(\d+D)?(T(?=\d)(\d+H)?(\d+M)?(\d+(\.\d+)?S)?)?$")
+TOP_KEYS = frozenset({"defaults", "servers", "applications", "waves"})
+# Keys that give a wave plan away (orchestrator/plan.py's format).
+PLAN_KEYS = frozenset({"wave", "region", "description", "accountID"})
 REPLICATION_STATES = frozenset(
     [
         "STOPPED",
@@ -76,6 +60,12 @@ SERVER_KEYS = frozenset(
         "slowSeconds",
         "disks",
         "tags",
+        "lagDuration",
+        "dataReplicationError",
+        "postLaunchActions",
+        "launchFails",
+        "bootFails",
+        "stuckJob",
     ]
 )
 APP_NAMES = (
@@ -116,12 +106,40 @@ def load_fixture(source: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     except (OSError, yaml.YAMLError) as exc:
         raise FixtureError(f"{source}: cannot read fixture: {exc}") from exc
     if not isinstance(data, dict):
-        raise FixtureError(f"{source}: a fixture is a mapping with a `servers` list")
+        raise FixtureError(
+            f"{source}: not an emulator fixture: expected a mapping with a `servers` list"
+        )
+    problems = fixture_shape_problems(data)
+    if problems:
+        raise FixtureError(f"{source}: not an emulator fixture: {problems}")
     return data
+
+
+def fixture_shape_problems(data: Mapping[str, Any]) -> str | None:
+    """What makes `data` not a fixture at all (unknown top-level keys, no servers), or None."""
+    unknown = sorted(set(data) - TOP_KEYS, key=str)
+    if unknown:
+        hint = ""
+        apps = data.get("applications")
+        has_plan_apps = isinstance(apps, list) and any(
+            isinstance(a, Mapping) and "sourceServerIDs" in a for a in apps
+        )
+        if set(unknown) & PLAN_KEYS or has_plan_apps:
+            hint = "; this looks like a wave plan: pass it with --plan, not --fixture"
+        return (
+            f"unknown top-level key(s) {', '.join(map(str, unknown))}"
+            f" (a fixture has {', '.join(sorted(TOP_KEYS))}){hint}"
+        )
+    if not isinstance(data.get("servers"), list):
+        return "no `servers` list"
+    return None
 
 
 def seed_fixture(store: Store, fixture: Mapping[str, Any]) -> int:
     """Add a fixture's servers, applications and waves; returns how many servers were seeded."""
+    shape = fixture_shape_problems(fixture)
+    if shape is not None:
+        raise FixtureError(f"invalid fixture: {shape}")
     problems: list[str] = []
     defaults = dict(fixture.get("defaults") or {})
     built = []
@@ -187,12 +205,28 @@ def _check_server(spec: Any, where: str) -> list[str]:
         ("hostname", lambda v: isinstance(v, str) and 0 < len(v) <= 200),
         ("tags", lambda v: isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values())),
         ("disks", _disks_ok),
+        ("lagDuration", lambda v: isinstance(v, str) and len(v) > 1 and LAG_DURATION.match(v)),
+        ("dataReplicationError", _replication_error_ok),
+        ("launchFails", lambda v: isinstance(v, bool)),
+        ("bootFails", lambda v: isinstance(v, bool)),
+        ("stuckJob", lambda v: isinstance(v, bool)),
     ]
     for key, ok in rules:
         value = spec.get(key)
         if value is not None and not ok(value):
             out.append(f"{where}.{key}: invalid value {value!r}")
+    if spec.get("postLaunchActions") is not None:
+        out += jobs.check_actions(spec["postLaunchActions"], f"{where}.postLaunchActions")
     return out
+
+
+def _replication_error_ok(value: Any) -> bool:
+    return (
+        isinstance(value, Mapping)
+        and set(value) <= {"error", "rawError"}
+        and value.get("error") in enum_values("DataReplicationErrorString")
+        and isinstance(value.get("rawError", ""), str)
+    )
 
 
 def _disks_ok(value: Any) -> bool:
@@ -263,12 +297,17 @@ def _store_server(store: Store, spec: Mapping[str, Any], server: dict[str, Any])
     app_id = spec.get("applicationID")
     if app_id is not None and app_id not in store.account(account_id).applications:
         put_app(store, account_id, app_id, None, None)
-    store.put_server(
+    rec = store.put_server(
         account_id,
         server,
         stuck=bool(spec.get("stuck", False)),
         slow_s=float(spec.get("slowSeconds", 0)),
     )
+    actions = spec.get("postLaunchActions")
+    rec.actions = None if actions is None else tuple(dict(a) for a in actions)
+    rec.launch_fails = bool(spec.get("launchFails", False))
+    rec.boot_fails = bool(spec.get("bootFails", False))
+    rec.stuck_job = bool(spec.get("stuckJob", False))
 
 
 def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
@@ -282,7 +321,7 @@ def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> d
     disks = spec.get("disks") or [{"deviceName": "/dev/xvda", "totalStorageBytes": 100 * GIB}]
     now = store.wall()
     cores = rng.choice((2, 4, 8, 16))
-    return state.new_source_server(
+    server = state.new_source_server(
         account_id=account_id or DEFAULT_ACCOUNT_ID,
         server_id=sid,
         hostname=hostname,
@@ -303,3 +342,12 @@ def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> d
         cores=cores,
         ram_bytes=cores * 4 * GIB,
     )
+    info = server["dataReplicationInfo"]
+    if "lagDuration" in spec:
+        if spec["lagDuration"] is None:
+            info.pop("lagDuration", None)
+        else:
+            info["lagDuration"] = spec["lagDuration"]
+    if spec.get("dataReplicationError") is not None:
+        info["dataReplicationError"] = dict(spec["dataReplicationError"])
+    return server

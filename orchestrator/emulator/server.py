@@ -4,6 +4,8 @@ Admin paths, outside MGN's namespace (all JSON, unknown ones a JSON 404):
     GET  /_emulator/stats              counters (calls, throttled, failed, by server, ...)
     GET  /_emulator/servers?accountID= true current SourceServer records (default account)
     GET  /_emulator/log?limit=N        the request log, newest last
+    GET  /_emulator/jobs?accountID=    every job as DescribeJobs shows it now (default account)
+    POST /_emulator/clock              {"advance_s": S}: let S seconds pass at once
     GET  /_emulator/faults             the faults in force
     POST /_emulator/faults             partial update, e.g. {"error_rate": 0.1}
     POST /_emulator/seed               a fixture (seed.py), or {"generate": {servers, ...}}
@@ -24,6 +26,8 @@ from orchestrator.emulator.engine import Emulator
 from orchestrator.emulator.errors import EmulatorInputError, validation_error
 from orchestrator.emulator.generate import generate
 from orchestrator.emulator.seed import seed_fixture
+from orchestrator.emulator.state import iso
+from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID
 
 ADMIN_PREFIX = "/_emulator"
 _EMULATOR_KEY = web.AppKey("emulator", Emulator)
@@ -86,6 +90,22 @@ async def _log(request: web.Request) -> web.Response:
     return _json(entries)
 
 
+async def _jobs(request: web.Request) -> web.Response:
+    store = request.app[_EMULATOR_KEY].store
+    now = store.clock()
+    found = store.accounts.get(request.query.get("accountID") or DEFAULT_ACCOUNT_ID)
+    return _json([] if found is None else [j.view(now, iso) for j in found.jobs.values()])
+
+
+async def _clock(request: web.Request) -> web.Response:
+    emulator = request.app[_EMULATOR_KEY]
+    seconds = (await _body(request)).get("advance_s", 0)
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+        return _json({"message": f"advance_s must be a number >= 0, got {seconds!r}"}, 400)
+    emulator.advance(float(seconds))
+    return _json({"advanced_s": seconds, "offset_s": emulator.clock.offset_s})
+
+
 async def _get_faults(request: web.Request) -> web.Response:
     return _json(request.app[_EMULATOR_KEY].faults.to_json())
 
@@ -134,6 +154,8 @@ def build_app(emulator: Emulator) -> web.Application:
         ("GET", "/stats", _stats),
         ("GET", "/servers", _servers),
         ("GET", "/log", _log),
+        ("GET", "/jobs", _jobs),
+        ("POST", "/clock", _clock),
         ("GET", "/faults", _get_faults),
         ("POST", "/faults", _set_faults),
         ("POST", "/seed", _seed),

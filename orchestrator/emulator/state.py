@@ -36,12 +36,15 @@ DEFAULT_REPLICATION = {
     "CUTOVER": "DISCONNECTED",
     "DISCONNECTED": "DISCONNECTED",
 }
-START_CUTOVER_FROM = frozenset({"READY_FOR_CUTOVER", "READY_FOR_TEST"})
+START_CUTOVER_FROM = frozenset({"READY_FOR_CUTOVER"})
+TERMINATE_REFUSED_IN = frozenset({"TESTING", "CUTTING_OVER", "CUTOVER"})
 ARCHIVE_FROM = frozenset({"CUTOVER", "DISCONNECTED"})
-# ChangeServerLifeCycleState: target -> states it may be reached from (revert included).
+# ChangeServerLifeCycleState: target -> states it may be reached from (revert included); the
+# server must also still be launchable (lagDuration set), so never after FinalizeCutover.
 CHANGE_STATE_FROM = {
     "READY_FOR_TEST": frozenset({"READY_FOR_CUTOVER", "TESTING"}),
-    "READY_FOR_CUTOVER": frozenset({"READY_FOR_TEST", "TESTING", "CUTTING_OVER"}),
+    "READY_FOR_CUTOVER": frozenset({"READY_FOR_TEST", "TESTING", "CUTTING_OVER", "CUTOVER"}),
+    "CUTOVER": frozenset({"CUTTING_OVER"}),
 }
 
 
@@ -202,35 +205,75 @@ def finalized(server: Mapping[str, Any], now_ts: float) -> dict[str, Any]:
     return out
 
 
-def cutover_started(
-    server: Mapping[str, Any], job_id: str, instance_id: str, now_ts: float
-) -> dict[str, Any]:
-    """The record after StartCutover launched its instance (firstBoot WAITING)."""
+def cutover_started(server: Mapping[str, Any], job_id: str, now_ts: float) -> dict[str, Any]:
+    """The record right after StartCutover: CUTTING_OVER, its job's instance not launched yet."""
     out: dict[str, Any] = jcopy(server)
     out["lifeCycle"]["state"] = "CUTTING_OVER"
     out["lifeCycle"]["lastCutover"] = {
         "initiated": {"apiCallDateTime": iso(now_ts), "jobID": job_id}
     }
-    out["launchedInstance"] = {
-        "ec2InstanceID": instance_id,
-        "firstBoot": "WAITING",
-        "jobID": job_id,
-    }
+    out["launchedInstance"] = {"firstBoot": "WAITING", "jobID": job_id}
     return out
+
+
+def _of_job(server: Mapping[str, Any], job_id: str) -> bool:
+    return bool(server.get("launchedInstance", {}).get("jobID") == job_id)
+
+
+def instance_launched(
+    server: Mapping[str, Any], job_id: str, instance_id: str | None
+) -> dict[str, Any]:
+    """The record once its job's launch ended: the instance's ID, or firstBoot UNKNOWN when the
+    launch failed (no instance). A record no longer on that job is left as it is."""
+    if not _of_job(server, job_id):
+        return dict(server)
+    out: dict[str, Any] = jcopy(server)
+    if instance_id is None:
+        out["launchedInstance"]["firstBoot"] = "UNKNOWN"
+    else:
+        out["launchedInstance"]["ec2InstanceID"] = instance_id
+    return out
+
+
+def booted(server: Mapping[str, Any], job_id: str, ok: bool = True) -> dict[str, Any]:
+    """The record once the launched instance's first boot ended: SUCCEEDED, or STOPPED."""
+    if not _of_job(server, job_id):
+        return dict(server)
+    out: dict[str, Any] = jcopy(server)
+    out["launchedInstance"]["firstBoot"] = "SUCCEEDED" if ok else "STOPPED"
+    return out
+
+
+def launchable(server: Mapping[str, Any]) -> bool:
+    """Whether MGN can still launch from this server: it replicates (lagDuration is set)."""
+    return server.get("dataReplicationInfo", {}).get("lagDuration") is not None
 
 
 def start_cutover_refusal(server: Mapping[str, Any]) -> str | None:
     """Why StartCutover cannot launch this server, or None when it can."""
+    sid, current = server["sourceServerID"], state_of(server)
+    if current not in START_CUTOVER_FROM:
+        return f"Source server {sid} is in lifecycle state {current}, not READY_FOR_CUTOVER"
+    if not launchable(server):
+        return f"Source server {sid} is not replicating (no lagDuration): nothing to launch"
+    return None
+
+
+def terminate_refusal(server: Mapping[str, Any]) -> str | None:
+    """Why TerminateTargetInstances cannot run for this server, or None when it can."""
     current = state_of(server)
-    if current in START_CUTOVER_FROM:
-        return None
-    return f"Source server {server['sourceServerID']} is in lifecycle state {current}"
+    if current in TERMINATE_REFUSED_IN:
+        return (
+            f"Cannot terminate target instances of source server {server['sourceServerID']}"
+            f" in lifecycle state {current}; revert it first"
+        )
+    return None
 
 
-def booted(server: Mapping[str, Any]) -> dict[str, Any]:
-    """The record once the launched instance's first boot succeeded."""
+def instances_terminated(server: Mapping[str, Any]) -> dict[str, Any]:
+    """The record after TerminateTargetInstances: no launched instance."""
     out: dict[str, Any] = jcopy(server)
-    out["launchedInstance"]["firstBoot"] = "SUCCEEDED"
+    out.pop("launchedInstance", None)
     return out
 
 
@@ -241,6 +284,12 @@ def life_cycle_changed(server: Mapping[str, Any], target: str, now_ts: float) ->
     if current not in CHANGE_STATE_FROM.get(target, frozenset()):
         raise conflict(
             sid, f"Cannot change source server {sid} from lifecycle state {current} to {target}"
+        )
+    if not launchable(server):
+        raise conflict(
+            sid,
+            f"Cannot change source server {sid} to {target}: it no longer replicates"
+            " (no lagDuration; finalized or disconnected)",
         )
     out: dict[str, Any] = jcopy(server)
     out["lifeCycle"]["state"] = target

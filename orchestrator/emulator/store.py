@@ -3,9 +3,11 @@
 Each server keeps its true current record and a queue of `(visible_at, record)` snapshots.
 A change made at time t becomes visible to DescribeSourceServers at t + visibility_lag_s; until
 then Describe shows the previous snapshot, while mutating calls check the true current record.
-A launched instance's first boot (WAITING -> SUCCEEDED) is applied lazily, at the moment it was
-due, whenever the server is next read. Times come from the injected `clock` (monotonic seconds;
-fake in unit tests) and `wall` (epoch seconds, for the ISO dates in records).
+A launch job's effects on a server (its instance appearing, its first boot ending) are scheduled
+events, applied lazily at the moment they were due whenever the server is next read; the jobs
+themselves (jobs.py) are kept per account and computed from the clock when read. Times come from
+the injected `clock` (monotonic seconds; fake in unit tests, or a `Clock` a test can advance)
+and `wall` (epoch seconds, for the ISO dates in records).
 """
 
 from __future__ import annotations
@@ -17,11 +19,38 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.emulator import state
+from orchestrator.emulator.ec2 import Ec2
 from orchestrator.emulator.errors import not_found
+from orchestrator.emulator.faults import Faults
+from orchestrator.emulator.jobs import JobRecord
 
 DEFAULT_ACCOUNT_ID = "111111111111"
 _NEVER = float("-inf")
+Change = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Clock:
+    """The emulator's time: an injected clock plus an offset that tests move with advance()."""
+
+    def __init__(
+        self, base: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+    ) -> None:
+        self._base = base
+        self._wall = wall
+        self.offset_s = 0.0
+
+    def __call__(self) -> float:
+        return self._base() + self.offset_s
+
+    def wall(self) -> float:
+        """Epoch seconds, moved by advance() like the clock."""
+        return self._wall() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` pass at once (never backwards)."""
+        if seconds < 0:
+            raise ValueError(f"the clock cannot go back ({seconds!r} s)")
+        self.offset_s += seconds
 
 
 @dataclass
@@ -31,10 +60,18 @@ class ServerRecord:
     current: dict[str, Any]
     history: deque[tuple[float, dict[str, Any]]]
     stuck: bool = False
-    # Clock time at which a WAITING launched instance's first boot succeeds.
-    boot_at: float | None = None
+    # Changes due at a clock time (a launched instance appearing, its first boot ending).
+    events: list[tuple[float, Change]] = field(default_factory=list)
     # A slow server: its changes show in Describe this much later than the account's lag.
     slow_s: float = 0.0
+    # The fixture's night settings: its own post-launch actions, forced launch/boot failures.
+    actions: tuple[dict[str, Any], ...] | None = None
+    launch_fails: bool = False
+    boot_fails: bool = False
+    # Every launch job holding this server never completes.
+    stuck_job: bool = False
+    # The job it is in, if any (active or not: jobs.py decides from the clock).
+    job_id: str | None = None
 
 
 @dataclass
@@ -46,6 +83,8 @@ class Account:
     waves: dict[str, dict[str, Any]] = field(default_factory=dict)
     # applicationID -> its servers' IDs (an ordered set), for Describe's applicationIDs filter.
     by_app: dict[str, dict[str, None]] = field(default_factory=dict)
+    # Launch and terminate jobs, oldest first.
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
 
 
 class Store:
@@ -61,11 +100,17 @@ class Store:
         self.clock = clock
         self.wall = wall
         self.rng = random.Random(seed)
+        # The night's dice (launch and boot durations and outcomes), apart from the IDs'.
+        self.dice = random.Random(f"night:{seed}")
         self.accounts: dict[str, Account] = {}
         self.visibility_lag_s = 0.0
-        self.first_boot_delay_s = 0.0
+        self.faults = Faults()
         # (server_id, flagged stuck at seeding) -> whether FinalizeCutover never converges.
         self.is_stuck: Callable[[str, bool], bool] = lambda _sid, flagged: flagged
+        # (job_id, server IDs) -> whether a new launch job never completes.
+        self.is_stuck_job: Callable[[str, list[str]], bool] = lambda _jid, _sids: False
+        # Launched instances go to EC2 (moto) when set; otherwise their IDs are invented.
+        self.ec2: Ec2 | None = None
 
     def new_id(self, prefix: str, hex_digits: int = 17) -> str:
         """A random ID such as `s-` + 17 lowercase hex digits, deterministic for the seed."""
@@ -91,9 +136,8 @@ class Store:
         server: dict[str, Any],
         *,
         stuck: bool = False,
-        boot_at: float | None = None,
         slow_s: float = 0.0,
-    ) -> None:
+    ) -> ServerRecord:
         """Add or replace a server; it is visible immediately."""
         acct = self.account(account_id)
         sid = server["sourceServerID"]
@@ -102,12 +146,13 @@ class Store:
             old_app = old.current.get("applicationID")
             if old_app is not None:
                 acct.by_app.get(old_app, {}).pop(sid, None)
-        acct.servers[sid] = ServerRecord(
-            server, deque([(_NEVER, server)]), stuck, boot_at, slow_s
+        rec = acct.servers[sid] = ServerRecord(
+            server, deque([(_NEVER, server)]), stuck, slow_s=slow_s
         )
         app = server.get("applicationID")
         if app is not None:
             acct.by_app.setdefault(app, {})[sid] = None
+        return rec
 
     def put_application(self, account_id: str | None, application: dict[str, Any]) -> None:
         """Add or replace an MGN application record."""
@@ -150,15 +195,33 @@ class Store:
         return history[0][1]
 
     def _advance(self, rec: ServerRecord) -> None:
-        if rec.boot_at is not None and rec.boot_at <= self.clock():
-            due = rec.boot_at
-            rec.boot_at = None
-            if rec.current.get("launchedInstance", {}).get("firstBoot") == "WAITING":
-                self.publish(rec, state.booted(rec.current), at=due)
+        events = rec.events
+        if not events or events[0][0] > self.clock():
+            return
+        now = self.clock()
+        while events and events[0][0] <= now:
+            due, change = events.pop(0)
+            self.publish(rec, change(rec.current), at=due)
 
-    def schedule_boot(self, rec: ServerRecord) -> None:
-        """Let the launched instance's first boot succeed after first_boot_delay_s."""
-        rec.boot_at = self.clock() + self.first_boot_delay_s
+    def schedule(self, rec: ServerRecord, due: float, change: Change) -> None:
+        """Apply `change` to the server's record at clock time `due` (lazily, when read)."""
+        rec.events.append((due, change))
+        rec.events.sort(key=lambda e: e[0])
+
+    def active_job_of(self, account_id: str | None, rec: ServerRecord) -> JobRecord | None:
+        """The not yet completed job the server is in, if any (one job per server at a time)."""
+        if rec.job_id is None:
+            return None
+        job = self.account(account_id).jobs.get(rec.job_id)
+        return job if job is not None and job.active(self.clock()) else None
+
+    def active_jobs(self, account_id: str | None) -> list[JobRecord]:
+        """The account's jobs that have not completed by now."""
+        acct = self.accounts.get(account_id or DEFAULT_ACCOUNT_ID)
+        if acct is None:
+            return []
+        now = self.clock()
+        return [j for j in acct.jobs.values() if j.active(now)]
 
     def servers(self, account_id: str | None) -> list[dict[str, Any]]:
         """Every server's true current record in the account."""

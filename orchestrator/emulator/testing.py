@@ -4,6 +4,8 @@
         client = boto3.client("mgn", endpoint_url=mgn.url)
         ...
         assert mgn.calls("FinalizeCutover") == 10
+        mgn.advance(600)              # ten minutes of the night pass at once
+        assert max(mgn.launches().values(), default=0) <= 1   # no server launched twice
 
 Every handle method runs on the emulator's loop (`run_coroutine_threadsafe`), so it is safe to
 call from the test's thread, or from another event loop, while requests are being served.
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +28,7 @@ from orchestrator.emulator.faults import Faults
 from orchestrator.emulator.generate import generate, seed_ready
 from orchestrator.emulator.seed import load_fixture, seed_fixture
 from orchestrator.emulator.server import start_server
-from orchestrator.emulator.state import jcopy
+from orchestrator.emulator.state import iso, jcopy
 from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID
 
 T = TypeVar("T")
@@ -82,6 +86,52 @@ class EmulatorHandle:
     def servers(self, account_id: str | None = None) -> list[dict[str, Any]]:
         """Every server's true current SourceServer JSON in the account."""
         return self._on_loop(lambda: jcopy(self.emulator.store.servers(account_id)))
+
+    def advance(self, seconds: float) -> None:
+        """Let `seconds` of clock time pass at once: jobs, first boots, lag and quotas see it.
+
+        With `time_scale` k, a launch drawn as d emulated seconds takes d / k clock seconds.
+        """
+        self._on_loop(lambda: self.emulator.advance(seconds))
+
+    def jobs(self, account_id: str | None = None) -> list[dict[str, Any]]:
+        """Every job of the account as DescribeJobs would show it now, oldest first."""
+
+        def read() -> list[dict[str, Any]]:
+            store = self.emulator.store
+            now = store.clock()
+            return [j.view(now, iso) for j in store.account(account_id).jobs.values()]
+
+        return self._on_loop(read)
+
+    def job(self, job_id: str, account_id: str | None = None) -> dict[str, Any]:
+        """One job as DescribeJobs would show it now; KeyError when unknown."""
+        for found in self.jobs(account_id):
+            if found["jobID"] == job_id:
+                return found
+        raise KeyError(job_id)
+
+    def active_jobs(self, account_id: str | None = None) -> list[str]:
+        """IDs of the account's jobs that have not completed (they hold job quota)."""
+        return self._on_loop(
+            lambda: [j.job_id for j in self.emulator.store.active_jobs(account_id)]
+        )
+
+    def launches(self, account_id: str | None = None) -> Counter[str]:
+        """LAUNCH jobs per source server ID: each accepted StartCutover counts once per server.
+
+        `max(launches().values()) <= 1` proves no server was launched twice; requests that were
+        refused, throttled or dropped before apply are not launches (see calls_for for those).
+        """
+
+        def count() -> Counter[str]:
+            out: Counter[str] = Counter()
+            for job in self.emulator.store.account(account_id).jobs.values():
+                if job.type == "LAUNCH":
+                    out.update(s.server_id for s in job.servers)
+            return out
+
+        return self._on_loop(count)
 
     def seed(self, fixture: Mapping[str, Any] | str | Path) -> int:
         """Seed a fixture (dict or YAML path); returns how many servers it added."""
@@ -141,13 +191,19 @@ def running_emulator(
     strict: bool = True,
     host: str = "127.0.0.1",
     port: int = 0,
+    clock: Callable[[], float] = time.monotonic,
+    ec2_endpoint_url: str | None = None,
 ) -> Iterator[EmulatorHandle]:
     """Serve an emulator on a background thread for the `with` block; yields its handle.
 
-    `applications` defaults to one per 10 generated servers. In strict mode, a response the
+    `applications` defaults to one per 10 generated servers. `clock` may be a test's fake clock
+    (the handle's advance() moves time too). With `ec2_endpoint_url` (moto in server mode),
+    launched instances are real moto instances (ec2.py). In strict mode, a response the
     emulator built against the model raises ResponseShapeError when the block exits normally.
     """
-    emulator = Emulator(faults=faults, seed=seed, strict=strict)
+    emulator = Emulator(
+        faults=faults, seed=seed, strict=strict, clock=clock, ec2_endpoint_url=ec2_endpoint_url
+    )
     if fixture is not None:
         seed_fixture(emulator.store, load_fixture(fixture))
     if servers or applications:
@@ -163,6 +219,7 @@ def running_emulator(
             yield EmulatorHandle(emulator, loop, url)
         finally:
             asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(CALL_TIMEOUT_S)
+            emulator.close()
         if emulator.stats.emulator_errors:
             raise ResponseShapeError("; ".join(emulator.stats.emulator_errors[:5]))
     finally:
