@@ -119,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_settings(p, "report")
 
+    p = sub.add_parser("approve", help="approve finalizing a verified application (run --launch)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("--wave", required=True)
+    p.add_argument(
+        "--application",
+        dest="applications",
+        action="append",
+        required=True,
+        metavar="ID_OR_NAME",
+        help="the application to approve, by applicationID or the plan's name (repeatable)",
+    )
+    p.add_argument("--by", metavar="NAME", help="who approves (default: $USER)")
+    _add_settings(p, "approve")
+
     p = sub.add_parser("status", help="journal and live MGN state side by side")
     p.add_argument("--wave", required=True)
     _add_settings(p, "status")
@@ -175,6 +189,7 @@ def _dispatch(ns: argparse.Namespace) -> int:
         "run": commands.cmd_run,
         "report": commands.cmd_report,
         "status": commands.cmd_status,
+        "approve": commands.cmd_approve,
         "export-plan": commands.cmd_export_plan,
     }
     return handlers[ns.command](ns)

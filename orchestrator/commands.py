@@ -30,7 +30,7 @@ from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress
 from orchestrator.publish import publish_report
 from orchestrator.report import ReportPaths, summarize, write_report
-from orchestrator.runner import RunState, run_wave, utc_now_iso
+from orchestrator.runner import RunState, recent_jobs, run_wave, utc_now_iso
 from orchestrator.stop import Stop
 from orchestrator.validation import quote
 
@@ -253,6 +253,8 @@ _PLAN_DECISIONS = {
     Fate.WOULD_FINALIZE: "finalize",
     Fate.ALREADY_CUTOVER: "already_cutover",
     Fate.CUTOVER_PENDING: "already_cutover",
+    Fate.WOULD_LAUNCH: "launch",  # --launch: StartCutover, watch, verify, then finalize
+    Fate.LAUNCHED: "watch",  # --launch: already launched: watched, verified, finalized
 }
 
 
@@ -270,7 +272,15 @@ async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
         application_gate=config.application_gate,
     )
     views: dict[str, ServerView | None] = {}
-    async for checks in preflight_stream(wave, config, gw.describe, gw.instance_status):
+    busy: dict[str, str] = {}
+    if config.launch:
+        busy = {
+            p.source_server_id: job.job_id
+            for job in await recent_jobs(gw, gw.stop)
+            if job.active
+            for p in job.servers
+        }
+    async for checks in preflight_stream(wave, config, gw.describe, gw.instance_status, busy):
         ledger.checked(checks)
         views.update((c.source_server_id, c.view) for c in checks)
     reasons = {r.source_server_id: r.reason for r in ledger.results()}
@@ -289,7 +299,7 @@ def counts(rows: list[PlanRow]) -> dict[str, int]:
     """How many servers got each decision, plus the total."""
     out = {"total": len(rows), "finalize": 0, "already_cutover": 0, "blocked": 0}
     for row in rows:
-        out[row.decision] += 1
+        out[row.decision] = out.get(row.decision, 0) + 1
     return out
 
 
@@ -339,8 +349,9 @@ def plan_table(rows: list[PlanRow]) -> str:
     lines = ["  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4] for r in table]
     tally = counts(rows)
     lines.append("")
+    night = "".join(f"{tally[k]} {k}, " for k in ("launch", "watch") if tally.get(k))
     lines.append(
-        f"{tally['total']} servers: {tally['finalize']} finalize, "
+        f"{tally['total']} servers: {night}{tally['finalize']} finalize, "
         f"{tally['already_cutover']} already_cutover, {tally['blocked']} blocked"
     )
     return "\n".join(line.rstrip() for line in lines)
@@ -390,6 +401,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                     covered=covered,
                     not_after=config.not_after,
                     on_application=tell,
+                    on_approval_awaited=_awaited(notifier, wave),
                 )
                 paths, published = await _report_and_publish(record, config)
                 location = published or (str(paths.run / "report.md") if paths else None)
@@ -406,9 +418,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                 )
                 return record, paths, published
 
-        record, paths, published = asyncio.run(
-            _with_gateway(config, wave, work, stop=state.stop)
-        )
+        record, paths, published = asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
     exit_code = _run_exit(record)
     if paths is None:
         return max(exit_code, ExitCode.LOCAL_STATE)
@@ -424,6 +434,39 @@ def cmd_run(ns: argparse.Namespace) -> int:
     elif stopped:
         print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
     return exit_code
+
+
+def _awaited(notifier: notify.Notifier, wave: Wave) -> Callable[[str], None]:
+    """Tell people an application waits for `approve`, with the command to give it."""
+
+    def tell(app: str) -> None:
+        detail = f"mgn-cutover approve PLAN --wave {wave.name} --application {app}"
+        notifier.send(
+            notify.approval_awaited(wave.name, app, name=_app_name(wave, app), detail=detail)
+        )
+
+    return tell
+
+
+def _app_name(wave: Wave, app_id: str) -> str | None:
+    return next((a.name for a in wave.applications if a.application_id == app_id), None)
+
+
+def cmd_approve(ns: argparse.Namespace) -> int:
+    """`approve`: record that an application may be finalized (the run waiting on it sees it
+    at its next poll). Works while the run holds the wave's lock."""
+    config = load_settings(ns)
+    wave = select_wave(load_waves(ns.paths), ns.wave)
+    chosen = _applications_named(wave, list(ns.applications))
+    by = ns.by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    at = utc_now_iso()
+    with Journal.open(config.state_dir, wave.name) as journal:
+        for app in chosen:
+            journal.record_approval(app.application_id, by=by, at=at)
+            given = journal.approvals()[app.application_id]
+            label = f"{app.name} ({app.application_id})" if app.name else app.application_id
+            print(f"wave {wave.name}: {label} approved by {given[0]} at {given[1]}")
+    return ExitCode.OK
 
 
 def _run_exit(record: RunRecord) -> int:

@@ -96,6 +96,13 @@ class Config:
     notify_sns_topic_arn: str | None = None
     # Its query string often holds a token: kept out of repr, redacted in reports.
     notify_webhook_url: str | None = field(default=None, repr=False)
+    launch: bool = False
+    archive: bool = False
+    require_approval: bool = False
+    on_failure: str = "keep"
+    max_replication_lag_s: float = 300.0
+    launch_timeout_s: float = 3600.0
+    approve_timeout_s: float = 3600.0
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -349,9 +356,9 @@ def _describe_raw(raw: object) -> str:
 
 # --- the spec ------------------------------------------------------------------------------------
 
-Command = Literal["plan", "export-plan", "run", "report", "status"]
+Command = Literal["plan", "export-plan", "run", "report", "status", "approve"]
 _READS: tuple[Command, ...] = ("plan", "export-plan", "run", "report", "status")
-_RUNS: tuple[Command, ...] = ("run", "report", "status")
+_RUNS: tuple[Command, ...] = ("run", "report", "status", "approve")
 
 
 @dataclass(frozen=True)
@@ -548,6 +555,60 @@ SETTINGS: tuple[Setting, ...] = (
         cv.optional(cv.webhook_url),
         None,
         "https URL told the outcome of a run",
+    ),
+    Setting(
+        "launch",
+        cv.boolean,
+        False,
+        "the whole night: StartCutover for READY_FOR_CUTOVER servers, watch, verify, finalize",
+        "--launch",
+        ("plan", "run"),
+        switch=True,
+    ),
+    Setting(
+        "archive",
+        cv.boolean,
+        False,
+        "MarkAsArchived each server once MGN shows it CUTOVER + DISCONNECTED",
+        "--archive",
+        ("run",),
+        switch=True,
+    ),
+    Setting(
+        "require_approval",
+        cv.boolean,
+        False,
+        "finalize a verified application only once `mgn-cutover approve` recorded an approval",
+        "--require-approval",
+        ("run",),
+        switch=True,
+    ),
+    Setting(
+        "on_failure",
+        cv.one_of("keep", "revert"),
+        "keep",
+        "an application that failed to launch or verify: keep it for a person, or revert it",
+        "--on-failure",
+        ("run",),
+        choices=("keep", "revert"),
+    ),
+    Setting(
+        "max_replication_lag_s",
+        cv.positive(),
+        300.0,
+        "launch only servers whose replication lags less than this (seconds)",
+    ),
+    Setting(
+        "launch_timeout_s",
+        cv.positive(),
+        3600.0,
+        "a launched server not verified within this many seconds has failed",
+    ),
+    Setting(
+        "approve_timeout_s",
+        cv.positive(),
+        3600.0,
+        "a verified application not approved within this many seconds is not finalized",
     ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

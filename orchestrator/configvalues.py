@@ -134,6 +134,17 @@ def folder(raw: object) -> Path:
     return Path(raw)
 
 
+def one_of(*choices: str) -> Converter:
+    """One of the given words."""
+
+    def convert(raw: object) -> str:
+        if raw not in choices:
+            raise Invalid("one of " + ", ".join(choices))
+        return str(raw)
+
+    return convert
+
+
 def log_format(raw: object) -> str:
     """auto, json or console."""
     if raw not in ("auto", "json", "console"):

@@ -31,11 +31,11 @@ from orchestrator.errors import JournalError, StateWriteError
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import RunRecord, run_record_from_dict
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the night's steps (launch, revert, archive) and approvals
 JOURNAL_FILE = "journal.sqlite3"
 MAX_MESSAGE_CHARS = 500
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_TABLES = frozenset({"meta", "servers", "runs"})
+_TABLES = frozenset({"meta", "servers", "runs"})  # version 1; version 2 adds _STEP_TABLES
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,6 +64,27 @@ CREATE TABLE runs (
 );
 """
 
+# Version 2: one row per (server, step) of the night, and one approval per application.
+_STEPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS steps (
+    source_server_id TEXT NOT NULL,
+    application_id TEXT NOT NULL,
+    step TEXT NOT NULL CHECK (step IN ('launch', 'revert', 'archive')),
+    status TEXT NOT NULL CHECK (status IN ('intent', 'accepted', 'done', 'failed')),
+    job_id TEXT,
+    detail TEXT,
+    at TEXT NOT NULL,
+    run_id TEXT,
+    PRIMARY KEY (source_server_id, step)
+);
+CREATE TABLE IF NOT EXISTS approvals (
+    application_id TEXT PRIMARY KEY,
+    approved_by TEXT NOT NULL,
+    approved_at TEXT NOT NULL
+);
+"""
+_STEP_TABLES = frozenset({"steps", "approvals"})
+
 _ENTRY_COLUMNS = (
     "source_server_id, application_id, status, attempts, intent_at, finalized_at, "
     "converged_at, error_code, error_message, run_id"
@@ -84,6 +105,17 @@ class JournalEntry:
     error_code: str | None
     error_message: str | None
     run_id: str | None  # run that last touched it
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One step of the night for one server, as journaled."""
+
+    status: str  # intent | accepted | done | failed
+    job_id: str | None
+    detail: str | None
+    at: str
+    run_id: str | None
 
 
 class Journal:
@@ -125,8 +157,10 @@ class Journal:
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         try:
-            _check_journal(conn, path, wave)
+            version = _check_journal(conn, path, wave)
             _configure(conn, path)
+            if version < SCHEMA_VERSION:
+                _upgrade(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise _damaged(path, str(exc)) from exc
@@ -292,6 +326,73 @@ class Journal:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise JournalError(f"run {row[0]} in {self.path} has an unreadable record") from exc
 
+    def record_step(
+        self,
+        server_id: str,
+        application_id: str,
+        step: str,
+        status: str,
+        *,
+        at: str,
+        run_id: str,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record one step of the night for a server (launch, revert, archive): its intent
+        before the call, its result after. A job ID, once known, is kept.
+
+        Raises StateWriteError if the write fails: for an intent, the caller must not send.
+        """
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO steps (source_server_id, application_id, step, status, job_id,"
+                " detail, at, run_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (source_server_id, step) DO UPDATE SET status = excluded.status,"
+                " job_id = COALESCE(excluded.job_id, job_id), detail = excluded.detail,"
+                " at = excluded.at, run_id = excluded.run_id",
+                (
+                    server_id,
+                    application_id,
+                    step,
+                    status,
+                    job_id,
+                    None if detail is None else _truncate(detail, MAX_MESSAGE_CHARS),
+                    at,
+                    run_id,
+                ),
+            )
+
+    def steps(self) -> dict[str, dict[str, StepEntry]]:
+        """Every recorded step: {server: {step: entry}}. Raises JournalError on a read failure."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(
+                "SELECT source_server_id, step, status, job_id, detail, at, run_id FROM steps"
+            ).fetchall()
+        out: dict[str, dict[str, StepEntry]] = {}
+        for sid, step, status, job_id, detail, at, run_id in rows:
+            out.setdefault(sid, {})[step] = StepEntry(status, job_id, detail, at, run_id)
+        return out
+
+    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
+        """Record that `by` approved finalizing an application (the first approval stands).
+
+        Raises StateWriteError if the write fails.
+        """
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO approvals (application_id, approved_by, approved_at)"
+                " VALUES (?, ?, ?) ON CONFLICT (application_id) DO NOTHING",
+                (application_id, _truncate(by, 200), at),
+            )
+
+    def approvals(self) -> dict[str, tuple[str, str]]:
+        """{application: (approved by, at)}. Raises JournalError on a read failure."""
+        with self._tx(write=False) as cur:
+            rows = cur.execute(
+                "SELECT application_id, approved_by, approved_at FROM approvals"
+            ).fetchall()
+        return {app: (by, at) for app, by, at in rows}
+
     def run_record(self, run_id: str) -> RunRecord | None:
         """The record of the finished run whose ID is or starts with `run_id` (at least 6
         characters), or None. Raises JournalError if it is ambiguous or cannot be read back."""
@@ -347,7 +448,7 @@ def _create(path: Path, wave: str) -> None:
     try:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
-            conn.executescript(_SCHEMA)
+            conn.executescript(_SCHEMA + _STEPS_SCHEMA)
             meta = [("schema_version", str(SCHEMA_VERSION)), ("wave", wave)]
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
         finally:
@@ -372,8 +473,24 @@ def _check_header(path: Path) -> None:
         raise _damaged(path, "the file is empty" if not head else "not an SQLite database")
 
 
-def _check_journal(conn: sqlite3.Connection, path: Path, wave: str) -> None:
-    """Check integrity, schema version, wave and tables, in that order."""
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Version 1 -> 2: add the steps and approvals tables, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _STEPS_SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _check_journal(conn: sqlite3.Connection, path: Path, wave: str) -> int:
+    """Check integrity, schema version, wave and tables, in that order; return the version."""
     problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     if problems != ["ok"]:
         raise _damaged(path, f"integrity check: {'; '.join(problems[:5])}")
@@ -391,9 +508,11 @@ def _check_journal(conn: sqlite3.Connection, path: Path, wave: str) -> None:
         )
     if meta.get("wave") != wave:
         raise JournalError(f"journal {path} belongs to wave {meta.get('wave')!r}, not {wave!r}")
-    missing = sorted(_TABLES - tables)
+    needed = _TABLES | (_STEP_TABLES if int(version) >= 2 else frozenset())
+    missing = sorted(needed - tables)
     if missing:
         raise _damaged(path, f"missing tables: {', '.join(missing)}")
+    return int(version)
 
 
 def _damaged(path: Path, why: str) -> JournalError:

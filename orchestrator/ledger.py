@@ -83,6 +83,16 @@ class Fate(StrEnum):
     FAILED = "failed"  # definitively refused
     TIMED_OUT = "timed_out"  # accepted, not confirmed before the deadline
     NOT_ATTEMPTED = "not_attempted"  # stopped before it was sent
+    # The night before the finalize (`run --launch`):
+    LAUNCH_READY = "launch_ready"  # READY_FOR_CUTOVER and healthy: will be launched
+    WOULD_LAUNCH = "would_launch"  # dry run: a real run would launch it
+    LAUNCHING = "launching"  # launch intent journaled; StartCutover sent or about to be
+    LAUNCHED = "launched"  # in a launch job: watched until verified or failed
+    VERIFIED = "verified"  # launched, booted, actions done: waits for its application
+    AWAITING_APPROVAL = "awaiting_approval"  # its application waits for `approve`
+    NOT_APPROVED = "not_approved"  # no approval before approve_timeout_s
+    LAUNCH_FAILED = "launch_failed"  # launch, boot, a must-succeed action or time ran out
+    REVERTED = "reverted"  # back to READY_FOR_CUTOVER (and its instance terminated)
 
 
 class Event(StrEnum):
@@ -99,6 +109,14 @@ class Event(StrEnum):
     OBSERVED = "observed"
     EXPIRED = "expired"
     SETTLED = "settled"
+    LAUNCH_SENT = "launch_sent"
+    LAUNCH_ACCEPTED = "launch_accepted"
+    LAUNCH_DEFERRED = "launch_deferred"
+    LAUNCH_REFUSED = "launch_refused"
+    VERIFY = "verify"
+    APPROVE = "approve"
+    LAUNCH_FAILURE = "launch_failure"
+    REVERT = "revert"
 
 
 F = Fate
@@ -109,17 +127,6 @@ _CONVERGED = frozenset({F.FINALIZED, F.ALREADY_CUTOVER})
 
 # Every allowed move; anything else is a bug and raises.
 TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
-    (F.UNCHECKED, Event.CHECKED): frozenset(
-        {
-            F.READY,
-            F.WOULD_FINALIZE,
-            F.BLOCKED,
-            F.ALREADY_CUTOVER,
-            F.CUTOVER_PENDING,
-            F.FINALIZED,
-            F.ACCEPTED,
-        }
-    ),
     (F.READY, Event.GATED): frozenset({F.BLOCKED}),
     (F.WOULD_FINALIZE, Event.GATED): frozenset({F.BLOCKED}),
     (F.READY, Event.SENT): frozenset({F.SENDING}),
@@ -141,6 +148,46 @@ TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
     (F.SENDING, Event.SETTLED): frozenset({F.UNCONFIRMED, F.NOT_ATTEMPTED}),
     (F.ACCEPTED, Event.SETTLED): frozenset({F.TIMED_OUT}),
     (F.CUTOVER_PENDING, Event.SETTLED): frozenset({F.TIMED_OUT}),
+    # The night before the finalize.
+    (F.UNCHECKED, Event.CHECKED): frozenset(
+        {
+            F.READY,
+            F.WOULD_FINALIZE,
+            F.BLOCKED,
+            F.ALREADY_CUTOVER,
+            F.CUTOVER_PENDING,
+            F.FINALIZED,
+            F.ACCEPTED,
+            F.LAUNCH_READY,
+            F.WOULD_LAUNCH,
+            F.LAUNCHED,
+        }
+    ),
+    (F.LAUNCH_READY, Event.GATED): frozenset({F.BLOCKED}),
+    (F.WOULD_LAUNCH, Event.GATED): frozenset({F.BLOCKED}),
+    (F.LAUNCHED, Event.GATED): frozenset({F.HELD}),
+    (F.LAUNCH_READY, Event.LAUNCH_SENT): frozenset({F.LAUNCHING}),
+    (F.LAUNCHING, Event.LAUNCH_ACCEPTED): frozenset({F.LAUNCHED, F.HELD}),
+    (F.LAUNCHING, Event.LAUNCH_DEFERRED): frozenset({F.LAUNCH_READY}),
+    (F.LAUNCHING, Event.LAUNCH_REFUSED): frozenset({F.LAUNCH_FAILED}),
+    (F.LAUNCHED, Event.VERIFY): frozenset({F.VERIFIED}),
+    (F.VERIFIED, Event.VERIFY): frozenset({F.READY, F.AWAITING_APPROVAL}),
+    (F.AWAITING_APPROVAL, Event.APPROVE): frozenset({F.READY}),
+    (F.AWAITING_APPROVAL, Event.EXPIRED): frozenset({F.NOT_APPROVED}),
+    (F.LAUNCHED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
+    (F.VERIFIED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
+    **{
+        (f, Event.HELD): frozenset({F.HELD})
+        for f in (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)
+    },
+    (F.LAUNCH_FAILED, Event.REVERT): frozenset({F.REVERTED}),
+    (F.HELD, Event.REVERT): frozenset({F.REVERTED}),
+    (F.NOT_APPROVED, Event.REVERT): frozenset({F.REVERTED}),
+    (F.LAUNCH_READY, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
+    (F.LAUNCHING, Event.SETTLED): frozenset({F.UNCONFIRMED}),
+    (F.LAUNCHED, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
+    (F.VERIFIED, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
+    (F.AWAITING_APPROVAL, Event.SETTLED): frozenset({F.NOT_APPROVED}),
 }
 
 # States that end the run for a server (nothing moves them but a convergence seen by MGN).
@@ -157,6 +204,10 @@ FINAL = frozenset(
         F.FAILED,
         F.TIMED_OUT,
         F.NOT_ATTEMPTED,
+        F.WOULD_LAUNCH,
+        F.NOT_APPROVED,
+        F.LAUNCH_FAILED,
+        F.REVERTED,
     }
 )
 
@@ -177,6 +228,15 @@ OUTCOMES: dict[Fate, Outcome] = {
     F.FAILED: Outcome.FAILED,
     F.TIMED_OUT: Outcome.TIMED_OUT,
     F.NOT_ATTEMPTED: Outcome.NOT_ATTEMPTED,
+    F.LAUNCH_READY: Outcome.NOT_ATTEMPTED,
+    F.WOULD_LAUNCH: Outcome.WOULD_LAUNCH,
+    F.LAUNCHING: Outcome.UNCONFIRMED,
+    F.LAUNCHED: Outcome.NOT_ATTEMPTED,
+    F.VERIFIED: Outcome.NOT_ATTEMPTED,
+    F.AWAITING_APPROVAL: Outcome.NOT_ATTEMPTED,
+    F.NOT_APPROVED: Outcome.NOT_ATTEMPTED,
+    F.LAUNCH_FAILED: Outcome.FAILED,
+    F.REVERTED: Outcome.REVERTED,
 }
 
 # The report's timeline names for entering a state.
@@ -191,6 +251,11 @@ _TIMELINE = {
     F.FAILED: "failed",
     F.TIMED_OUT: "timed_out",
     F.NOT_ATTEMPTED: "not_attempted",
+    F.LAUNCH_FAILED: "launch_failed",
+    F.VERIFIED: "verified",
+    F.AWAITING_APPROVAL: "approval_awaited",
+    F.NOT_APPROVED: "not_approved",
+    F.REVERTED: "reverted",
 }
 
 
@@ -217,6 +282,20 @@ class Writer(Protocol):
     def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
         """Record a definitive refusal."""
 
+    def record_step(
+        self,
+        server_id: str,
+        application_id: str,
+        step: str,
+        status: str,
+        *,
+        at: str,
+        run_id: str,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record a step of the night (launch, revert, archive): intent before, result after."""
+
 
 class IllegalMove(Exception):
     """A component reported an event the ledger's table does not allow: a bug."""
@@ -240,6 +319,9 @@ class _Row:
     converged_at: str | None = None
     carried: ServerResult | None = None  # UNCOVERED: the row the wave's last report had
     timeline: list[dict[str, str | None]] = field(default_factory=list)
+    launch_job_id: str | None = None  # the launch job it is (or was) in
+    launched_at: float | None = None  # clock time it joined a launch job (launch_timeout_s)
+    archived_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -248,6 +330,8 @@ class Work:
 
     send: list[str]
     poll: list[str]
+    launch: list[str] = field(default_factory=list)  # `--launch`: StartCutover these
+    watch: list[str] = field(default_factory=list)  # `--launch`: already in a launch job
 
 
 class Ledger:
@@ -266,6 +350,7 @@ class Ledger:
         carried: dict[str, ServerResult] | None = None,
         application_gate: bool = True,
         on_application: Callable[[str, str, str | None], None] | None = None,
+        require_approval: bool = False,
     ) -> None:
         """`writer` None is a dry run: nothing is written and nothing will be sent.
 
@@ -288,6 +373,7 @@ class Ledger:
         self._names = {a.application_id: a.name for a in wave.applications}
         self._held: dict[str, str] = {}  # application -> why nothing more is sent to it
         self._on_application = on_application
+        self._require_approval = require_approval
         self._told: set[str] = set()  # applications on_application has heard of
         for server in wave.servers:
             row = _Row(server)
@@ -337,9 +423,13 @@ class Ledger:
             self._check(check)
         if self._gate:
             self._gate_applications([c.server.application_id for c in checks])
-        send = [c.source_server_id for c in checks if self.fate(c.source_server_id) is F.READY]
-        poll = [c.source_server_id for c in checks if self.fate(c.source_server_id) in POLLED]
-        return Work(send, poll)
+        ids = [c.source_server_id for c in checks]
+        return Work(
+            send=[s for s in ids if self.fate(s) is F.READY],
+            poll=[s for s in ids if self.fate(s) in POLLED],
+            launch=[s for s in ids if self.fate(s) is F.LAUNCH_READY],
+            watch=[s for s in ids if self.fate(s) is F.LAUNCHED],
+        )
 
     def _check(self, check: Check) -> None:
         row = self._rows[check.source_server_id]
@@ -365,6 +455,12 @@ class Ledger:
         elif check.decision is Decision.FINALIZE:
             fate = F.WOULD_FINALIZE if self.dry_run else F.READY
             self._move(row, Event.CHECKED, fate, None)
+        elif check.decision is Decision.LAUNCH:
+            fate = F.WOULD_LAUNCH if self.dry_run else F.LAUNCH_READY
+            self._move(row, Event.CHECKED, fate, None)
+        elif check.decision is Decision.WATCH:
+            row.launch_job_id = view.last_cutover_job_id if view is not None else None
+            self._move(row, Event.CHECKED, F.LAUNCHED, check.reason)
         elif check.decision is Decision.ALREADY_CUTOVER:
             why = f"cut over outside this run; {check.reason or 'waiting for DISCONNECTED'}"
             self._move(row, Event.CHECKED, F.CUTOVER_PENDING, why)
@@ -379,8 +475,10 @@ class Ledger:
                 continue
             why = f"application_gate: {culprit.server.source_server_id} {culprit.reason}"
             for row in rows:
-                if row.fate in (F.READY, F.WOULD_FINALIZE):
+                if row.fate in (F.READY, F.WOULD_FINALIZE, F.LAUNCH_READY, F.WOULD_LAUNCH):
                     self._move(row, Event.GATED, F.BLOCKED, why)
+                elif row.fate is F.LAUNCHED:  # launched earlier: watched, never finalized
+                    self._move(row, Event.GATED, F.HELD, why)
 
     # -- events: the finalize pool -----------------------------------------------------------
 
@@ -467,9 +565,7 @@ class Ledger:
                     row.ours = True
                     why = "MGN shows CUTOVER after our earlier attempt: accepted"
                     self._move(row, Event.REFUSED, F.ACCEPTED, why)
-                    self._write(
-                        lambda w: w.record_accepted(server_id, at=at, run_id=self._run_id)
-                    )
+                    self._write(lambda w: w.record_accepted(server_id, at=at, run_id=self._run_id))
                 else:
                     why = "finalized outside this run (MGN answered ConflictException)"
                     self._move(row, Event.REFUSED, F.CUTOVER_PENDING, why)
@@ -525,6 +621,267 @@ class Ledger:
         else:
             self._move(row, Event.STOPPED, F.NOT_ATTEMPTED, why)
 
+    # -- events: the night before the finalize (`run --launch`) ------------------------------
+
+    def launch_started(self, server_ids: Sequence[str], clock_s: float) -> None:
+        """A StartCutover for these servers is about to go out: journal each intent first.
+
+        Raises StateWriteError when an intent cannot be recorded: nothing may be sent then,
+        and the run stops.
+        """
+        for sid in server_ids:
+            row = self._rows[sid]
+            try:
+                self._step(row, "launch", "intent")
+            except StateWriteError as err:
+                self._stop.request(StopReason.LOCAL_STATE, str(err))
+                raise
+            self._move(row, Event.LAUNCH_SENT, F.LAUNCHING, None)
+            row.launched_at = clock_s
+            self._timeline(row, "launch_requested", None)
+
+    def launch_accepted(self, server_ids: Sequence[str], job_id: str) -> None:
+        """MGN took these servers into launch job `job_id` (202, or found after a lost answer)."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate is not F.LAUNCHING:
+                continue
+            row.launch_job_id = job_id
+            held = self._held.get(row.server.application_id)
+            if held is not None:
+                self._move(row, Event.LAUNCH_ACCEPTED, F.HELD, held)
+            else:
+                self._move(row, Event.LAUNCH_ACCEPTED, F.LAUNCHED, None)
+            self._timeline(row, "launch_job", job_id)
+            self._write_step(row, "launch", "accepted", job_id=job_id)
+
+    def launch_deferred(self, server_ids: Sequence[str], why: str) -> None:
+        """MGN refused the StartCutover without launching (job quota): queue them again."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate is F.LAUNCHING:
+                self._move(row, Event.LAUNCH_DEFERRED, F.LAUNCH_READY, why)
+                row.launched_at = None
+
+    def launch_refused(self, server_ids: Sequence[str], err: MgnError) -> None:
+        """MGN refused the StartCutover for good: these servers failed to launch."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate is F.LAUNCHING:
+                self._error(row, err)
+                self._launch_failure(row, Event.LAUNCH_REFUSED, f"launch_refused: {err}")
+
+    def note(self, server_id: str, event: str, detail: str | None = None) -> None:
+        """Put something MGN showed on the server's timeline (launched, first boot, ...);
+        changes nothing else."""
+        row = self._rows[server_id]
+        if not any(e["event"] == event for e in row.timeline):
+            self._timeline(row, event, detail)
+
+    def watched(self) -> list[tuple[str, str | None, float | None]]:
+        """(server, launch job, clock time launched) of every server being watched."""
+        return [
+            (sid, r.launch_job_id, r.launched_at)
+            for sid, r in self._rows.items()
+            if r.fate is F.LAUNCHED
+        ]
+
+    def watching_since(self, server_id: str, clock_s: float) -> float:
+        """When the watch of this server began (set now if never)."""
+        row = self._rows[server_id]
+        if row.launched_at is None:
+            row.launched_at = clock_s
+        return row.launched_at
+
+    def verified(self, server_id: str, view: ServerView | None) -> list[str]:
+        """The server passed every check. Once its whole application is verified, the
+        application moves on: returns the servers now READY (to finalize) or, with approval
+        required, [] (see `awaiting_approval`)."""
+        row = self._rows[server_id]
+        row.view = self._fresher(row.view, view)
+        if row.fate is not F.LAUNCHED:
+            return []
+        self._move(row, Event.VERIFY, F.VERIFIED, None)
+        app = row.server.application_id
+        rows = self._app_rows(app)
+        if any(r.fate is not F.VERIFIED for r in rows if r.fate not in _CONVERGED):
+            return []
+        to = F.AWAITING_APPROVAL if self._require_approval else F.READY
+        ready = []
+        for r in rows:
+            if r.fate is F.VERIFIED:
+                self._move(r, Event.VERIFY, to, None)
+                ready.append(r.server.source_server_id)
+        if to is F.AWAITING_APPROVAL:
+            log.info("approval_awaited", applicationID=app)
+            return []
+        return ready
+
+    def awaiting_approval(self) -> list[str]:
+        """Applications waiting for an approval."""
+        return sorted(
+            {r.server.application_id for r in self._rows.values() if r.fate is F.AWAITING_APPROVAL}
+        )
+
+    def approved(self, application_id: str, by: str, at: str) -> list[str]:
+        """`approve` recorded an approval: the application's servers are READY (returned)."""
+        ready = []
+        for row in self._app_rows(application_id):
+            if row.fate is F.AWAITING_APPROVAL:
+                self._move(row, Event.APPROVE, F.READY, None)
+                self._timeline(row, "approved", f"by {by} at {at}")
+                ready.append(row.server.source_server_id)
+        return ready
+
+    def approval_expired(self, application_id: str, waited_s: float) -> None:
+        """No approval within approve_timeout_s: the application is not finalized."""
+        why = f"not approved within {waited_s:g}s"
+        for row in self._app_rows(application_id):
+            if row.fate is F.AWAITING_APPROVAL:
+                self._move(row, Event.EXPIRED, F.NOT_APPROVED, why)
+
+    def launch_failed(self, server_id: str, reason: str) -> None:
+        """The server failed to launch or verify: it and its application are not finalized."""
+        row = self._rows[server_id]
+        if row.fate in (F.LAUNCHED, F.VERIFIED):
+            self._launch_failure(row, Event.LAUNCH_FAILURE, reason)
+
+    def _launch_failure(self, row: _Row, event: Event, reason: str) -> None:
+        self._move(row, event, F.LAUNCH_FAILED, reason)
+        sid, app = row.server.source_server_id, row.server.application_id
+        self._write(
+            lambda w: w.record_step(
+                sid, app, "launch", "failed", at=self._now(), run_id=self._run_id, detail=reason
+            )
+        )
+        why = f"application_gate: {sid} {reason}"
+        self._held.setdefault(app, why)
+        for sibling in self._app_rows(app):
+            waiting = (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)
+            unsent = sibling.fate is F.READY and sibling.attempts == 0
+            if sibling.fate in waiting or unsent:
+                self._move(sibling, Event.HELD, F.HELD, why)
+
+    def to_revert(self, application_id: str) -> list[str]:
+        """Servers of the application that this run launched and did not finalize."""
+        return [
+            r.server.source_server_id
+            for r in self._app_rows(application_id)
+            if r.launch_job_id is not None and r.fate in (F.LAUNCH_FAILED, F.HELD, F.NOT_APPROVED)
+        ]
+
+    def failed_applications(self) -> list[str]:
+        """Applications with a server that failed to launch or verify, or not approved."""
+        return sorted(
+            {
+                r.server.application_id
+                for r in self._rows.values()
+                if r.fate in (F.LAUNCH_FAILED, F.NOT_APPROVED)
+            }
+        )
+
+    def revert_started(self, server_id: str) -> None:
+        """Journal the intent to revert a server. Raises StateWriteError (then do not send)."""
+        row = self._rows[server_id]
+        try:
+            self._step(row, "revert", "intent")
+        except StateWriteError as err:
+            self._stop.request(StopReason.LOCAL_STATE, str(err))
+            raise
+
+    def reverted(self, server_id: str, detail: str) -> None:
+        """MGN took the revert (READY_FOR_CUTOVER, instance terminated as said in `detail`)."""
+        row = self._rows[server_id]
+        before = row.reason
+        self._move(row, Event.REVERT, F.REVERTED, f"reverted after: {before}")
+        self._timeline(row, "reverted", detail)
+        sid, app = row.server.source_server_id, row.server.application_id
+        self._write(
+            lambda w: w.record_step(
+                sid, app, "revert", "done", at=self._now(), run_id=self._run_id, detail=detail
+            )
+        )
+
+    def revert_failed(self, server_id: str, err: MgnError) -> None:
+        """MGN refused the revert: the server stays as it was, with the refusal said."""
+        row = self._rows[server_id]
+        row.reason = f"{row.reason}; revert refused: {err}"
+        self._timeline(row, "revert_failed", str(err))
+        sid, app = row.server.source_server_id, row.server.application_id
+        self._write(
+            lambda w: w.record_step(
+                sid, app, "revert", "failed", at=self._now(), run_id=self._run_id, detail=str(err)
+            )
+        )
+
+    def to_archive(self) -> list[str]:
+        """Converged servers not yet archived by this run (and not archived in MGN)."""
+        return [
+            sid
+            for sid, r in self._rows.items()
+            if r.fate in _CONVERGED
+            and r.archived_at is None
+            and not (r.view is not None and r.view.archived)
+        ]
+
+    def archive_started(self, server_id: str) -> None:
+        """Journal the intent to archive. Raises StateWriteError (then do not send)."""
+        try:
+            self._step(self._rows[server_id], "archive", "intent")
+        except StateWriteError as err:
+            self._stop.request(StopReason.LOCAL_STATE, str(err))
+            raise
+
+    def archived(self, server_id: str) -> None:
+        """MGN accepted MarkAsArchived."""
+        row = self._rows[server_id]
+        row.archived_at = self._now()
+        self._timeline(row, "archived", None)
+        sid, app = row.server.source_server_id, row.server.application_id
+        self._write(
+            lambda w: w.record_step(
+                sid, app, "archive", "done", at=self._now(), run_id=self._run_id
+            )
+        )
+
+    def archive_failed(self, server_id: str, err: MgnError) -> None:
+        """MGN refused MarkAsArchived: the server stays converged, the refusal said."""
+        row = self._rows[server_id]
+        row.reason = f"archive refused: {err}"
+        self._timeline(row, "archive_failed", str(err))
+
+    def _write_step(
+        self,
+        row: _Row,
+        step: str,
+        status: str,
+        *,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Journal a step's result; a failure stops the run (see `_write`)."""
+        sid, app, at = row.server.source_server_id, row.server.application_id, self._now()
+        self._write(
+            lambda w: w.record_step(
+                sid, app, step, status, at=at, run_id=self._run_id, job_id=job_id, detail=detail
+            )
+        )
+
+    def _app_rows(self, application_id: str) -> list[_Row]:
+        return [r for r in self._rows.values() if r.server.application_id == application_id]
+
+    def _step(self, row: _Row, step: str, status: str) -> None:
+        if self._writer is None:
+            raise IllegalMove(f"{row.server.source_server_id}: a dry run never sends")
+        self._writer.record_step(
+            row.server.source_server_id,
+            row.server.application_id,
+            step,
+            status,
+            at=self._now(),
+            run_id=self._run_id,
+        )
+
     # -- events: the reconciler and read-backs -----------------------------------------------
 
     def observed(self, view: ServerView) -> None:
@@ -571,6 +928,18 @@ class Ledger:
                     self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, stopped_why)
             elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
                 self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row))
+            elif row.fate is F.LAUNCH_READY:
+                why = f"{stopped_why} before StartCutover was sent; rerun the wave"
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
+            elif row.fate is F.LAUNCHING:
+                why = f"{stopped_why} while StartCutover was in flight; a rerun checks MGN first"
+                self._move(row, Event.SETTLED, F.UNCONFIRMED, why)
+            elif row.fate in (F.LAUNCHED, F.VERIFIED):
+                why = f"launched (job {row.launch_job_id}); {stopped_why} before it was finalized"
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
+            elif row.fate is F.AWAITING_APPROVAL:
+                why = f"not approved before the run ended ({stopped_why})"
+                self._move(row, Event.SETTLED, F.NOT_APPROVED, why)
             elif row.fate is F.TIMED_OUT:
                 row.reason = self._late_reason(row)  # from MGN's last word, read at the end
             elif row.fate is F.UNCONFIRMED and row.view is not None:
@@ -629,6 +998,8 @@ class Ledger:
             finalized_at=row.finalized_at if row.fate is F.FINALIZED else None,
             converged_at=row.converged_at,
             timeline=list(row.timeline),
+            launch_job_id=row.launch_job_id,
+            archived_at=row.archived_at,
         )
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -89,11 +90,12 @@ def first_boot_values() -> frozenset[str]:
 
 
 # The few values our decisions name; each is checked against the model when a view is parsed.
-CUTTING_OVER, CUTOVER, DISCONNECTED, SUCCEEDED = (
+CUTTING_OVER, CUTOVER, DISCONNECTED, SUCCEEDED, READY_FOR_CUTOVER = (
     "CUTTING_OVER",
     "CUTOVER",
     "DISCONNECTED",
     "SUCCEEDED",
+    "READY_FOR_CUTOVER",
 )
 
 
@@ -110,6 +112,11 @@ class ServerView:
     ec2_instance_id: str | None = None
     archived: bool | None = None
     problem: str | None = None
+    # For the launch pre-flight: replication lag in seconds (None: not replicating), any
+    # replication error, and the job of the last StartCutover.
+    lag_s: float | None = None
+    replication_error: str | None = None
+    last_cutover_job_id: str | None = None
 
     @property
     def converged(self) -> bool:
@@ -150,6 +157,8 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
         problems.append(f"unknown firstBoot {first_boot!r}")
     if archived is not None and not isinstance(archived, bool):
         problems.append(f"isArchived is not a boolean: {archived!r}")
+    repl_error = _dict(repl.get("dataReplicationError"))
+    initiated = _dict(_dict(life.get("lastCutover")).get("initiated"))
     return ServerView(
         source_server_id=server_id,
         application_id=_str(item.get("applicationID")),
@@ -160,7 +169,101 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
         ec2_instance_id=_str(launched.get("ec2InstanceID")),
         archived=archived if isinstance(archived, bool) else None,
         problem="; ".join(problems) or None,
+        lag_s=iso_duration_s(_str(repl.get("lagDuration"))),
+        replication_error=_str(repl_error.get("error")),
+        last_cutover_job_id=_str(initiated.get("jobID")),
     )
+
+
+_DURATION = re.compile(
+    r"P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
+    r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
+)
+
+
+def iso_duration_s(text: str | None) -> float | None:
+    """Seconds in an ISO 8601 duration such as MGN's lagDuration (`PT1M30S`); None if absent
+    or unreadable."""
+    if not text:
+        return None
+    match = _DURATION.fullmatch(text)
+    if match is None or text in ("P", "PT"):
+        return None
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return (
+        parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60
+        + parts.get("s", 0)
+    )
+
+
+@dataclass(frozen=True)
+class ActionView:
+    """One post-launch action of one server, as a launch job reports it."""
+
+    name: str
+    must_succeed: bool
+    status: str | None  # IN_PROGRESS | SUCCESS | FAILED
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LaunchView:
+    """One server's part in a launch job."""
+
+    source_server_id: str
+    launch_status: str | None  # PENDING | IN_PROGRESS | LAUNCHED | FAILED | TERMINATED
+    ec2_instance_id: str | None
+    actions: tuple[ActionView, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A launch job as DescribeJobs or StartCutover reports it."""
+
+    job_id: str
+    status: str | None  # PENDING | STARTED | COMPLETED
+    servers: tuple[LaunchView, ...] = ()
+    created: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.status != "COMPLETED"
+
+
+def parse_job(item: dict[str, Any]) -> JobView | None:
+    """Read one Job answer; None when it has no usable jobID."""
+    job_id = _str(item.get("jobID"))
+    if job_id is None:
+        return None
+    servers = []
+    for raw in item.get("participatingServers") or []:
+        part = _dict(raw)
+        sid = _str(part.get("sourceServerID"))
+        if sid is None:
+            continue
+        actions = []
+        plan = _dict(part.get("postLaunchActionsStatus"))
+        for raw_action in plan.get("postLaunchActionsLaunchStatusList") or []:
+            action = _dict(raw_action)
+            doc = _dict(action.get("ssmDocument"))
+            actions.append(
+                ActionView(
+                    name=_str(doc.get("actionName")) or _str(doc.get("ssmDocumentName")) or "?",
+                    must_succeed=doc.get("mustSucceedForCutover") is True,
+                    status=_str(action.get("executionStatus")),
+                    failure_reason=_str(action.get("failureReason")),
+                )
+            )
+        servers.append(
+            LaunchView(
+                sid,
+                _str(part.get("launchStatus")),
+                _str(part.get("launchedEc2InstanceID")),
+                tuple(actions),
+            )
+        )
+    created = _str(item.get("creationDateTime"))
+    return JobView(job_id, _str(item.get("status")), tuple(servers), created)
 
 
 @dataclass(frozen=True)
@@ -361,6 +464,63 @@ class MgnClient:
             self._client, "finalize_cutover", sourceServerID=server_id, **self._account()
         )
         return parse_server(answer)
+
+    async def start_cutover(self, server_ids: Sequence[str]) -> JobView | None:
+        """StartCutover for at most 200 servers: launches their cutover instances (one job).
+        Returns the job as created (None if the answer had none). Raises MgnError subclasses;
+        a quota refusal is a RequestRejectedError with code ServiceQuotaExceededException."""
+        if len(server_ids) > MAX_IDS_PER_DESCRIBE:
+            raise ValueError(f"at most {MAX_IDS_PER_DESCRIBE} IDs per job, got {len(server_ids)}")
+        answer = await self._call(
+            self._client, "start_cutover", sourceServerIDs=list(server_ids), **self._account()
+        )
+        return parse_job(_dict(answer.get("job")))
+
+    async def describe_jobs(
+        self, job_ids: Sequence[str] = (), from_date: str | None = None
+    ) -> list[JobView]:
+        """DescribeJobs by job IDs (or every job since `from_date`), all pages."""
+        filters: dict[str, Any] = {}
+        if job_ids:
+            filters["jobIDs"] = list(job_ids)
+        if from_date:
+            filters["fromDate"] = from_date
+        params: dict[str, Any] = {"filters": filters, "maxResults": 1000, **self._account()}
+        jobs: list[JobView] = []
+        while True:
+            page = await self._call(self._client, "describe_jobs", **params)
+            for item in page.get("items") or []:
+                job = parse_job(_dict(item))
+                if job is not None:
+                    jobs.append(job)
+            if not page.get("nextToken"):
+                return jobs
+            params["nextToken"] = page["nextToken"]
+
+    async def revert_to_ready(self, server_id: str) -> None:
+        """ChangeServerLifeCycleState to READY_FOR_CUTOVER: the console's "revert"."""
+        await self._call(
+            self._client,
+            "change_server_life_cycle_state",
+            sourceServerID=server_id,
+            lifeCycle={"state": "READY_FOR_CUTOVER"},
+            **self._account(),
+        )
+
+    async def terminate_instances(self, server_ids: Sequence[str]) -> None:
+        """TerminateTargetInstances for at most 200 servers (refused before a revert)."""
+        await self._call(
+            self._client,
+            "terminate_target_instances",
+            sourceServerIDs=list(server_ids),
+            **self._account(),
+        )
+
+    async def archive(self, server_id: str) -> None:
+        """MarkAsArchived (only from CUTOVER or DISCONNECTED)."""
+        await self._call(
+            self._client, "mark_as_archived", sourceServerID=server_id, **self._account()
+        )
 
     async def list_waves(self) -> list[dict[str, Any]]:
         """Every MGN wave of the account (ListWaves, all pages)."""

@@ -18,6 +18,8 @@ class Outcome(StrEnum):
     TIMED_OUT = "timed_out"
     NOT_ATTEMPTED = "not_attempted"
     UNCONFIRMED = "unconfirmed"  # our call may have gone through; MGN has not shown it
+    WOULD_LAUNCH = "would_launch"  # dry run of `run --launch`: a real run would launch it
+    REVERTED = "reverted"  # launched, then reverted to READY_FOR_CUTOVER (--on-failure revert)
 
 
 EXIT_MEANINGS = {
@@ -63,6 +65,8 @@ class ServerResult:
     finalized_at: str | None = None
     converged_at: str | None = None
     application_name: str | None = None
+    launch_job_id: str | None = None  # the launch job of `run --launch`
+    archived_at: str | None = None  # when MarkAsArchived was accepted (`--archive`)
     # What happened to the server in this run: {"at", "event", "detail"}, oldest first.
     timeline: list[dict[str, str | None]] = field(default_factory=list)
 

@@ -22,6 +22,7 @@ from orchestrator.mgn import (
     CUTTING_OVER,
     MAX_IDS_PER_DESCRIBE,
     MAX_IDS_PER_INSTANCE_STATUS,
+    READY_FOR_CUTOVER,
     SUCCEEDED,
     ServerView,
     chunks,
@@ -35,6 +36,8 @@ class Decision(StrEnum):
     FINALIZE = "finalize"
     ALREADY_CUTOVER = "already_cutover"
     BLOCKED = "blocked"
+    LAUNCH = "launch"  # `run --launch`: READY_FOR_CUTOVER and healthy
+    WATCH = "watch"  # `run --launch`: already CUTTING_OVER (a rerun): watched, never relaunched
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,45 @@ def decide(server: Server, view: ServerView | None, config: Config) -> Check:
     return Check(server, Decision.FINALIZE, None, view)
 
 
+def decide_launch(
+    server: Server, view: ServerView | None, config: Config, busy: dict[str, str]
+) -> Check:
+    """The launch verdict for one server (`run --launch`), before the application gate.
+
+    `busy`: servers in a launch job that is still running, with the job's ID.
+    """
+
+    def blocked(reason: str) -> Check:
+        return Check(server, Decision.BLOCKED, reason, view)
+
+    if view is None or view.converged or view.lifecycle_state == CUTOVER:
+        return decide(server, view, config)
+    if view.problem is not None:
+        return blocked(f"unknown_state: {view.problem}")
+    if view.archived is not False:
+        return decide(server, view, config)
+    if view.application_id is not None and view.application_id != server.application_id:
+        return decide(server, view, config)
+    if view.lifecycle_state == CUTTING_OVER:
+        why = "already launched: watched, never launched again"
+        return Check(server, Decision.WATCH, why, view)
+    if view.lifecycle_state != READY_FOR_CUTOVER:
+        return blocked(f"wrong_state: {view.lifecycle_state} (launch needs READY_FOR_CUTOVER)")
+    if view.replication_error is not None:
+        return blocked(f"replication_error: {view.replication_error}")
+    if view.replication_state != "CONTINUOUS":
+        return blocked(f"replication: {view.replication_state} (launch needs CONTINUOUS)")
+    if view.lag_s is None:
+        return blocked("replication: no lagDuration (not replicating)")
+    if view.lag_s > config.max_replication_lag_s:
+        return blocked(
+            f"replication_lag: {view.lag_s:g}s (at most {config.max_replication_lag_s:g}s)"
+        )
+    if server.source_server_id in busy:
+        return blocked(f"busy: launch job {busy[server.source_server_id]} is still running")
+    return Check(server, Decision.LAUNCH, None, view)
+
+
 Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
 InstanceStatus = Callable[[Sequence[str]], Awaitable[dict[str, dict[str, str]]]]
 
@@ -149,7 +191,10 @@ async def _verdicts(
     views: dict[str, ServerView],
     config: Config,
     instance_status: InstanceStatus | None,
+    busy: dict[str, str],
 ) -> list[Check]:
+    if config.launch:
+        return [decide_launch(s, views.get(s.source_server_id), config, busy) for s in servers]
     checks = [decide(s, views.get(s.source_server_id), config) for s in servers]
     if config.verify_instances and instance_status is not None:
         checks = await check_instances(checks, instance_status)
@@ -161,6 +206,7 @@ async def preflight_stream(
     config: Config,
     describe: Describe,
     instance_status: InstanceStatus | None = None,
+    busy: dict[str, str] | None = None,
 ) -> AsyncIterator[list[Check]]:
     """The verdicts, application by application, as soon as each application is wholly read.
 
@@ -188,7 +234,7 @@ async def preflight_stream(
                 upto = app_ends[ready - 1]
                 part = servers[emitted_servers:upto]
                 emitted_apps, emitted_servers = ready, upto
-                yield await _verdicts(part, views, config, instance_status)
+                yield await _verdicts(part, views, config, instance_status, busy or {})
     finally:
         for read in reads:
             read.cancel()

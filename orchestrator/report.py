@@ -286,6 +286,8 @@ def _server_json(s: ServerResult) -> dict[str, Any]:
         "converged_at": s.converged_at,
         "application_name": s.application_name,
         "timeline": s.timeline,
+        "launch_job_id": s.launch_job_id,
+        "archived_at": s.archived_at,
     }
 
 

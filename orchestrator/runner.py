@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from structlog.contextvars import bound_contextvars
@@ -25,8 +25,10 @@ from orchestrator.config import Config
 from orchestrator.errors import AccountError, ExitCode, MgnError, StateWriteError
 from orchestrator.gateway import Gateway
 from orchestrator.journal import Journal
+from orchestrator.launcher import Approvals, Launcher, archive_converged
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
+from orchestrator.mgn import JobView
 from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
@@ -69,6 +71,7 @@ async def run_wave(
     covered: Iterable[str] | None = None,
     not_after: datetime | None = None,
     on_application: Callable[[str, str, str | None], None] | None = None,
+    on_approval_awaited: Callable[[str], None] | None = None,
     run_id: str | None = None,
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
@@ -109,13 +112,24 @@ async def run_wave(
             carried=carried,
             application_gate=config.application_gate,
             on_application=on_application,
+            require_approval=config.require_approval,
         )
         state.ledger = ledger
         log.info("run_started", servers=len(ledger.in_run()), dry_run=state.dry_run)
         incomplete = False
         window = asyncio.ensure_future(_close_window(stop, not_after, wall, sleep))
         try:
-            await _execute(wave, config, gateway, ledger, state, clock, sleep)
+            await _execute(
+                wave,
+                config,
+                gateway,
+                ledger,
+                state,
+                clock,
+                sleep,
+                approvals=journal.approvals,
+                on_approval_awaited=on_approval_awaited or (lambda app: None),
+            )
         except Exception as err:  # a bug must still leave a report of every server
             log.exception("run_internal_error")
             incomplete = True
@@ -191,8 +205,12 @@ async def _execute(
     state: RunState,
     clock: Clock,
     sleep: Sleep,
+    *,
+    approvals: Approvals,
+    on_approval_awaited: Callable[[str], None],
 ) -> None:
-    """Pre-flight, pool and reconciler in one TaskGroup; then the last read of what is unsure."""
+    """Pre-flight, (launcher,) pool and reconciler in one TaskGroup; then the last read of
+    what is unsure, and archiving."""
     stop = state.stop
     reconciler = Reconciler(
         gateway.describe_cutover,
@@ -215,25 +233,45 @@ async def _execute(
         on_waiting=reconciler.add,
         sleep=sleep,
     )
+    night = config.launch and not ledger.dry_run
+    launcher = Launcher(
+        gateway=gateway,
+        ledger=ledger,
+        config=config,
+        stop=stop,
+        submit=pool.submit,
+        approvals=approvals,
+        on_approval_awaited=on_approval_awaited,
+        clock=clock,
+        sleep=sleep,
+    )
 
     async def feed() -> None:
         state.phase = "preflight"
         servers = ledger.in_run()
         part_wave = wave if len(servers) == len(wave.servers) else _narrow(wave, ledger)
-        sent = polled = 0
+        sent = polled = launched = 0
         try:
+            busy: dict[str, str] = {}
+            if config.launch:
+                busy = launcher.busy(await recent_jobs(gateway, stop))
             async for checks in preflight_stream(
-                part_wave, config, gateway.describe, gateway.instance_status
+                part_wave, config, gateway.describe, gateway.instance_status, busy
             ):
                 work = ledger.checked(checks)
                 for server_id in work.poll:
                     reconciler.add(server_id)
                 polled += len(work.poll)
                 if not ledger.dry_run and not stop.sends_stopped:
-                    state.phase = "finalize"
+                    state.phase = "launch" if night else "finalize"
                     pool.submit(work.send)
                     sent += len(work.send)
-            log.info("preflight_done", finalize=sent, poll=polled, **ledger.tally())
+                    if night:
+                        launcher.add(work.launch, work.watch)
+                        launched += len(work.launch)
+            log.info(
+                "preflight_done", finalize=sent, poll=polled, launch=launched, **ledger.tally()
+            )
         except Stopped:
             ledger.not_checked(f"pre-flight stopped ({stop.reason}) before this server was read")
         except AccountError as err:
@@ -242,6 +280,12 @@ async def _execute(
         except MgnError as err:  # reads kept failing, or an answer botocore could not parse
             log.error("preflight_failed", error_code=err.code, error=err.message)
             ledger.not_checked(f"pre-flight failed, not sent: {err}")
+        finally:
+            launcher.close() if night else pool.close()
+
+    async def launch() -> None:
+        try:
+            await launcher.run()
         finally:
             pool.close()
 
@@ -252,12 +296,26 @@ async def _execute(
 
     async with asyncio.TaskGroup() as group:
         group.create_task(feed())
+        if night:
+            group.create_task(launch())
         group.create_task(finalize())
         if not ledger.dry_run:
             group.create_task(reconciler.run())
         else:
             reconciler.close()
     await _final_read(gateway, ledger, stop)
+    if config.archive and not ledger.dry_run:
+        state.phase = "archive"
+        await archive_converged(gateway, ledger, stop)
+
+
+async def recent_jobs(gateway: Gateway, stop: Stop) -> list[JobView]:
+    """Launch jobs of the last day: the ones still running hold quota and their servers."""
+    since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    jobs: list[JobView] = await stop.guard(
+        gateway.reads.call(lambda: gateway.client.describe_jobs(from_date=since))
+    )
+    return jobs
 
 
 def _narrow(wave: Wave, ledger: Ledger) -> Wave:

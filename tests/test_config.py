@@ -335,6 +335,10 @@ FLAG_SAMPLES: dict[str, str | None] = {
     "report_dir": "/tmp/r",
     "state_dir": "/tmp/s",
     "log_format": "json",
+    "launch": None,
+    "archive": None,
+    "require_approval": None,
+    "on_failure": "revert",
 }
 COMMAND_ARGS = {
     "plan": ["plan", "w.yaml", "--wave", "w"],
@@ -382,7 +386,10 @@ def test_every_flag_parses_to_its_setting() -> None:
 
 def test_every_setting_has_its_environment_variable(tmp_path: Path) -> None:
     """MGN_CUTOVER_<NAME> sets each setting, and the config is told where it came from."""
-    for name, raw in {**FLAG_SAMPLES, "verify_instances": "true", "server_deadline_s": "9"}.items():
+    switches = {"verify_instances", "launch", "archive", "require_approval"}
+    for name, raw in {
+        **FLAG_SAMPLES, **dict.fromkeys(switches, "true"), "server_deadline_s": "9"
+    }.items():
         assert raw is not None
         env = {f"MGN_CUTOVER_{name.upper()}": raw}
         config = load_config(None, env, {}, cwd=tmp_path)

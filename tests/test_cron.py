@@ -173,11 +173,19 @@ def test_application_flag_reruns_only_the_named_applications(emulator: Any, work
 
 PLAN_ACTIONS = {
     "mgn:DescribeSourceServers",
+    "mgn:DescribeJobs",
     "mgn:ListWaves",
     "mgn:ListApplications",
     "ec2:DescribeInstanceStatus",
 }
 RUN_ACTIONS = {"mgn:FinalizeCutover"}
+# `run --launch` (StartCutover takes a job, so its Resource cannot be one source server).
+NIGHT_ACTIONS = {
+    "mgn:StartCutover",
+    "mgn:ChangeServerLifeCycleState",
+    "mgn:TerminateTargetInstances",
+    "mgn:MarkAsArchived",
+}
 
 
 def _statements() -> dict[str, dict[str, Any]]:
@@ -196,9 +204,10 @@ def _actions(statement: Mapping[str, Any]) -> set[str]:
 def test_iam_policy_grants_exactly_the_actions_plan_and_run_need() -> None:
     """docs/iam-policy.json is valid JSON with a read-only plan statement and a finalize one."""
     statements = _statements()
-    assert set(statements) == {"PlanReadOnly", "RunFinalize"}
+    assert set(statements) == {"PlanReadOnly", "RunFinalize", "RunNight"}
     assert _actions(statements["PlanReadOnly"]) == PLAN_ACTIONS
     assert _actions(statements["RunFinalize"]) == RUN_ACTIONS
+    assert _actions(statements["RunNight"]) == NIGHT_ACTIONS
     for statement in statements.values():
         assert not any("*" in a for a in _actions(statement)), "no wildcard actions"
 

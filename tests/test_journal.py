@@ -177,7 +177,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(JournalError, match=r"schema version 7, newer than version 1.*upgrade"):
+    with pytest.raises(JournalError, match=r"schema version 7, newer than version 2.*upgrade"):
         Journal.open(tmp_path, WAVE)
 
 
@@ -292,3 +292,29 @@ def test_intent_survives_sigkill(tmp_path: Path) -> None:
     with Journal.open(tmp_path, WAVE, create=False) as j:
         entry = j.entry("s-1")
     assert entry is not None and (entry.status, entry.attempts) == ("intent", 1)
+
+
+def test_a_version_1_journal_is_upgraded_in_place_keeping_its_entries(tmp_path: Path) -> None:
+    """A journal from before the night's steps opens as version 2 with its entries intact."""
+    path = make_journal(tmp_path)
+    with Journal.open(tmp_path, WAVE) as j:
+        j.record_intent("s-1", "app-1", at=T0, run_id="r1")
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE steps")
+        conn.execute("DROP TABLE approvals")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.close()
+    with Journal.open(tmp_path, WAVE) as j:
+        assert j.entries()["s-1"].status == "intent"
+        j.record_step("s-1", "app-1", "launch", "intent", at=T1, run_id="r2")
+        j.record_step("s-1", "app-1", "launch", "accepted", at=T2, run_id="r2", job_id="mgnjob-1")
+        j.record_step("s-1", "app-1", "launch", "done", at=T3, run_id="r2")
+        j.record_approval("app-1", by="alice", at=T2)
+        j.record_approval("app-1", by="mallory", at=T3)
+        assert j.steps()["s-1"]["launch"].status == "done"
+        assert j.steps()["s-1"]["launch"].job_id == "mgnjob-1"
+        assert j.approvals() == {"app-1": ("alice", T2)}
+    with sqlite3.connect(path) as conn:
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    conn.close()
+    assert version == ("2",)

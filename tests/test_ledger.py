@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import pytest
@@ -15,7 +15,7 @@ from orchestrator.ledger import TRANSITIONS, Event, Fate, IllegalMove, Ledger
 from orchestrator.mgn import ServerView
 from orchestrator.outcome import Outcome, ServerResult
 from orchestrator.plan import Application, Server, Wave
-from orchestrator.preflight import decide
+from orchestrator.preflight import decide, decide_launch
 from orchestrator.stop import Stop, StopReason
 
 APP = "app-0000000000000000a"
@@ -85,6 +85,20 @@ class FakeWriter:
     def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
         self._record("failed", server_id, code)
 
+    def record_step(
+        self,
+        server_id: str,
+        application_id: str,
+        step: str,
+        status: str,
+        *,
+        at: str,
+        run_id: str,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        self._record(step, server_id, status)
+
 
 class RecordingLedger(Ledger):
     """A ledger that remembers every move it made, so the table's coverage can be checked."""
@@ -98,7 +112,10 @@ class RecordingLedger(Ledger):
 
 
 def make(
-    *, dry_run: bool = False, entries: dict[str, JournalEntry] | None = None
+    *,
+    dry_run: bool = False,
+    entries: dict[str, JournalEntry] | None = None,
+    approval: bool = False,
 ) -> tuple[RecordingLedger, FakeWriter, Stop]:
     writer, stop = FakeWriter(), Stop()
     ledger = RecordingLedger(
@@ -108,6 +125,7 @@ def make(
         stop=stop,
         now_iso=lambda: "t1",
         entries=entries,
+        require_approval=approval,
     )
     return ledger, writer, stop
 
@@ -117,6 +135,39 @@ def check(ledger: Ledger, first: ServerView | None, second: ServerView | None = 
     second = second or view("CUTTING_OVER", sid=S2)
     servers = WAVE.applications[0].servers
     ledger.checked([decide(s, v, Config()) for s, v in zip(servers, (first, second), strict=True)])
+
+
+LAUNCHABLE = ServerView(
+    S1,
+    application_id=APP,
+    lifecycle_state="READY_FOR_CUTOVER",
+    replication_state="CONTINUOUS",
+    archived=False,
+    lag_s=5.0,
+)
+
+
+def night(
+    ledger: Ledger, first: ServerView | None = None, second: ServerView | None = None
+) -> None:
+    """The launch pre-flight's verdicts on application APP (both launchable unless told)."""
+    first = first or LAUNCHABLE
+    second = second or replace(LAUNCHABLE, source_server_id=S2)
+    servers = WAVE.applications[0].servers
+    config = Config(launch=True)
+    ledger.checked(
+        [decide_launch(s, v, config, {}) for s, v in zip(servers, (first, second), strict=True)]
+    )
+
+
+def launch(ledger: Ledger, *ids: str) -> None:
+    ledger.launch_started(list(ids or (S1, S2)), 0.0)
+    ledger.launch_accepted(list(ids or (S1, S2)), "mgnjob-1")
+
+
+def verify(ledger: Ledger, *ids: str) -> None:
+    for sid in ids or (S1, S2):
+        ledger.verified(sid, None)
 
 
 def send(ledger: Ledger, sid: str = S1) -> None:
@@ -137,6 +188,7 @@ class Case:
     entries: dict[str, JournalEntry] | None = None
     dry_run: bool = False
     reason: str | None = None  # a part of the final reason
+    approval: bool = False
 
 
 CASES = [
@@ -523,13 +575,279 @@ CASES = [
         [],
         reason="pre-flight failed",
     ),
+    # The night before the finalize (run --launch).
+    Case(
+        "launchable, the run ended first",
+        [night],
+        Fate.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+        [],
+        reason="before StartCutover",
+    ),
+    Case(
+        "dry run: would launch", [night], Fate.WOULD_LAUNCH, Outcome.WOULD_LAUNCH, [], dry_run=True
+    ),
+    Case(
+        "a lagging sibling blocks the launch",
+        [lambda lg: night(lg, None, replace(LAUNCHABLE, source_server_id=S2, lag_s=900.0))],
+        Fate.BLOCKED,
+        Outcome.BLOCKED,
+        [],
+        reason=f"application_gate: {S2} replication_lag",
+    ),
+    Case(
+        "dry run: a lagging sibling blocks the launch",
+        [lambda lg: night(lg, None, replace(LAUNCHABLE, source_server_id=S2, lag_s=900.0))],
+        Fate.BLOCKED,
+        Outcome.BLOCKED,
+        [],
+        dry_run=True,
+    ),
+    Case(
+        "launched, verified, finalized",
+        [
+            night,
+            launch,
+            verify,
+            send,
+            lambda lg: lg.answered(S1, None),
+            lambda lg: lg.observed(DONE),
+        ],
+        Fate.FINALIZED,
+        Outcome.FINALIZED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("intent", S1),
+            ("accepted", S1),
+            ("converged", S1, "ours"),
+        ],
+    ),
+    Case(
+        "quota refused: queued again, then the run ended",
+        [
+            night,
+            lambda lg: lg.launch_started([S1], 0.0),
+            lambda lg: lg.launch_deferred([S1], "job quota"),
+        ],
+        Fate.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+        [("launch", S1, "intent")],
+    ),
+    Case(
+        "StartCutover refused for good",
+        [night, lambda lg: lg.launch_started([S1], 0.0), lambda lg: lg.launch_refused([S1], GONE)],
+        Fate.LAUNCH_FAILED,
+        Outcome.FAILED,
+        [("launch", S1, "intent"), ("launch", S1, "failed")],
+        reason="launch_refused",
+    ),
+    Case(
+        "StartCutover unanswered when the run ended",
+        [night, lambda lg: lg.launch_started([S1], 0.0)],
+        Fate.UNCONFIRMED,
+        Outcome.UNCONFIRMED,
+        [("launch", S1, "intent")],
+        reason="StartCutover was in flight",
+    ),
+    Case(
+        "boot failed: failed, its launched sibling held, both reverted",
+        [
+            night,
+            launch,
+            lambda lg: lg.launch_failed(S1, "first_boot: STOPPED"),
+            lambda lg: (lg.revert_started(S1), lg.reverted(S1, "terminated")),
+            lambda lg: (lg.revert_started(S2), lg.reverted(S2, "terminated")),
+        ],
+        Fate.REVERTED,
+        Outcome.REVERTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("launch", S1, "failed"),
+            ("revert", S1, "intent"),
+            ("revert", S1, "done"),
+            ("revert", S2, "intent"),
+            ("revert", S2, "done"),
+        ],
+        reason="first_boot: STOPPED",
+    ),
+    Case(
+        "verified, then its own instance check failed",
+        [
+            night,
+            launch,
+            lambda lg: verify(lg, S1),
+            lambda lg: lg.launch_failed(S1, "instance_unhealthy"),
+        ],
+        Fate.LAUNCH_FAILED,
+        Outcome.FAILED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("launch", S1, "failed"),
+        ],
+    ),
+    Case(
+        "verified, waiting for a sibling that failed: held",
+        [
+            night,
+            launch,
+            lambda lg: verify(lg, S1),
+            lambda lg: lg.launch_failed(S2, "first_boot: STOPPED"),
+        ],
+        Fate.HELD,
+        Outcome.NOT_ATTEMPTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("launch", S2, "failed"),
+        ],
+        reason="application_gate",
+    ),
+    Case(
+        "queued while a sibling's job failed: held",
+        [night, lambda lg: launch(lg, S2), lambda lg: lg.launch_failed(S2, "launch_failed")],
+        Fate.HELD,
+        Outcome.NOT_ATTEMPTED,
+        [("launch", S2, "intent"), ("launch", S2, "accepted"), ("launch", S2, "failed")],
+    ),
+    Case(
+        "in the same StartCutover as a sibling that failed first: held on acceptance",
+        [
+            night,
+            lambda lg: lg.launch_started([S1, S2], 0.0),
+            lambda lg: lg.launch_accepted([S2], "mgnjob-1"),
+            lambda lg: lg.launch_failed(S2, "first_boot: STOPPED"),
+            lambda lg: lg.launch_accepted([S1], "mgnjob-1"),
+        ],
+        Fate.HELD,
+        Outcome.NOT_ATTEMPTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S2, "accepted"),
+            ("launch", S2, "failed"),
+            ("launch", S1, "accepted"),
+        ],
+    ),
+    Case(
+        "verified, the run ended before its application was",
+        [night, launch, lambda lg: verify(lg, S1)],
+        Fate.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+        ],
+        reason="launched (job mgnjob-1)",
+    ),
+    Case(
+        "already launched by an earlier run: watched, the run ended",
+        [lambda lg: night(lg, view("CUTTING_OVER", first_boot="WAITING"))],
+        Fate.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+        [],
+        reason="launched",
+    ),
+    Case(
+        "already launched, its sibling blocked: held",
+        [lambda lg: night(lg, view("CUTTING_OVER"), view("TESTING", sid=S2))],
+        Fate.HELD,
+        Outcome.NOT_ATTEMPTED,
+        [],
+        reason="application_gate",
+    ),
+    Case(
+        "approved by a person, then finalized",
+        [
+            night,
+            launch,
+            verify,
+            lambda lg: lg.approved(APP, "alice", "t2"),
+            send,
+            lambda lg: lg.answered(S1, None),
+            lambda lg: lg.observed(DONE),
+        ],
+        Fate.FINALIZED,
+        Outcome.FINALIZED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("intent", S1),
+            ("accepted", S1),
+            ("converged", S1, "ours"),
+        ],
+        approval=True,
+    ),
+    Case(
+        "approved, the run ended before it was sent",
+        [night, launch, verify, lambda lg: lg.approved(APP, "alice", "t2")],
+        Fate.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+        ],
+        approval=True,
+    ),
+    Case(
+        "never approved in time, then reverted",
+        [
+            night,
+            launch,
+            verify,
+            lambda lg: lg.approval_expired(APP, 60.0),
+            lambda lg: (lg.revert_started(S1), lg.reverted(S1, "terminated")),
+        ],
+        Fate.REVERTED,
+        Outcome.REVERTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+            ("revert", S1, "intent"),
+            ("revert", S1, "done"),
+        ],
+        approval=True,
+        reason="not approved within 60s",
+    ),
+    Case(
+        "waiting for approval when the run ended",
+        [night, launch, verify],
+        Fate.NOT_APPROVED,
+        Outcome.NOT_ATTEMPTED,
+        [
+            ("launch", S1, "intent"),
+            ("launch", S2, "intent"),
+            ("launch", S1, "accepted"),
+            ("launch", S2, "accepted"),
+        ],
+        approval=True,
+        reason="not approved before the run",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_transition(case: Case) -> None:
     """Each row: the events in order give this fate, this report outcome, these writes."""
-    ledger, writer, _ = make(dry_run=case.dry_run, entries=case.entries)
+    ledger, writer, _ = make(dry_run=case.dry_run, entries=case.entries, approval=case.approval)
     for op in case.ops:
         op(ledger)
     ledger.settle()
@@ -553,7 +871,7 @@ def test_the_table_is_exercised_in_full() -> None:
     """Every (state, event) pair the transition table allows is taken by some case above."""
     RecordingLedger.moves.clear()
     for case in CASES:
-        ledger, _, _ = make(dry_run=case.dry_run, entries=case.entries)
+        ledger, _, _ = make(dry_run=case.dry_run, entries=case.entries, approval=case.approval)
         for op in case.ops:
             op(ledger)
         ledger.settle()

@@ -89,6 +89,8 @@ def test_summary_has_every_outcome_key() -> None:
         "timed_out": 1,
         "not_attempted": 0,
         "unconfirmed": 0,
+        "would_launch": 0,
+        "reverted": 0,
     }
     assert summarize([])["total"] == 0
 
@@ -144,6 +146,8 @@ def test_json_schema_keys_and_order() -> None:
         "converged_at",
         "application_name",
         "timeline",
+        "launch_job_id",
+        "archived_at",
     ]
     assert first_ok["error"] is None and first_ok["ec2InstanceID"] == "i-0123"
     assert doc["servers"][3]["error"] == {

@@ -104,6 +104,8 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
         "timed_out": 1,
         "not_attempted": 0,
         "unconfirmed": 0,
+        "would_launch": 0,
+        "reverted": 0,
     }
     assert rep["exit_code"] == 1
     # The summary line names this run's own report.
