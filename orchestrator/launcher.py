@@ -156,6 +156,7 @@ class Launcher:
         self._reverting: set[str] = set()  # applications whose revert is done or underway
         self._refused_at: float | None = None  # when MGN last refused a job on a quota
         self._max_batch = MAX_SERVERS_PER_JOB  # smaller once MGN shows a lower quota
+        self._failed_at: dict[str, float] = {}  # application -> when its revert was due
         self.jobs_started = 0
         self.slots_used_s = 0.0  # server-seconds in active jobs, for the benchmark
         self.launch_phase_s: float | None = None
@@ -442,11 +443,14 @@ class Launcher:
         return [a for a in self._ledger.failed_applications() if a not in self._reverting]
 
     async def _revert_failed(self) -> None:
+        now = self._clock()
         for app in self._pending_reverts():
             servers = self._ledger.to_revert(app)
             in_jobs = {s for ids in self._quota.active.values() for s in ids}
-            if any(s in in_jobs for s in servers):
-                continue  # MGN refuses a revert while a launch job runs: wait for it
+            failed_at = self._failed_at.setdefault(app, now)
+            waited_out = now - failed_at > self._config.launch_timeout_s
+            if any(s in in_jobs for s in servers) and not waited_out:
+                continue  # MGN refuses a revert while a launch job runs: wait for it (bounded)
             self._reverting.add(app)
             await self._revert(servers)
 

@@ -295,3 +295,41 @@ def test_plan_and_dry_run_show_the_night_and_send_nothing(emulator: Any, work_di
     assert outcomes(report(work_dir, "night"))[sid(1, 0)] == "would_launch"
     for op in ("StartCutover", "FinalizeCutover", "ChangeServerLifeCycleState", "MarkAsArchived"):
         assert emulator.calls(op) == 0
+
+
+def test_a_refused_revert_is_reported_and_the_run_ends(emulator: Any, work_dir: Path) -> None:
+    """A stuck launch job: the revert MGN refuses (ConflictException while the job runs) is
+    said in the report; the run does not wait forever and nothing is finalized."""
+    plan = night(emulator, work_dir, apps=1, per_app=1, stuckJob=True)
+    config = work_dir / "c.yaml"
+    config.write_text("launch_timeout_s: 1\n")
+    args = run_args(
+        plan, "night", work_dir, *FAST, "--config", str(config), "--on-failure", "revert"
+    )
+    out = mgn_cutover(args, cli_env(emulator.url))
+    assert out.returncode == 1, out.stderr[-3000:]
+    row = report(work_dir, "night")["servers"][0]
+    assert row["outcome"] == "failed"
+    assert row["reason"].startswith("launch_timeout")
+    assert "revert refused: ConflictException" in row["reason"]
+    assert emulator.calls("FinalizeCutover") == 0
+
+
+def test_start_cutover_5xx_and_throttling_are_resolved_or_waited_out(
+    emulator: Any, work_dir: Path
+) -> None:
+    """StartCutover failing with 5xx (not applied) and 429s: the run finds no job, queues the
+    servers again, and they all launch exactly once."""
+    plan = night(emulator, work_dir, apps=4, per_app=2)
+    # One application per job (MGN allows 2 servers in active jobs), so several calls.
+    emulator.set_faults(
+        error_rate=0.6,
+        fault_ops=frozenset({"StartCutover"}),
+        quota_per_s={"StartCutover": 4},
+        max_active_job_servers=2,
+    )
+    out = mgn_cutover(run_args(plan, "night", work_dir, *FAST), cli_env(emulator.url))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert set(outcomes(report(work_dir, "night")).values()) == {"finalized"}
+    assert max(emulator.launches().values()) == 1 and len(emulator.launches()) == 8
+    assert emulator.failed("StartCutover") + emulator.throttled("StartCutover") > 0
