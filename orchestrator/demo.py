@@ -1,8 +1,11 @@
-"""`make demo`: rehearse the example wave end to end against the MGN emulator.
+"""`make demo`: rehearse the example wave's whole night against the MGN emulator.
 
-Starts `mgn-cutover simulate` seeded from `waves/fixtures/wave-01-demo.yaml` (one application
-the gate blocks, one slow server), runs `mgn-cutover run` on `waves/wave-01-payments.yaml`, and
-prints the summary and where the report is. Fake credentials only: nothing here can reach AWS.
+Starts `mgn-cutover simulate` seeded from `waves/fixtures/wave-01-night.yaml` (every server
+READY_FOR_CUTOVER; one database server whose first boot fails; a slow smoke test), time-scaled
+so the night passes in seconds, then runs `mgn-cutover plan --launch` and `mgn-cutover run
+--launch --archive --on-failure revert` on `waves/wave-01-payments.yaml`: launch, watch,
+verify, finalize, archive, and the failed application reverted. It prints the summary and where
+the report is. Fake credentials only: nothing here can reach AWS.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURE = ROOT / "waves" / "fixtures" / "wave-01-demo.yaml"
+FIXTURE = ROOT / "waves" / "fixtures" / "wave-01-night.yaml"
+# A night of launches (2-5 min), boots (1-2 min) and actions, 60 times faster.
+NIGHT = (
+    "--time-scale", "60",
+    "--launch-duration", "120:300",
+    "--boot-duration", "60:120",
+    "--action-duration", "20:60",
+    "--no-moto",
+)  # fmt: skip
 PLAN = ROOT / "waves" / "wave-01-payments.yaml"
 WAVE = "wave-01"
 
@@ -45,7 +56,7 @@ def main() -> int:
 def _demo(empty: Path) -> int:
     cmd = [sys.executable, "-m", "orchestrator"]
     simulator = subprocess.Popen(
-        [*cmd, "simulate", "--port", "0", "--fixture", str(FIXTURE), "--latency-ms", "20"],
+        [*cmd, "simulate", "--port", "0", "--fixture", str(FIXTURE), "--latency-ms", "20", *NIGHT],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -61,12 +72,15 @@ def _demo(empty: Path) -> int:
         # A fresh emulator each time, so a fresh journal too: an old one would only poll.
         shutil.rmtree(work, ignore_errors=True)
         common = [str(PLAN), "--wave", WAVE, "--state-dir", str(work / "state")]
-        print("\ndemo: step 1, pre-flight (`mgn-cutover plan`): what a run would do\n", flush=True)
-        subprocess.run([*cmd, "plan", *common[:3]], env=_env(endpoint, empty), check=False)
-        print("\ndemo: step 2, the run (`mgn-cutover run`)\n", flush=True)
+        print("\ndemo: step 1, pre-flight (`mgn-cutover plan --launch`)\n", flush=True)
+        subprocess.run(
+            [*cmd, "plan", *common[:3], "--launch"], env=_env(endpoint, empty), check=False
+        )
+        print("\ndemo: step 2, the night (`mgn-cutover run --launch --archive`)\n", flush=True)
         run = subprocess.run(
             [
                 *cmd, "run", *common,
+                "--launch", "--archive", "--on-failure", "revert",
                 "--report-dir", str(work),
                 "--finalize-rate", "20",
                 "--poll-interval", "0.5",
@@ -77,7 +91,8 @@ def _demo(empty: Path) -> int:
             check=False,
         )  # fmt: skip
         report = work / WAVE / "report.md"
-        print(f"\ndemo: exit code {run.returncode} (1: the gate held back an application)")
+        why = "1: payments-db failed its first boot and was reverted"
+        print(f"\ndemo: exit code {run.returncode} ({why})")
         print(f"demo: report: {report}")
         if report.exists():
             print("\n" + report.read_text().split("\n## Applications", 1)[0])

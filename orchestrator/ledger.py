@@ -255,7 +255,6 @@ _TIMELINE = {
     F.VERIFIED: "verified",
     F.AWAITING_APPROVAL: "approval_awaited",
     F.NOT_APPROVED: "not_approved",
-    F.REVERTED: "reverted",
 }
 
 

@@ -174,6 +174,7 @@ def render_markdown(record: RunRecord) -> str:
         )
     lines += ["", "## Summary", "", "| Outcome | Servers |", "| --- | ---: |"]
     lines += [f"| {name} | {count} |" for name, count in summarize(record.servers).items()]
+    lines += night_section(record.servers)
     lines += ["", "## Applications"]
     apps = _by_application(record.servers)
     if not apps:
@@ -181,6 +182,80 @@ def render_markdown(record: RunRecord) -> str:
     for app_id, servers in sorted(apps.items(), key=lambda kv: (not _is_problem(kv[1]), kv[0])):
         lines += ["", *_application_section(app_id, servers)]
     return "\n".join(lines) + "\n"
+
+
+# The night's steps in order, as the ledger names them on each server's timeline.
+NIGHT_STEPS = (
+    ("launch_requested", "launch requested"),
+    ("launched", "launched"),
+    ("first_boot", "first boot"),
+    ("verified", "verified"),
+    ("approved", "approved"),
+    ("finalize_sent", "finalize sent"),
+    ("converged", "converged"),
+    ("archived", "archived"),
+    ("reverted", "reverted"),
+)
+
+
+def night_section(servers: Sequence[ServerResult]) -> list[str]:
+    """`run --launch`: each application's critical path (first launch to last convergence),
+    then each server's timeline as a table of times (UTC). Empty without a launch."""
+    if not any(e["event"] == "launch_requested" for s in servers for e in s.timeline):
+        return []
+    lines = [
+        "",
+        "## The night",
+        "",
+        "| Application | Launch requested | Last converged | Critical path | Slowest server |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
+    for app_id, rows in _by_application(servers).items():
+        starts = [_at(r, "launch_requested") for r in rows]
+        ends = [_at(r, "converged") for r in rows]
+        first = min((t for t in starts if t), default=None)
+        done = None if any(t is None for t in ends) else max(t for t in ends if t)
+        slowest = max(rows, key=lambda r: _at(r, "converged") or "")
+        name = next((r.application_name for r in rows if r.application_name), None)
+        label = f"{_md(name)} ({_md(app_id)})" if name else _md(app_id)
+        lines.append(
+            f"| {label} | {_clock(first)} | {_clock(done) if done else 'not converged'} | "
+            f"{_duration(first, done)} | {_md(slowest.source_server_id)} |"
+        )
+    header = " | ".join(title for _, title in NIGHT_STEPS)
+    lines += ["", f"| Server | Job | {header} |", "| --- | --- |" + " --- |" * len(NIGHT_STEPS)]
+    for row in _sorted(servers):
+        cells = [_clock(_at(row, step)) for step, _ in NIGHT_STEPS]
+        job = row.launch_job_id or "-"
+        lines.append(f"| {_md(row.source_server_id)} | {_md(job)} | {' | '.join(cells)} |")
+    return lines
+
+
+def _at(row: ServerResult, event: str) -> str | None:
+    return next((e["at"] for e in row.timeline if e["event"] == event), None)
+
+
+def _clock(at: str | None) -> str:
+    """HH:MM:SS of an ISO 8601 UTC time, or a dash."""
+    if not at or "T" not in at:
+        return "-"
+    return at.split("T", 1)[1][:8]
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    from datetime import datetime
+
+    if not start or not end:
+        return "-"
+    try:
+        seconds = (
+            datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ).total_seconds()
+    except ValueError:
+        return "-"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def render_csv(record: RunRecord) -> str:
