@@ -243,13 +243,19 @@ class Launcher:
             await self._start(batch)
 
     def _next_batch(self) -> list[str]:
-        """Whole applications, in plan order, as many as fit the free slots (one job)."""
-        if self._quota.free_jobs() == 0:
+        """Whole applications, in plan order, for one job: MGN frees a job's slots only when
+        its last server is done, so jobs stay small (one application) unless the 20-job quota
+        would leave server slots idle; then applications share a job, up to the free slots."""
+        free_jobs = self._quota.free_jobs()
+        if free_jobs == 0:
             return []
         room = min(self._max_batch, self._quota.free_servers())
+        target = -(-room // free_jobs)  # the slots each free job must carry to fill them all
         batch: list[str] = []
         while self._queue and len(batch) + len(self._queue[0]) <= room:
             batch += self._queue.pop(0)
+            if len(batch) >= target:
+                break
         oversized = bool(self._queue) and len(self._queue[0]) > self._max_batch
         if not batch and oversized and room == self._max_batch:
             # Larger than a job can hold (a plan beyond MGN's 200 per application): split it.
