@@ -157,13 +157,20 @@ def looks_like_credential(key: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """`scheme://host[:port]/path`, with any query shown as `?<redacted>` and no fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port is not None else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}" + (REDACTED_QUERY if parts.query else "")
+    """A URL safe to log or report: scheme, host, port and first path segment; the rest of the
+    path and any query `<redacted>` (Slack keeps its token in the path, others in the query)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparseable URL redacted>"
+    host = f"[{host}]" if ":" in host else host
+    segments = [s for s in parts.path.split("/") if s]
+    path = f"/{segments[0]}" if segments else "/"
+    if len(segments) > 1:
+        path += "/<redacted>"
+    return f"{parts.scheme}://{host}{port}{path}" + (REDACTED_QUERY if parts.query else "")
 
 
 def flag_overrides(values: Mapping[str, object]) -> dict[str, object]:

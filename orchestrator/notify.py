@@ -38,6 +38,7 @@ import aiohttp
 import structlog
 from aiobotocore.config import AioConfig
 
+from orchestrator.config import redact_url
 from orchestrator.errors import MgnCutoverError, RetryableError
 from orchestrator.mgn import translate
 from orchestrator.outcome import exit_meaning
@@ -205,23 +206,6 @@ def _now_iso() -> str:
 
 
 # --- destinations ---------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """A URL safe to log: scheme, host, port and first path segment; the rest `<redacted>`."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparseable URL redacted>"
-    host = f"[{host}]" if ":" in host else host
-    segments = [s for s in parts.path.split("/") if s]
-    path = f"/{segments[0]}" if segments else "/"
-    if len(segments) > 1:
-        path += "/<redacted>"
-    query = "?<redacted>" if parts.query else ""
-    return f"{parts.scheme}://{host}{port}{path}{query}"
 
 
 def check_webhook_url(url: str) -> str:

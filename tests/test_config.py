@@ -346,6 +346,7 @@ COMMAND_ARGS = {
     "run": ["run", "w.yaml", "--wave", "w"],
     "report": ["report", "--wave", "w"],
     "status": ["status", "--wave", "w"],
+    "approve": ["approve", "w.yaml", "--wave", "w", "--application", "a"],
 }
 
 
@@ -579,12 +580,13 @@ def test_bad_webhook_url_is_refused_without_echo(tmp_path: Path, raw: str, why: 
 
 
 def test_webhook_url_is_redacted_in_reports_and_repr() -> None:
-    """as_report_dict shows scheme://host/path?<redacted>; repr leaves the URL out."""
+    """as_report_dict shows scheme://host/first-segment, the rest of the path and the query
+    redacted (Slack keeps its token in the path); repr leaves the URL out."""
     url = "https://hooks.example.com:8443/services/T0/B0?token=tok3nSECRET&x=1"
     config = load_config(None, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": url}, {})
     report = config.as_report_dict()
-    assert (
-        report["notify_webhook_url"] == "https://hooks.example.com:8443/services/T0/B0?<redacted>"
+    assert report["notify_webhook_url"] == (
+        "https://hooks.example.com:8443/services/<redacted>?<redacted>"
     )
     assert "tok3nSECRET" not in json.dumps(report) and "tok3nSECRET" not in repr(config)
     plain = load_config(None, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": "https://h.example/hook"}, {})
