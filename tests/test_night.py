@@ -333,3 +333,35 @@ def test_start_cutover_5xx_and_throttling_are_resolved_or_waited_out(
     assert set(outcomes(report(work_dir, "night")).values()) == {"finalized"}
     assert max(emulator.launches().values()) == 1 and len(emulator.launches()) == 8
     assert emulator.failed("StartCutover") + emulator.throttled("StartCutover") > 0
+
+
+def test_verify_instances_checks_the_launched_instances_on_ec2(
+    work_dir: Path, moto_url: str
+) -> None:
+    """The launch's instances exist in EC2 (moto); --verify-instances waits for both status
+    checks on exactly those IDs before finalizing."""
+    from orchestrator.emulator.faults import Faults
+    from orchestrator.emulator.testing import running_emulator
+
+    groups = {aid(0): [sid(0, 0), sid(0, 1)]}
+    fixture = {"servers": [ready(s, aid(0)) for s in groups[aid(0)]]}
+    with running_emulator(
+        fixture=fixture, faults=Faults(**NIGHT), ec2_endpoint_url=moto_url
+    ) as emulator:
+        plan = write_plan(work_dir, "night", groups)
+        env = cli_env(emulator.url, {"AWS_ENDPOINT_URL_EC2": moto_url})
+        args = run_args(plan, "night", work_dir, *FAST, "--verify-instances")
+        out = mgn_cutover(args, env)
+        assert out.returncode == 0, out.stderr[-3000:]
+        rep = report(work_dir, "night")
+        assert set(outcomes(rep).values()) == {"finalized"}
+        launched = {r["ec2InstanceID"] for r in rep["servers"]}
+        import boto3
+
+        ec2 = boto3.client("ec2", endpoint_url=moto_url, region_name="us-east-1")
+        running = {
+            i["InstanceId"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+        }
+        assert launched and launched <= running
