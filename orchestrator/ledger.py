@@ -369,6 +369,7 @@ class Ledger:
         self._entries = entries or {}
         self.covered = frozenset(covered) if covered is not None else None
         self._rows: dict[str, _Row] = {}
+        self._by_app: dict[str, list[_Row]] = {}  # the rows of each application, plan order
         self._names = {a.application_id: a.name for a in wave.applications}
         self._held: dict[str, str] = {}  # application -> why nothing more is sent to it
         self._on_application = on_application
@@ -383,6 +384,7 @@ class Ledger:
                 row.fate, row.reason = Fate.UNCOVERED, None
                 row.carried = (carried or {}).get(server.source_server_id)
             self._rows[server.source_server_id] = row
+            self._by_app.setdefault(server.application_id, []).append(row)
 
     # -- what the components ask -------------------------------------------------------------
 
@@ -468,7 +470,7 @@ class Ledger:
 
     def _gate_applications(self, application_ids: Iterable[str]) -> None:
         for app_id in dict.fromkeys(application_ids):
-            rows = [r for r in self._rows.values() if r.server.application_id == app_id]
+            rows = self._app_rows(app_id)
             culprit = next((r for r in rows if r.fate is F.BLOCKED), None)
             if culprit is None:
                 continue
@@ -867,7 +869,7 @@ class Ledger:
         )
 
     def _app_rows(self, application_id: str) -> list[_Row]:
-        return [r for r in self._rows.values() if r.server.application_id == application_id]
+        return self._by_app.get(application_id, [])
 
     def _step(self, row: _Row, step: str, status: str) -> None:
         if self._writer is None:
@@ -1030,7 +1032,7 @@ class Ledger:
         """Tell on_application once every server of `app_id` has a final state."""
         if self._on_application is None or app_id in self._told:
             return
-        rows = [r for r in self._rows.values() if r.server.application_id == app_id]
+        rows = self._app_rows(app_id)
         if any(r.fate not in FINAL for r in rows):
             return
         self._told.add(app_id)
