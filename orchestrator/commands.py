@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
-from orchestrator import logs, notify
+from orchestrator import endpoints, logs, notify
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.gateway import Gateway, client_settings
@@ -24,14 +25,21 @@ from orchestrator.journal import Journal
 from orchestrator.ledger import Fate, Ledger
 from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
-from orchestrator.outcome import RunRecord
+from orchestrator.outcome import Outcome, RunRecord, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.preflight import preflight_stream
-from orchestrator.progress import Progress
+from orchestrator.progress import Progress, Terminal, final_summary
 from orchestrator.publish import publish_report
-from orchestrator.report import ReportPaths, summarize, write_report
+from orchestrator.report import (
+    OK_OUTCOMES,
+    ReportPaths,
+    application_summaries,
+    summarize,
+    write_report,
+)
 from orchestrator.runner import RunState, run_wave, utc_now_iso
 from orchestrator.stop import Stop
+from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
 
 T = TypeVar("T")
@@ -91,7 +99,17 @@ def for_wave(config: Config, wave: Wave) -> Config:
     )
 
 
-def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]:
+@dataclass(frozen=True)
+class Inputs:
+    """A command's settings and wave, the plans' warnings, and other waves' files skipped."""
+
+    settings: Config
+    wave: Wave
+    warnings: list[Diagnostic]
+    skipped: list[Diagnostic]
+
+
+def load_inputs(ns: argparse.Namespace) -> Inputs:
     """Settings, the wave and the plan's warnings; every config and plan error at once.
 
     Raises InputError carrying the diagnostics of both when either is bad.
@@ -99,12 +117,13 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
     problems: list[InputError] = []
     settings = wave = None
     warnings: list[Diagnostic] = []
+    skipped: list[Diagnostic] = []
     try:
         settings = load_settings(ns)
     except InputError as err:
         problems.append(err)
     try:
-        wave, warnings = load_wave(ns)
+        wave, warnings, skipped = load_wave(ns)
     except InputError as err:
         problems.append(err)
     if settings is not None and wave is not None:
@@ -115,19 +134,19 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
         if all(p.diagnostics for p in problems):
             raise InputError([d for p in problems for d in p.diagnostics])
         raise problems[0]
-    return settings, wave, warnings
+    return Inputs(settings, wave, warnings, skipped)
 
 
-def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
-    """The plan's wave named by --wave (whole: a subset run still reports the whole wave).
+def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic], list[Diagnostic]]:
+    """The plan's wave named by --wave (whole: a subset run still reports the whole wave), the
+    plans' warnings, and other waves' plan files skipped because they have errors.
 
-    Raises PlanError for bad plans or an unknown wave, InputError for an --application that
-    names no application of the wave, or a name that several of its applications share.
+    Raises PlanError for a bad plan of this wave or an unknown wave, InputError for an
+    --application that names no application of the wave, or a name that several share.
     """
-    result = load_waves(ns.paths)
-    wave = select_wave(result, ns.wave)
-    covered_applications(wave, ns)  # refuse unknown --application values with the rest
-    return wave, list(result.warnings)
+    tonight = load_tonight(ns.paths, ns.wave)
+    covered_applications(tonight.wave, ns)  # refuse unknown --application values with the rest
+    return tonight.wave, list(tonight.warnings), list(tonight.skipped)
 
 
 def covered_applications(wave: Wave, ns: argparse.Namespace) -> frozenset[str] | None:
@@ -175,14 +194,31 @@ async def _with_gateway(
     settings = client_settings(
         config, wave.account_id if wave else None, wave.region if wave else None
     )
+    endpoint = endpoints.mgn_endpoint(config, os.environ)
+    settings = replace(settings, endpoint_source=endpoint.source_name if endpoint.url else None)
     async with MgnClient(settings) as client:
         return await work(Gateway(client, config, stop=stop))
 
 
-def _log_warnings(warnings: list[Diagnostic]) -> None:
+def _log_warnings(warnings: Sequence[Diagnostic], skipped: Sequence[Diagnostic] = ()) -> None:
     # Log events once logging is set up: JSON lines under cron, readable on a terminal.
     for warning in warnings:
         log.warning("plan_warning", warning=str(warning))
+    for file in skipped:  # loud: another wave's night may be at risk
+        log.warning("plan_file_skipped", path=file.path, error=file.message)
+
+
+def _endpoint(config: Config, *, verify_instances: bool) -> tuple[Config, endpoints.Endpoint]:
+    """The config with its MGN endpoint explicit, logged with where it came from.
+
+    Raises ConfigError when a rehearsal (MGN is an emulator) would call real AWS for EC2, S3
+    or SNS, or when AWS_ENDPOINT_URL_MGN is not a URL.
+    """
+    config, endpoint = endpoints.resolved(config, os.environ)
+    needed = endpoints.other_services(config, verify_instances=verify_instances)
+    endpoints.check_rehearsal(endpoint, needed, os.environ)
+    log.info("mgn_endpoint", endpoint=endpoint.describe(), emulator=endpoint.is_emulator)
+    return config, endpoint
 
 
 def _setup_logging(config: Config) -> bool:
@@ -223,10 +259,11 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
-    settings, wave, warnings = load_inputs(ns)
+    inputs = load_inputs(ns)
+    settings, wave = inputs.settings, inputs.wave
     _setup_logging(replace(settings, log_format="json") if ns.output == "json" else settings)
-    _log_warnings(warnings)
-    config = for_wave(settings, wave)
+    _log_warnings(inputs.warnings, inputs.skipped)
+    config, _ = _endpoint(for_wave(settings, wave), verify_instances=settings.verify_instances)
 
     async def work(gw: Gateway) -> list[PlanRow]:
         return await plan_rows(wave, config, gw)
@@ -235,7 +272,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     if ns.output == "json":
         print(json.dumps(plan_document(wave, rows), indent=2))
     else:
-        print(plan_table(rows))
+        print(plan_table(rows, wave))
     return ExitCode.NOT_CONVERGED if counts(rows)["blocked"] else ExitCode.OK
 
 
@@ -303,6 +340,7 @@ def _ordered(rows: list[PlanRow]) -> list[PlanRow]:
 
 def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
     """The plan as a JSON-able document: one entry per server, then the counts."""
+    names = {a.application_id: a.name for a in wave.applications}
     return {
         "schema": "mgn-cutover/plan/v1",
         "wave": wave.name,
@@ -310,6 +348,7 @@ def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
             {
                 "sourceServerID": r.server.source_server_id,
                 "applicationID": r.server.application_id,
+                "application_name": names.get(r.server.application_id),
                 "name": r.view.name if r.view else None,
                 "decision": r.decision,
                 "reason": r.reason,
@@ -322,14 +361,16 @@ def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
     }
 
 
-def plan_table(rows: list[PlanRow]) -> str:
-    """A table grouped by application, blocked applications first, ending with counts."""
+def plan_table(rows: list[PlanRow], wave: Wave | None = None) -> str:
+    """A table grouped by application, blocked applications first, ending with counts; the
+    application shown by the plan's name and ID."""
+    names = {a.application_id: a.name for a in wave.applications} if wave else {}
     table = [("SERVER", "NAME", "APPLICATION", "DECISION", "REASON")]
     table += [
         (
             r.server.source_server_id,
             (r.view.name if r.view else None) or "-",
-            r.server.application_id,
+            _app_label(r.server.application_id, names.get(r.server.application_id)),
             r.decision,
             r.reason or "",
         )
@@ -346,39 +387,95 @@ def plan_table(rows: list[PlanRow]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _app_label(application_id: str, name: str | None) -> str:
+    """`payments-api (app-...)`, or the ID alone when the plan names no application."""
+    return f"{name} ({application_id})" if name else application_id
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
-    """`run`: window, lock, pre-flight, finalize, reconcile, report, publish; exit 0-6."""
-    settings, wave, warnings = load_inputs(ns)
+    """`run`: window, lock, pre-flight, finalize, reconcile, report, publish; exit 0-6.
+
+    Every event carries the wave and this run's ID; stdout gets exactly one summary line.
+    """
+    inputs = load_inputs(ns)
+    settings, wave = inputs.settings, inputs.wave
     show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)
-    # On a terminal the progress line is the main output: only warnings and errors scroll by.
-    as_json = logs.configure(
-        settings.log_format, level=logging.WARNING if show_progress else logging.INFO
+    # On a terminal: readable events (per application, not per server) above a live status line.
+    terminal = Terminal(sys.stderr) if show_progress else None
+    as_json = logs.configure(settings.log_format, terminal=terminal)
+    run_id = uuid.uuid4().hex
+    with bound_contextvars(wave=wave.name, run_id=run_id):
+        _log_warnings(inputs.warnings, inputs.skipped)
+        config, endpoint = _endpoint(
+            for_wave(settings, wave), verify_instances=settings.verify_instances
+        )
+        check_window(config, datetime.now(UTC))
+        record, paths, published = _run_locked(
+            ns, wave, config, endpoint, run_id, inputs.skipped, terminal
+        )
+    exit_code = _run_exit(record)
+    if paths is None:
+        exit_code = max(exit_code, ExitCode.LOCAL_STATE)
+        print(f"wave {wave.name}: exit={exit_code} report=- why: the report could not be written")
+        return exit_code
+    if terminal is not None:
+        print(_terminal_summary(record), file=sys.stderr)
+    print(_summary_line(record, exit_code, paths, published, inputs.skipped))
+    stopped = record.account_error or (
+        record.stop_reason if record.stop_reason == "local_state" else None
     )
-    _log_warnings(warnings)
-    config = for_wave(settings, wave)
-    check_window(config, datetime.now(UTC))
+    if stopped and as_json:  # cron: stderr stays JSON lines
+        log.error(
+            "run_stopped",
+            error=stopped,
+            stop_reason=record.stop_reason,
+            wave=wave.name,
+            run_id=record.run_id,
+        )
+    elif stopped:
+        print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
+    return exit_code
+
+
+def _run_locked(
+    ns: argparse.Namespace,
+    wave: Wave,
+    config: Config,
+    endpoint: endpoints.Endpoint,
+    run_id: str,
+    skipped: Sequence[Diagnostic],
+    terminal: Terminal | None,
+) -> tuple[RunRecord, ReportPaths | None, str | None]:
+    """The run under the wave's lock and journal: its record, report paths and upload URI."""
     covered = covered_applications(wave, ns)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
+    state.warnings = [str(d) for d in skipped]
+    rehearsal = endpoint.url if endpoint.is_emulator else None
+    names = {a.application_id: a.name for a in wave.applications}
     with (
         WaveLock(config.state_dir, wave.name),
         Journal.open(config.state_dir, wave.name) as journal,
     ):
         log_state_dir(config)
-        progress = Progress(state, len(wave.servers), enabled=show_progress)
+        progress = Progress(
+            state, len(wave.servers), enabled=terminal is not None, terminal=terminal, names=names
+        )
 
         async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
             async with _notifier(config) as notifier, progress:
-                tell = _teller(notifier, wave, ns.dry_run, config.endpoint_url)
+                tell = _teller(notifier, wave, ns.dry_run, rehearsal)
                 notifier.send(
                     notify.run_started(
                         wave.name,
                         servers=len(wave.servers),
                         applications=len(wave.applications),
+                        run_id=run_id,
                         dry_run=ns.dry_run,
-                        endpoint_url=config.endpoint_url,
+                        endpoint_url=rehearsal,
+                        warnings=state.warnings,
                     )
                 )
                 record = await run_wave(
@@ -390,6 +487,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                     covered=covered,
                     not_after=config.not_after,
                     on_application=tell,
+                    run_id=run_id,
                 )
                 paths, published = await _report_and_publish(record, config)
                 location = published or (str(paths.run / "report.md") if paths else None)
@@ -401,29 +499,37 @@ def cmd_run(ns: argparse.Namespace) -> int:
                         report_location=location,
                         run_id=record.run_id,
                         dry_run=ns.dry_run,
-                        endpoint_url=config.endpoint_url,
+                        endpoint_url=rehearsal,
                     )
                 )
                 return record, paths, published
 
-        record, paths, published = asyncio.run(
-            _with_gateway(config, wave, work, stop=state.stop)
-        )
-    exit_code = _run_exit(record)
-    if paths is None:
-        return max(exit_code, ExitCode.LOCAL_STATE)
+        return asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
+
+
+def _summary_line(
+    record: RunRecord,
+    exit_code: int,
+    paths: ReportPaths,
+    published: str | None,
+    skipped: Sequence[Diagnostic],
+) -> str:
+    """`wave W: total=N finalized=.. exit=E report=PATH [uploaded=URI] [why: ...]`."""
     summary = summarize(record.servers)
-    line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
-    where = f" uploaded={published}" if published else ""
-    print(f"wave {wave.name}: {line} exit={exit_code} report={paths.run / 'report.md'}{where}")
-    stopped = record.account_error or (
-        record.stop_reason if record.stop_reason == "local_state" else None
-    )
-    if stopped and as_json:  # cron: stderr stays JSON lines
-        log.error("run_stopped", error=stopped, stop_reason=record.stop_reason)
-    elif stopped:
-        print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
-    return exit_code
+    counts = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
+    line = f"wave {record.wave}: {counts} exit={exit_code} report={paths.run / 'report.md'}"
+    if published:
+        line += f" uploaded={published}"
+    why = [] if exit_code == 0 else [exit_meaning(exit_code, record.dry_run)]
+    if skipped:
+        why.append(f"WARNING {len(skipped)} other plan file(s) skipped: {skipped[0].path}")
+    return line + (" why: " + "; ".join(why) if why else "")
+
+
+def _terminal_summary(record: RunRecord) -> str:
+    """The end of a run on a terminal: each application, then every problem server."""
+    problems = [s for s in record.servers if Outcome(s.outcome) not in OK_OUTCOMES]
+    return final_summary(application_summaries(record.servers), problems)
 
 
 def _run_exit(record: RunRecord) -> int:
@@ -466,9 +572,18 @@ def _teller(
     sizes = {a.application_id: len(a.servers) for a in wave.applications}
 
     def tell(app_id: str, status: str, reason: str | None) -> None:
+        name = names.get(app_id)
+        log.info(
+            "application_done",
+            applicationID=app_id,
+            application=_app_label(app_id, name),
+            status=status,
+            servers=sizes.get(app_id, 0),
+            converged=sizes.get(app_id, 0) if status == "finalized" else None,
+            reason=reason,
+        )
         if dry_run:
             return
-        name = names.get(app_id)
         if status == "finalized":
             event = notify.application_finalized(
                 wave.name, app_id, name=name, servers=sizes.get(app_id, 0)
