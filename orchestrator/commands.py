@@ -12,20 +12,22 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import endpoints, logs, notify
+from orchestrator import endpoints, logs, notify, status
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
+from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
-from orchestrator.journal import Journal
+from orchestrator.journal import JOURNAL_FILE, Journal, JournalEntry
 from orchestrator.ledger import Fate, Ledger
 from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
-from orchestrator.outcome import Outcome, RunRecord, exit_meaning
+from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress, Terminal, final_summary
@@ -579,7 +581,6 @@ def _teller(
             application=_app_label(app_id, name),
             status=status,
             servers=sizes.get(app_id, 0),
-            converged=sizes.get(app_id, 0) if status == "finalized" else None,
             reason=reason,
         )
         if dry_run:
@@ -641,44 +642,86 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    """`status`: the last run's outcomes, the journal and MGN's live state, side by side."""
-    config = load_settings(ns)
-    _setup_logging(config)
-    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
-        log_state_dir(config)
-        entries = journal.entries()
-        record = journal.last_run_record()
+    """`status`: the journal and MGN's live state side by side, what is pending and since when.
+
+    With plan paths each application is read in its own account and region and shown by name;
+    without, the journal and the last run's account and region. Works while a run holds the
+    lock. Raises InputError for bad plans or settings, JournalError for a damaged journal.
+    """
+    if ns.paths:
+        inputs = load_inputs(ns)
+        config, wave = inputs.settings, inputs.wave
+        _setup_logging(config)
+        _log_warnings(inputs.warnings, inputs.skipped)
+        config = for_wave(config, wave)
+    else:
+        config, wave = load_settings(ns), None
+        _setup_logging(config)
+    config, _ = endpoints.resolved(config, os.environ)
+    entries: dict[str, JournalEntry] = {}
+    record: RunRecord | None = None
+    if wave is None or journal_path(config.state_dir, wave.name).exists():
+        with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+            log_state_dir(config)
+            entries, record = journal.entries(), journal.last_run_record()
     last = {r.source_server_id: r for r in record.servers} if record else {}
-    if record is not None:  # the wave's own account and region, as the last run used them
-        used = record.config
-        config = replace(
-            config,
-            account_id=str(used.get("account_id") or "") or config.account_id,
-            region=str(used.get("region") or "") or config.region,
+    if wave is not None:
+        server_targets = status.targets(wave)
+    else:
+        server_targets = _journal_targets(config, entries, last, record)
+    views = _read_views(config, server_targets)
+    running = status.run_in_progress(config.state_dir, ns.wave)
+    print(status.render(ns.wave, server_targets, entries, last, views, running))
+    return ExitCode.OK
+
+
+def journal_path(state_dir: Path, wave: str) -> Path:
+    """Where the wave's journal would be (it may not exist yet)."""
+    return wave_dir(state_dir, wave) / JOURNAL_FILE
+
+
+def _journal_targets(
+    config: Config,
+    entries: dict[str, JournalEntry],
+    last: dict[str, ServerResult],
+    record: RunRecord | None,
+) -> list[status.Target]:
+    """Without a plan: the servers the journal and the last run know, in the last run's
+    account and region (the plan is needed for each application's own)."""
+    account = region = None
+    if record is not None:
+        account = str(record.config.get("account_id") or "") or None
+        region = str(record.config.get("region") or "") or None
+    found = []
+    for sid in sorted(set(entries) | set(last)):
+        app_id = entries[sid].application_id if sid in entries else last[sid].application_id
+        name = last[sid].application_name if sid in last else None
+        found.append(
+            status.Target(sid, app_id, name, account or config.account_id, region or config.region)
         )
-    ids = sorted(set(entries) | set(last))
+    return found
 
-    async def work(gw: Gateway) -> dict[str, Any]:
-        return dict(await gw.read(ids))
 
-    views = asyncio.run(_with_gateway(config, None, work))
-    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
-    for sid in ids:
-        entry, view, result = entries.get(sid), views.get(sid), last.get(sid)
-        rows.append(
-            (
-                sid,
-                result.outcome.value if result else "-",
-                entry.status if entry else "-",
-                (entry.finalized_at if entry else None) or "-",
-                (view.lifecycle_state if view else "not found") or "?",
-                (view.replication_state if view else "-") or "?",
+def _read_views(config: Config, server_targets: list[status.Target]) -> dict[str, ServerView]:
+    """MGN's live view of every server, one client per (account, region)."""
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
+    for t in server_targets:
+        groups.setdefault((t.account_id, t.region), []).append(t.server_id)
+
+    async def read_all() -> dict[str, ServerView]:
+        views: dict[str, ServerView] = {}
+        for (account, region), ids in groups.items():
+            where = replace(
+                config, account_id=account or config.account_id, region=region or config.region
             )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    return 0
+
+            async def work(gw: Gateway, ids: list[str] = ids) -> dict[str, ServerView]:
+                return dict(await gw.read(ids))
+
+            views.update(await _with_gateway(where, None, work))
+        return views
+
+    return asyncio.run(read_all())
 
 
 def cmd_export_plan(ns: argparse.Namespace) -> int:

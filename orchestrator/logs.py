@@ -115,9 +115,9 @@ class _Coalesce:
 
 
 _TEMPLATES: dict[str, str] = {
-    "run_started": "run {run_id:.8} started: {servers} servers",
+    "run_started": "run {run_id:.8} started: {servers} servers (dry run: {dry_run})",
     "preflight_done": "pre-flight done: {finalize} to finalize, {poll} already sent (polling)",
-    "application_done": "application {application}: {status}, {converged}/{servers} converged",
+    "application_done": "application {application}: {status} ({servers} servers)",
     "call_retry": "retrying after {error_code} (attempt {attempt}, next in {delay_s}s): {error}",
     "finalize_retry": "FinalizeCutover retried after {error_code}",
     "mgn_endpoint": "MGN endpoint: {endpoint}",
@@ -141,10 +141,12 @@ def render_readable(_: Any, __: str, event: dict[str, Any]) -> str:
             used = {k for k in event if "{" + k in template}
         except (KeyError, ValueError, IndexError):
             text = name.replace("_", " ")
+    # A templated event says what matters; only a reason or an error is added to it.
+    shown = ("reason", "error") if template is not None else tuple(event)
     rest = " ".join(
         f"{k}={v}"
         for k, v in event.items()
-        if k not in _HIDDEN_KEYS and k not in used and v is not None
+        if k in shown and k not in _HIDDEN_KEYS and k not in used and v is not None
     )
     mark = "" if level == "info" else f"{level.upper()}: "
     line = f"{stamp}  {mark}{text}" + (f"  {rest}" if rest else "")
