@@ -468,7 +468,7 @@ def _run_locked(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
             async with _notifier(config) as notifier, progress:
-                tell = _teller(notifier, wave, ns.dry_run, rehearsal)
+                tell = _teller(notifier, wave, ns.dry_run, rehearsal, state)
                 notifier.send(
                     notify.run_started(
                         wave.name,
@@ -566,29 +566,43 @@ def _notifier(config: Config) -> notify.Notifier:
     )
 
 
+_CONVERGED_FATES = frozenset({Fate.FINALIZED, Fate.ALREADY_CUTOVER})
+
+
 def _teller(
-    notifier: notify.Notifier, wave: Wave, dry_run: bool, endpoint_url: str | None
+    notifier: notify.Notifier,
+    wave: Wave,
+    dry_run: bool,
+    endpoint_url: str | None,
+    state: RunState | None = None,
 ) -> Callable[[str, str, str | None], None]:
-    """The ledger's application callback: one notification per settled application."""
+    """The ledger's application callback: one log line (the terminal's per-application summary)
+    and one notification per settled application."""
     names = {a.application_id: a.name for a in wave.applications}
-    sizes = {a.application_id: len(a.servers) for a in wave.applications}
+    servers = {a.application_id: a.server_ids for a in wave.applications}
+
+    def converged(app_id: str) -> int | None:
+        ledger = state.ledger if state is not None else None
+        if ledger is None:
+            return None
+        return sum(ledger.fate(sid) in _CONVERGED_FATES for sid in servers.get(app_id, ()))
 
     def tell(app_id: str, status: str, reason: str | None) -> None:
         name = names.get(app_id)
+        size, done = len(servers.get(app_id, ())), converged(app_id)
         log.info(
             "application_done",
             applicationID=app_id,
             application=_app_label(app_id, name),
-            status=status,
-            servers=sizes.get(app_id, 0),
+            status="HALF CUT OVER" if done and done < size else status,
+            servers=size,
+            converged=size if done is None else done,
             reason=reason,
         )
         if dry_run:
             return
         if status == "finalized":
-            event = notify.application_finalized(
-                wave.name, app_id, name=name, servers=sizes.get(app_id, 0)
-            )
+            event = notify.application_finalized(wave.name, app_id, name=name, servers=size)
         elif status == "blocked":
             event = notify.application_blocked(wave.name, app_id, name=name, reason=reason or "")
         else:

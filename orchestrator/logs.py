@@ -117,9 +117,9 @@ class _Coalesce:
 _TEMPLATES: dict[str, str] = {
     "run_started": "run {run_id:.8} started: {servers} servers (dry run: {dry_run})",
     "preflight_done": "pre-flight done: {finalize} to finalize, {poll} already sent (polling)",
-    "application_done": "application {application}: {status} ({servers} servers)",
+    "application_done": "application {application}: {status}, {converged}/{servers} converged",
     "call_retry": "retrying after {error_code} (attempt {attempt}, next in {delay_s}s): {error}",
-    "finalize_retry": "FinalizeCutover retried after {error_code}",
+    "finalize_retry": "retrying FinalizeCutover after {error_code}",
     "mgn_endpoint": "MGN endpoint: {endpoint}",
     "state_dir": "journal and lock in {path} ({source})",
     "run_finished": "run finished: exit {exit_code}",
@@ -148,6 +148,8 @@ def render_readable(_: Any, __: str, event: dict[str, Any]) -> str:
         for k, v in event.items()
         if k in shown and k not in _HIDDEN_KEYS and k not in used and v is not None
     )
+    if event.get("similar_since"):
+        text += f" (and {event['similar_since']} more like it in the last second)"
     mark = "" if level == "info" else f"{level.upper()}: "
     line = f"{stamp}  {mark}{text}" + (f"  {rest}" if rest else "")
     if event.get("exception"):
