@@ -7,13 +7,16 @@ says so, and documents the crontab, the systemd units, the exit codes and the IA
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
 import shlex
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -322,9 +325,36 @@ def test_every_refused_cron_run_prints_one_summary_line(emulator: Any, work_dir:
     assert emulator.calls("FinalizeCutover") == 0
 
 
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local webhook on a thread: its URL and the JSON bodies it received."""
+    bodies: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server_ = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server_.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server_.server_address[1]}/hook", bodies
+    finally:
+        server_.shutdown()
+        server_.server_close()
+        thread.join()
+
+
 def test_another_waves_broken_plan_does_not_stop_tonight(emulator: Any, work_dir: Path) -> None:
-    """A typo in another wave's file is a loud warning (stderr, report, summary line), not a
-    refusal; the cross-wave duplicate check still covers the files that could be read."""
+    """A typo in another wave's file is a loud warning (stderr, report, summary line, the start
+    notification), not a refusal; the cross-wave duplicate check still covers the files that
+    could be read."""
     plans = work_dir / "plans"
     plans.mkdir()
     plan = write_plan(plans, "tonight", {aid(0): [sid(0, 0)]})
@@ -332,11 +362,14 @@ def test_another_waves_broken_plan_does_not_stop_tonight(emulator: Any, work_dir
     (plans / "next-month.yaml").write_text(
         "wave: next-month\napplications:\n  - applicationID: [\n"
     )
-    env = cli_env(emulator.url)
-    out = as_cron(cron_args(plans, "tonight", work_dir), env)
+    with webhook_receiver() as (url, bodies):
+        env = cli_env(emulator.url, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": url})
+        out = as_cron(cron_args(plans, "tonight", work_dir), env)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     assert_cron_output(out, "tonight")
     assert "WARNING 1 other plan file(s) skipped" in out.stdout
+    [started] = [b for b in bodies if b["mgn_cutover"]["event"] == "run_started"]
+    assert "WARNING" in started["text"] and "next-month.yaml" in started["text"]
     events = json_events(out.stderr)
     [skip] = [e for e in events if e["event"] == "plan_file_skipped"]
     assert skip["level"] == "warning" and skip["path"].endswith("next-month.yaml")
