@@ -160,7 +160,7 @@ class Progress:
 
     def deadline_in_s(self, now: float | None = None) -> float | None:
         """Seconds until the reconciler gives up on the last pending server, if it waits."""
-        reconciler = getattr(self.state, "reconciler", None)
+        reconciler = self.state.reconciler
         deadline = reconciler.deadline() if reconciler is not None else None
         return None if deadline is None else deadline - (self._clock() if now is None else now)
 
