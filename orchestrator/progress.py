@@ -237,4 +237,6 @@ def final_summary(applications: Sequence[Mapping[str, Any]], problems: Sequence[
             lines.append(f"  {s.source_server_id}  {app}  {s.outcome}: {s.reason or '-'}")
         if len(problems) > 50:
             lines.append(f"  ... and {len(problems) - 50} more: see the report")
+    else:
+        lines += ["", "Problem servers: none"]
     return "\n".join(lines)
