@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, "approve")
 
     p = sub.add_parser("status", help="journal and live MGN state side by side")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="plan files or folders: each application's account, region and name from the plan "
+        "(without them: the journal and the last run's account and region)",
+    )
     p.add_argument("--wave", required=True)
     _add_settings(p, "status")
 
@@ -146,27 +154,66 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        ns = parser.parse_args(args)
+    except SystemExit as exit_:
+        # A `run` refused by argparse still tells cron, on stdout, that the night did not happen.
+        if exit_.code == ExitCode.BAD_INPUT and args[:1] == ["run"]:
+            print(refusal_line(_wave_in(args), ExitCode.BAD_INPUT, "bad arguments (see stderr)"))
+        raise
     try:
         return _dispatch(ns)
     except MgnCutoverError as exc:
+        if ns.command == "run":
+            print(refusal_line(ns.wave, exc.exit_code, _why(exc)))  # cron mails stdout
         if ns.command == "run" and use_json(ns.log_format or "auto", sys.stderr):
-            print(_error_event(exc), file=sys.stderr)  # cron: stderr stays JSON lines
+            print(_error_event(exc, ns.wave), file=sys.stderr)  # cron: stderr stays JSON lines
             return exc.exit_code
         # Diagnostics already read `file:line:col: message`; anything else gets our prefix.
         located = isinstance(exc, InputError) and exc.diagnostics
         print(str(exc) if located else f"mgn-cutover: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        if ns.command == "run":
+            print(refusal_line(ns.wave, ExitCode.INTERRUPTED, "interrupted before it started"))
         return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if ns.command == "run":  # a bug: say so on stdout too, then let the traceback show
+            print(refusal_line(ns.wave, 1, f"internal error {type(exc).__name__} (see stderr)"))
+        raise
 
 
-def _error_event(exc: MgnCutoverError) -> str:
+def refusal_line(wave: str | None, exit_code: int, why: str) -> str:
+    """The one stdout line of a run that did not start: wave, exit code and why, on one line."""
+    return f"wave {wave or '?'}: refused exit={int(exit_code)} why: {' '.join(why.split())}"
+
+
+def _why(exc: MgnCutoverError) -> str:
+    """The reason in a line: the first diagnostic (and how many more), or the message."""
+    if isinstance(exc, InputError) and exc.diagnostics:
+        more = len(exc.diagnostics) - 1
+        return str(exc.diagnostics[0]) + (f" (and {more} more, see stderr)" if more else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _wave_in(args: Sequence[str]) -> str | None:
+    """--wave's value in raw arguments (argparse refused them, so no Namespace exists)."""
+    for i, arg in enumerate(args):
+        if arg == "--wave" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--wave="):
+            return arg.partition("=")[2]
+    return None
+
+
+def _error_event(exc: MgnCutoverError, wave: str | None) -> str:
     """A run's refusal (bad input, locked, account, journal) as one JSON log line."""
     event: dict[str, Any] = {
         "event": "run_refused",
         "level": "error",
         "timestamp": datetime.now(UTC).isoformat(),
+        "wave": wave,
         "exit_code": exc.exit_code,
         "error_type": type(exc).__name__,
         "error": str(exc),

@@ -5,33 +5,43 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
+from structlog.contextvars import bound_contextvars
 
-from orchestrator import logs, notify
+from orchestrator import endpoints, logs, notify, status
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
+from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
-from orchestrator.journal import Journal
+from orchestrator.journal import JOURNAL_FILE, Journal, JournalEntry
 from orchestrator.ledger import Fate, Ledger
 from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
-from orchestrator.outcome import RunRecord
+from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.preflight import preflight_stream
-from orchestrator.progress import Progress
+from orchestrator.progress import Progress, Terminal, final_summary
 from orchestrator.publish import publish_report
-from orchestrator.report import ReportPaths, summarize, write_report
+from orchestrator.report import (
+    OK_OUTCOMES,
+    ReportPaths,
+    application_summaries,
+    summarize,
+    write_report,
+)
 from orchestrator.runner import RunState, recent_jobs, run_wave, utc_now_iso
 from orchestrator.stop import Stop
+from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
 
 T = TypeVar("T")
@@ -91,7 +101,17 @@ def for_wave(config: Config, wave: Wave) -> Config:
     )
 
 
-def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]:
+@dataclass(frozen=True)
+class Inputs:
+    """A command's settings and wave, the plans' warnings, and other waves' files skipped."""
+
+    settings: Config
+    wave: Wave
+    warnings: list[Diagnostic]
+    skipped: list[Diagnostic]
+
+
+def load_inputs(ns: argparse.Namespace) -> Inputs:
     """Settings, the wave and the plan's warnings; every config and plan error at once.
 
     Raises InputError carrying the diagnostics of both when either is bad.
@@ -99,12 +119,13 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
     problems: list[InputError] = []
     settings = wave = None
     warnings: list[Diagnostic] = []
+    skipped: list[Diagnostic] = []
     try:
         settings = load_settings(ns)
     except InputError as err:
         problems.append(err)
     try:
-        wave, warnings = load_wave(ns)
+        wave, warnings, skipped = load_wave(ns)
     except InputError as err:
         problems.append(err)
     if settings is not None and wave is not None:
@@ -115,19 +136,19 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
         if all(p.diagnostics for p in problems):
             raise InputError([d for p in problems for d in p.diagnostics])
         raise problems[0]
-    return settings, wave, warnings
+    return Inputs(settings, wave, warnings, skipped)
 
 
-def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic]]:
-    """The plan's wave named by --wave (whole: a subset run still reports the whole wave).
+def load_wave(ns: argparse.Namespace) -> tuple[Wave, list[Diagnostic], list[Diagnostic]]:
+    """The plan's wave named by --wave (whole: a subset run still reports the whole wave), the
+    plans' warnings, and other waves' plan files skipped because they have errors.
 
-    Raises PlanError for bad plans or an unknown wave, InputError for an --application that
-    names no application of the wave, or a name that several of its applications share.
+    Raises PlanError for a bad plan of this wave or an unknown wave, InputError for an
+    --application that names no application of the wave, or a name that several share.
     """
-    result = load_waves(ns.paths)
-    wave = select_wave(result, ns.wave)
-    covered_applications(wave, ns)  # refuse unknown --application values with the rest
-    return wave, list(result.warnings)
+    tonight = load_tonight(ns.paths, ns.wave)
+    covered_applications(tonight.wave, ns)  # refuse unknown --application values with the rest
+    return tonight.wave, list(tonight.warnings), list(tonight.skipped)
 
 
 def covered_applications(wave: Wave, ns: argparse.Namespace) -> frozenset[str] | None:
@@ -175,14 +196,31 @@ async def _with_gateway(
     settings = client_settings(
         config, wave.account_id if wave else None, wave.region if wave else None
     )
+    endpoint = endpoints.mgn_endpoint(config, os.environ)
+    settings = replace(settings, endpoint_source=endpoint.source_name if endpoint.url else None)
     async with MgnClient(settings) as client:
         return await work(Gateway(client, config, stop=stop))
 
 
-def _log_warnings(warnings: list[Diagnostic]) -> None:
+def _log_warnings(warnings: Sequence[Diagnostic], skipped: Sequence[Diagnostic] = ()) -> None:
     # Log events once logging is set up: JSON lines under cron, readable on a terminal.
     for warning in warnings:
         log.warning("plan_warning", warning=str(warning))
+    for file in skipped:  # loud: another wave's night may be at risk
+        log.warning("plan_file_skipped", path=file.path, error=file.message)
+
+
+def _endpoint(config: Config, *, verify_instances: bool) -> tuple[Config, endpoints.Endpoint]:
+    """The config with its MGN endpoint explicit, logged with where it came from.
+
+    Raises ConfigError when a rehearsal (MGN is an emulator) would call real AWS for EC2, S3
+    or SNS, or when AWS_ENDPOINT_URL_MGN is not a URL.
+    """
+    config, endpoint = endpoints.resolved(config, os.environ)
+    needed = endpoints.other_services(config, verify_instances=verify_instances)
+    endpoints.check_rehearsal(endpoint, needed, os.environ)
+    log.info("mgn_endpoint", endpoint=endpoint.describe(), emulator=endpoint.is_emulator)
+    return config, endpoint
 
 
 def _setup_logging(config: Config) -> bool:
@@ -223,10 +261,11 @@ def cmd_validate(ns: argparse.Namespace) -> int:
 
 def cmd_plan(ns: argparse.Namespace) -> int:
     """`plan`: pre-flight with no mutating call; exit 0 nothing blocked, 1 something is."""
-    settings, wave, warnings = load_inputs(ns)
+    inputs = load_inputs(ns)
+    settings, wave = inputs.settings, inputs.wave
     _setup_logging(replace(settings, log_format="json") if ns.output == "json" else settings)
-    _log_warnings(warnings)
-    config = for_wave(settings, wave)
+    _log_warnings(inputs.warnings, inputs.skipped)
+    config, _ = _endpoint(for_wave(settings, wave), verify_instances=settings.verify_instances)
 
     async def work(gw: Gateway) -> list[PlanRow]:
         return await plan_rows(wave, config, gw)
@@ -235,7 +274,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     if ns.output == "json":
         print(json.dumps(plan_document(wave, rows), indent=2))
     else:
-        print(plan_table(rows))
+        print(plan_table(rows, wave))
     return ExitCode.NOT_CONVERGED if counts(rows)["blocked"] else ExitCode.OK
 
 
@@ -313,6 +352,7 @@ def _ordered(rows: list[PlanRow]) -> list[PlanRow]:
 
 def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
     """The plan as a JSON-able document: one entry per server, then the counts."""
+    names = {a.application_id: a.name for a in wave.applications}
     return {
         "schema": "mgn-cutover/plan/v1",
         "wave": wave.name,
@@ -320,6 +360,7 @@ def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
             {
                 "sourceServerID": r.server.source_server_id,
                 "applicationID": r.server.application_id,
+                "application_name": names.get(r.server.application_id),
                 "name": r.view.name if r.view else None,
                 "decision": r.decision,
                 "reason": r.reason,
@@ -332,14 +373,16 @@ def plan_document(wave: Wave, rows: list[PlanRow]) -> dict[str, Any]:
     }
 
 
-def plan_table(rows: list[PlanRow]) -> str:
-    """A table grouped by application, blocked applications first, ending with counts."""
+def plan_table(rows: list[PlanRow], wave: Wave | None = None) -> str:
+    """A table grouped by application, blocked applications first, ending with counts; the
+    application shown by the plan's name and ID."""
+    names = {a.application_id: a.name for a in wave.applications} if wave else {}
     table = [("SERVER", "NAME", "APPLICATION", "DECISION", "REASON")]
     table += [
         (
             r.server.source_server_id,
             (r.view.name if r.view else None) or "-",
-            r.server.application_id,
+            _app_label(r.server.application_id, names.get(r.server.application_id)),
             r.decision,
             r.reason or "",
         )
@@ -357,39 +400,95 @@ def plan_table(rows: list[PlanRow]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _app_label(application_id: str, name: str | None) -> str:
+    """`payments-api (app-...)`, or the ID alone when the plan names no application."""
+    return f"{name} ({application_id})" if name else application_id
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
-    """`run`: window, lock, pre-flight, finalize, reconcile, report, publish; exit 0-6."""
-    settings, wave, warnings = load_inputs(ns)
+    """`run`: window, lock, pre-flight, finalize, reconcile, report, publish; exit 0-6.
+
+    Every event carries the wave and this run's ID; stdout gets exactly one summary line.
+    """
+    inputs = load_inputs(ns)
+    settings, wave = inputs.settings, inputs.wave
     show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)
-    # On a terminal the progress line is the main output: only warnings and errors scroll by.
-    as_json = logs.configure(
-        settings.log_format, level=logging.WARNING if show_progress else logging.INFO
+    # On a terminal: readable events (per application, not per server) above a live status line.
+    terminal = Terminal(sys.stderr) if show_progress else None
+    as_json = logs.configure(settings.log_format, terminal=terminal)
+    run_id = uuid.uuid4().hex
+    with bound_contextvars(wave=wave.name, run_id=run_id):
+        _log_warnings(inputs.warnings, inputs.skipped)
+        config, endpoint = _endpoint(
+            for_wave(settings, wave), verify_instances=settings.verify_instances
+        )
+        check_window(config, datetime.now(UTC))
+        record, paths, published = _run_locked(
+            ns, wave, config, endpoint, run_id, inputs.skipped, terminal
+        )
+    exit_code = _run_exit(record)
+    if paths is None:
+        exit_code = max(exit_code, ExitCode.LOCAL_STATE)
+        print(f"wave {wave.name}: exit={exit_code} report=- why: the report could not be written")
+        return exit_code
+    if terminal is not None:
+        print(_terminal_summary(record), file=sys.stderr)
+    print(_summary_line(record, exit_code, paths, published, inputs.skipped))
+    stopped = record.account_error or (
+        record.stop_reason if record.stop_reason == "local_state" else None
     )
-    _log_warnings(warnings)
-    config = for_wave(settings, wave)
-    check_window(config, datetime.now(UTC))
+    if stopped and as_json:  # cron: stderr stays JSON lines
+        log.error(
+            "run_stopped",
+            error=stopped,
+            stop_reason=record.stop_reason,
+            wave=wave.name,
+            run_id=record.run_id,
+        )
+    elif stopped:
+        print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
+    return exit_code
+
+
+def _run_locked(
+    ns: argparse.Namespace,
+    wave: Wave,
+    config: Config,
+    endpoint: endpoints.Endpoint,
+    run_id: str,
+    skipped: Sequence[Diagnostic],
+    terminal: Terminal | None,
+) -> tuple[RunRecord, ReportPaths | None, str | None]:
+    """The run under the wave's lock and journal: its record, report paths and upload URI."""
     covered = covered_applications(wave, ns)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
+    state.warnings = [str(d) for d in skipped]
+    rehearsal = endpoint.url if endpoint.is_emulator else None
+    names = {a.application_id: a.name for a in wave.applications}
     with (
         WaveLock(config.state_dir, wave.name),
         Journal.open(config.state_dir, wave.name) as journal,
     ):
         log_state_dir(config)
-        progress = Progress(state, len(wave.servers), enabled=show_progress)
+        progress = Progress(
+            state, len(wave.servers), enabled=terminal is not None, terminal=terminal, names=names
+        )
 
         async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
             async with _notifier(config) as notifier, progress:
-                tell = _teller(notifier, wave, ns.dry_run, config.endpoint_url)
+                tell = _teller(notifier, wave, ns.dry_run, rehearsal, state)
                 notifier.send(
                     notify.run_started(
                         wave.name,
                         servers=len(wave.servers),
                         applications=len(wave.applications),
+                        run_id=run_id,
                         dry_run=ns.dry_run,
-                        endpoint_url=config.endpoint_url,
+                        endpoint_url=rehearsal,
+                        warnings=state.warnings,
                     )
                 )
                 record = await run_wave(
@@ -402,6 +501,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                     not_after=config.not_after,
                     on_application=tell,
                     on_approval_awaited=_awaited(notifier, wave),
+                    run_id=run_id,
                 )
                 paths, published = await _report_and_publish(record, config)
                 location = published or (str(paths.run / "report.md") if paths else None)
@@ -413,27 +513,37 @@ def cmd_run(ns: argparse.Namespace) -> int:
                         report_location=location,
                         run_id=record.run_id,
                         dry_run=ns.dry_run,
-                        endpoint_url=config.endpoint_url,
+                        endpoint_url=rehearsal,
                     )
                 )
                 return record, paths, published
 
-        record, paths, published = asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
-    exit_code = _run_exit(record)
-    if paths is None:
-        return max(exit_code, ExitCode.LOCAL_STATE)
+        return asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
+
+
+def _summary_line(
+    record: RunRecord,
+    exit_code: int,
+    paths: ReportPaths,
+    published: str | None,
+    skipped: Sequence[Diagnostic],
+) -> str:
+    """`wave W: total=N finalized=.. exit=E report=PATH [uploaded=URI] [why: ...]`."""
     summary = summarize(record.servers)
-    line = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
-    where = f" uploaded={published}" if published else ""
-    print(f"wave {wave.name}: {line} exit={exit_code} report={paths.run / 'report.md'}{where}")
-    stopped = record.account_error or (
-        record.stop_reason if record.stop_reason == "local_state" else None
-    )
-    if stopped and as_json:  # cron: stderr stays JSON lines
-        log.error("run_stopped", error=stopped, stop_reason=record.stop_reason)
-    elif stopped:
-        print(f"mgn-cutover: stopped: {stopped}", file=sys.stderr)
-    return exit_code
+    counts = " ".join(f"{k}={v}" for k, v in summary.items() if v or k == "total")
+    line = f"wave {record.wave}: {counts} exit={exit_code} report={paths.run / 'report.md'}"
+    if published:
+        line += f" uploaded={published}"
+    why = [] if exit_code == 0 else [exit_meaning(exit_code, record.dry_run)]
+    if skipped:
+        why.append(f"WARNING {len(skipped)} other plan file(s) skipped: {skipped[0].path}")
+    return line + (" why: " + "; ".join(why) if why else "")
+
+
+def _terminal_summary(record: RunRecord) -> str:
+    """The end of a run on a terminal: each application, then every problem server."""
+    problems = [s for s in record.servers if Outcome(s.outcome) not in OK_OUTCOMES]
+    return final_summary(application_summaries(record.servers), problems)
 
 
 def _awaited(notifier: notify.Notifier, wave: Wave) -> Callable[[str], None]:
@@ -501,21 +611,43 @@ def _notifier(config: Config) -> notify.Notifier:
     )
 
 
+_CONVERGED_FATES = frozenset({Fate.FINALIZED, Fate.ALREADY_CUTOVER})
+
+
 def _teller(
-    notifier: notify.Notifier, wave: Wave, dry_run: bool, endpoint_url: str | None
+    notifier: notify.Notifier,
+    wave: Wave,
+    dry_run: bool,
+    endpoint_url: str | None,
+    state: RunState | None = None,
 ) -> Callable[[str, str, str | None], None]:
-    """The ledger's application callback: one notification per settled application."""
+    """The ledger's application callback: one log line (the terminal's per-application summary)
+    and one notification per settled application."""
     names = {a.application_id: a.name for a in wave.applications}
-    sizes = {a.application_id: len(a.servers) for a in wave.applications}
+    servers = {a.application_id: a.server_ids for a in wave.applications}
+
+    def converged(app_id: str) -> int | None:
+        ledger = state.ledger if state is not None else None
+        if ledger is None:
+            return None
+        return sum(ledger.fate(sid) in _CONVERGED_FATES for sid in servers.get(app_id, ()))
 
     def tell(app_id: str, status: str, reason: str | None) -> None:
+        name = names.get(app_id)
+        size, done = len(servers.get(app_id, ())), converged(app_id)
+        log.info(
+            "application_done",
+            applicationID=app_id,
+            application=_app_label(app_id, name),
+            status="HALF CUT OVER" if done and done < size else status,
+            servers=size,
+            converged=size if done is None else done,
+            reason=reason,
+        )
         if dry_run:
             return
-        name = names.get(app_id)
         if status == "finalized":
-            event = notify.application_finalized(
-                wave.name, app_id, name=name, servers=sizes.get(app_id, 0)
-            )
+            event = notify.application_finalized(wave.name, app_id, name=name, servers=size)
         elif status == "blocked":
             event = notify.application_blocked(wave.name, app_id, name=name, reason=reason or "")
         else:
@@ -569,44 +701,86 @@ def cmd_report(ns: argparse.Namespace) -> int:
 
 
 def cmd_status(ns: argparse.Namespace) -> int:
-    """`status`: the last run's outcomes, the journal and MGN's live state, side by side."""
-    config = load_settings(ns)
-    _setup_logging(config)
-    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
-        log_state_dir(config)
-        entries = journal.entries()
-        record = journal.last_run_record()
+    """`status`: the journal and MGN's live state side by side, what is pending and since when.
+
+    With plan paths each application is read in its own account and region and shown by name;
+    without, the journal and the last run's account and region. Works while a run holds the
+    lock. Raises InputError for bad plans or settings, JournalError for a damaged journal.
+    """
+    if ns.paths:
+        inputs = load_inputs(ns)
+        config, wave = inputs.settings, inputs.wave
+        _setup_logging(config)
+        _log_warnings(inputs.warnings, inputs.skipped)
+        config = for_wave(config, wave)
+    else:
+        config, wave = load_settings(ns), None
+        _setup_logging(config)
+    config, _ = endpoints.resolved(config, os.environ)
+    entries: dict[str, JournalEntry] = {}
+    record: RunRecord | None = None
+    if wave is None or journal_path(config.state_dir, wave.name).exists():
+        with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+            log_state_dir(config)
+            entries, record = journal.entries(), journal.last_run_record()
     last = {r.source_server_id: r for r in record.servers} if record else {}
-    if record is not None:  # the wave's own account and region, as the last run used them
-        used = record.config
-        config = replace(
-            config,
-            account_id=str(used.get("account_id") or "") or config.account_id,
-            region=str(used.get("region") or "") or config.region,
+    if wave is not None:
+        server_targets = status.targets(wave)
+    else:
+        server_targets = _journal_targets(config, entries, last, record)
+    views = _read_views(config, server_targets)
+    running = status.run_in_progress(config.state_dir, ns.wave)
+    print(status.render(ns.wave, server_targets, entries, last, views, running))
+    return ExitCode.OK
+
+
+def journal_path(state_dir: Path, wave: str) -> Path:
+    """Where the wave's journal would be (it may not exist yet)."""
+    return wave_dir(state_dir, wave) / JOURNAL_FILE
+
+
+def _journal_targets(
+    config: Config,
+    entries: dict[str, JournalEntry],
+    last: dict[str, ServerResult],
+    record: RunRecord | None,
+) -> list[status.Target]:
+    """Without a plan: the servers the journal and the last run know, in the last run's
+    account and region (the plan is needed for each application's own)."""
+    account = region = None
+    if record is not None:
+        account = str(record.config.get("account_id") or "") or None
+        region = str(record.config.get("region") or "") or None
+    found = []
+    for sid in sorted(set(entries) | set(last)):
+        app_id = entries[sid].application_id if sid in entries else last[sid].application_id
+        name = last[sid].application_name if sid in last else None
+        found.append(
+            status.Target(sid, app_id, name, account or config.account_id, region or config.region)
         )
-    ids = sorted(set(entries) | set(last))
+    return found
 
-    async def work(gw: Gateway) -> dict[str, Any]:
-        return dict(await gw.read(ids))
 
-    views = asyncio.run(_with_gateway(config, None, work))
-    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
-    for sid in ids:
-        entry, view, result = entries.get(sid), views.get(sid), last.get(sid)
-        rows.append(
-            (
-                sid,
-                result.outcome.value if result else "-",
-                entry.status if entry else "-",
-                (entry.finalized_at if entry else None) or "-",
-                (view.lifecycle_state if view else "not found") or "?",
-                (view.replication_state if view else "-") or "?",
+def _read_views(config: Config, server_targets: list[status.Target]) -> dict[str, ServerView]:
+    """MGN's live view of every server, one client per (account, region)."""
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
+    for t in server_targets:
+        groups.setdefault((t.account_id, t.region), []).append(t.server_id)
+
+    async def read_all() -> dict[str, ServerView]:
+        views: dict[str, ServerView] = {}
+        for (account, region), ids in groups.items():
+            where = replace(
+                config, account_id=account or config.account_id, region=region or config.region
             )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    return 0
+
+            async def work(gw: Gateway, ids: list[str] = ids) -> dict[str, ServerView]:
+                return dict(await gw.read(ids))
+
+            views.update(await _with_gateway(where, None, work))
+        return views
+
+    return asyncio.run(read_all())
 
 
 def cmd_export_plan(ns: argparse.Namespace) -> int:

@@ -57,6 +57,18 @@ ACCOUNT_WIDE_CODES = frozenset(
 _THROTTLE_CODES = frozenset(
     {"ThrottlingException", "Throttling", "TooManyRequestsException", "RequestLimitExceeded"}
 )
+# Connection failures that mean the endpoint itself could not be reached (or answered oddly).
+_CONNECT_CODES = frozenset(
+    {
+        "ConnectionError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "HTTPClientError",
+        "ProxyConnectionError",
+    }
+)
 _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     bce.NoCredentialsError,
     bce.PartialCredentialsError,
@@ -277,6 +289,8 @@ class ClientSettings:
     max_pool_connections: int = 10
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 30.0
+    # Where endpoint_url came from (`AWS_ENDPOINT_URL_MGN`, `--endpoint-url`, ...): for messages.
+    endpoint_source: str | None = None
 
 
 def translate(exc: BaseException) -> MgnCutoverError:
@@ -360,7 +374,7 @@ class MgnClient:
             )
         except Exception as exc:
             await self._stack.aclose()
-            raise translate(exc) from exc
+            raise self._located(translate(exc)) from exc
         self._check_answers(self._client)
         return self
 
@@ -401,8 +415,26 @@ class MgnClient:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise translate(exc) from exc
+            raise self._located(translate(exc)) from exc
         return response
+
+    def _located(self, err: MgnCutoverError) -> MgnCutoverError:
+        """The error with what a person needs to act on it: which endpoint setting was used for
+        a connection that failed; that an unset endpoint means real AWS when credentials fail."""
+        s = self.settings
+        if isinstance(err, RetryableError) and err.code in _CONNECT_CODES and s.endpoint_url:
+            source = s.endpoint_source or "endpoint_url"
+            hint = f"; the MGN endpoint {s.endpoint_url} comes from {source}"
+            return RetryableError(
+                err.code, err.message + hint, err.status, err.retry_after_s, err.ambiguous
+            )
+        if isinstance(err, AccountError) and err.code == "CredentialsError" and not s.endpoint_url:
+            hint = (
+                " (AWS_ENDPOINT_URL_MGN is unset, so this is real AWS; for a rehearsal on the "
+                "emulator export the AWS_ENDPOINT_URL_MGN that `mgn-cutover simulate` prints)"
+            )
+            return AccountError(err.code, str(err).partition(": ")[2] + hint)
+        return err
 
     async def describe(
         self, server_ids: Sequence[str], states: Sequence[str] = ()

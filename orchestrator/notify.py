@@ -106,11 +106,17 @@ def run_started(
     run_id: str | None = None,
     dry_run: bool = False,
     endpoint_url: str | None = None,
+    warnings: Sequence[str] = (),
 ) -> Event:
-    """The run began working on `servers` servers in `applications` applications."""
+    """The run began working on `servers` servers in `applications` applications; `warnings`
+    (e.g. another wave's plan file skipped) are said loudly in the text."""
     mode = " (dry run)" if dry_run else ""
     text = f"run started{mode}: {servers} servers in {applications} applications"
-    fields = {"run_id": run_id, "servers": servers, "applications": applications}
+    if warnings:
+        text += ". WARNING: " + "; ".join(_esc(w) for w in warnings)
+    fields: dict[str, Any] = {"run_id": run_id, "servers": servers, "applications": applications}
+    if warnings:
+        fields["warnings"] = list(warnings)
     return _event(EventKind.RUN_STARTED, wave, text, fields, dry_run, endpoint_url)
 
 

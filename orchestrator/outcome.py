@@ -94,6 +94,8 @@ class RunRecord:
     covered_applications: list[str] | None = None
     # This run's own exit code when it covered only part of the wave (exit_code is the wave's).
     run_exit_code: int | None = None
+    # Loud warnings a reader must see (e.g. another wave's plan file that could not be read).
+    warnings: list[str] = field(default_factory=list)
 
 
 def run_record_from_dict(data: dict[str, Any]) -> RunRecord:

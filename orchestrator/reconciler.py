@@ -70,6 +70,10 @@ class Reconciler:
     def pending(self) -> frozenset[str]:
         return frozenset(self._deadlines)
 
+    def deadline(self) -> float | None:
+        """When (on this reconciler's clock) the last pending server's wait ends; None if none."""
+        return max(self._deadlines.values(), default=None)
+
     def add(self, server_id: str) -> None:
         """Start watching a server (once; its deadline runs from the first add)."""
         self._deadlines.setdefault(server_id, self._clock() + self.timeout_s)

@@ -13,8 +13,10 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import (
@@ -68,10 +70,15 @@ SERVER_FIELDS = (
     "finalized_at",
     "converged_at",
 )
-CSV_FIELDS = tuple(
-    name
-    for f in SERVER_FIELDS
-    for name in (("error_code", "error_message") if f == "error" else (f,))
+CSV_FIELDS = (
+    *(
+        name
+        for f in SERVER_FIELDS
+        for name in (("error_code", "error_message") if f == "error" else (f,))
+    ),
+    # Grown after v1, at the end so scripts reading columns by position keep working.
+    "wave",
+    "application_name",
 )
 # Spreadsheets run cells that start with these as formulas; names come from MGN tags.
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -111,6 +118,8 @@ def render_json(record: RunRecord) -> str:
         "covered_applications": record.covered_applications,
         "run_exit_code": record.run_exit_code,
         "endpoint_url": record.config.get("endpoint_url"),
+        "rehearsal": rehearsal_endpoint(record) is not None,
+        "warnings": list(record.warnings),
     }
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
@@ -147,8 +156,63 @@ def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any
 
 
 def render_markdown(record: RunRecord) -> str:
-    """The report for people: status, summary, then each application, problems first."""
+    """The report for people. Its first page is for the manager: the wave, where and how long,
+    one row per application (a half cut over one flagged loudly), then the problem servers and
+    what to do; the outcome counts and every server by application follow."""
     lines = [f"# mgn-cutover report: wave {_md(record.wave)}", ""]
+    lines += _banners(record)
+    if record.description:
+        lines += [f"**{_md(record.description)}**", ""]
+    config = record.config
+    where = ", ".join(
+        f"{label} {_md(str(config.get(key)))}"
+        for label, key in (("account", "account_id"), ("region", "region"))
+        if config.get(key)
+    )
+    lines += [
+        f"- Where: {where or 'account and region from the AWS profile'}",
+        f"- Started: {_md(record.started_at)}; finished: {_md(record.finished_at)} "
+        f"({_duration(record.started_at, record.finished_at)})",
+        f"- Exit code: **{record.exit_code}**: {exit_meaning(record.exit_code, record.dry_run)}",
+    ]
+    if record.run_id:
+        lines.append(f"- Run: {_md(record.run_id)}")
+    if record.account_error:
+        lines.append(
+            f"- Account error: {_md(record.account_error)}. Fix the credentials or permissions "
+            "for this account, then rerun."
+        )
+    lines += ["", *_applications_table(record.servers), "", *_problems_table(record.servers)]
+    lines += ["", "## Summary", "", "| Outcome | Servers |", "| --- | ---: |"]
+    lines += [f"| {name} | {count} |" for name, count in summarize(record.servers).items()]
+    lines += night_section(record.servers)
+    lines += ["", "## Servers by application"]
+    apps = _by_application(record.servers)
+    if not apps:
+        lines += ["", "No servers in this run."]
+    for app_id, servers in sorted(apps.items(), key=lambda kv: (not _is_problem(kv[1]), kv[0])):
+        lines += ["", *_application_section(app_id, servers)]
+    return "\n".join(lines) + "\n"
+
+
+def rehearsal_endpoint(record: RunRecord) -> str | None:
+    """The MGN endpoint when it is not real AWS (an emulator): the report is a rehearsal."""
+    url = record.config.get("endpoint_url")
+    if not isinstance(url, str) or not url:
+        return None
+    host = (urlsplit(url).hostname or "").lower()
+    return None if host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")) else url
+
+
+def _banners(record: RunRecord) -> list[str]:
+    lines: list[str] = []
+    rehearsal = rehearsal_endpoint(record)
+    if rehearsal:
+        lines += [
+            f"> **REHEARSAL**: MGN was an emulator at `{rehearsal}`; nothing in this report "
+            "happened in AWS.",
+            "",
+        ]
     if record.dry_run:
         lines += ["**DRY RUN**: no FinalizeCutover was sent; outcomes say what a run would do.", ""]
     if record.interrupted:
@@ -162,26 +226,77 @@ def render_markdown(record: RunRecord) -> str:
             "applications show their last known outcome.",
             "",
         ]
-    lines += [
-        f"- Started: {_md(record.started_at)}",
-        f"- Finished: {_md(record.finished_at)}",
-        f"- Exit code: **{record.exit_code}**: {exit_meaning(record.exit_code, record.dry_run)}",
-    ]
-    if record.account_error:
-        lines.append(
-            f"- Account error: {_md(record.account_error)}. Fix the credentials or permissions "
-            "for this account, then rerun."
+    for warning in record.warnings:
+        lines += [f"**WARNING**: {_md(warning)}", ""]
+    return lines
+
+
+def _duration(started: str, finished: str) -> str:
+    try:
+        seconds = int(
+            (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
         )
-    lines += ["", "## Summary", "", "| Outcome | Servers |", "| --- | ---: |"]
-    lines += [f"| {name} | {count} |" for name, count in summarize(record.servers).items()]
-    lines += night_section(record.servers)
-    lines += ["", "## Applications"]
-    apps = _by_application(record.servers)
+    except (TypeError, ValueError):
+        return "duration unknown"
+    hours, rest = divmod(max(seconds, 0), 3600)
+    return (
+        f"{hours}h {rest // 60:02d}m {rest % 60:02d}s"
+        if hours
+        else f"{rest // 60}m {rest % 60:02d}s"
+    )
+
+
+_STATUS_WORDS = {
+    "converged": "converged",
+    "partially_cut_over": "**HALF CUT OVER: act now** (some servers cut over, some not)",
+    "blocked": "blocked: nothing sent",
+    "would_finalize": "would finalize (dry run)",
+    "not_converged": "not converged",
+}
+
+
+def _applications_table(servers: Sequence[ServerResult]) -> list[str]:
+    apps = application_summaries(servers)
+    order = {"partially_cut_over": 0, "not_converged": 1, "blocked": 2}
+    apps.sort(key=lambda a: (order.get(a["status"], 3), a["name"] or "", a["applicationID"]))
+    lines = [
+        "## Applications",
+        "",
+        "| Application | ID | Converged | Status |",
+        "| --- | --- | ---: | --- |",
+    ]
+    for app in apps:
+        lines.append(
+            f"| {_md(app['name'])} | {_md(app['applicationID'])} | "
+            f"{app['converged']} of {app['servers']} | {_STATUS_WORDS[app['status']]} |"
+        )
     if not apps:
-        lines += ["", "No servers in this run."]
-    for app_id, servers in sorted(apps.items(), key=lambda kv: (not _is_problem(kv[1]), kv[0])):
-        lines += ["", *_application_section(app_id, servers)]
-    return "\n".join(lines) + "\n"
+        lines.append("| - | - | 0 of 0 | no servers |")
+    return lines
+
+
+def _problems_table(servers: Sequence[ServerResult]) -> list[str]:
+    problems = [s for s in _sorted(servers) if Outcome(s.outcome) not in OK_OUTCOMES]
+    if not problems:
+        return ["## Problem servers", "", "None: every server converged."]
+    lines = [
+        "## Problem servers",
+        "",
+        "| Server | Application | Outcome | Reason | What to do |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s in problems:
+        outcome = Outcome(s.outcome)
+        app = f"{s.application_name} ({s.application_id})" if s.application_name else None
+        cells = (
+            s.source_server_id,
+            app or s.application_id,
+            outcome.value,
+            s.reason,
+            NEXT_STEPS.get(outcome),
+        )
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    return lines
 
 
 # The night's steps in order, as the ledger names them on each server's timeline.
@@ -220,7 +335,8 @@ def night_section(servers: Sequence[ServerResult]) -> list[str]:
         label = f"{_md(name)} ({_md(app_id)})" if name else _md(app_id)
         lines.append(
             f"| {label} | {_clock(first)} | {_clock(done) if done else 'not converged'} | "
-            f"{_duration(first, done)} | {_md(slowest.source_server_id)} |"
+            f"{_duration(first, done) if first and done else '-'} | "
+            f"{_md(slowest.source_server_id)} |"
         )
     header = " | ".join(title for _, title in NIGHT_STEPS)
     lines += ["", f"| Server | Job | {header} |", "| --- | --- |" + " --- |" * len(NIGHT_STEPS)]
@@ -242,22 +358,6 @@ def _clock(at: str | None) -> str:
     return at.split("T", 1)[1][:8]
 
 
-def _duration(start: str | None, end: str | None) -> str:
-    from datetime import datetime
-
-    if not start or not end:
-        return "-"
-    try:
-        seconds = (
-            datetime.fromisoformat(end.replace("Z", "+00:00"))
-            - datetime.fromisoformat(start.replace("Z", "+00:00"))
-        ).total_seconds()
-    except ValueError:
-        return "-"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
-
-
 def render_csv(record: RunRecord) -> str:
     """One row per server under a header row, for spreadsheets.
 
@@ -268,7 +368,8 @@ def render_csv(record: RunRecord) -> str:
     writer = csv.writer(buf)
     writer.writerow(CSV_FIELDS)
     for server in _sorted(record.servers):
-        writer.writerow([_csv_cell(v) for v in _server_flat(server)])
+        row = [*_server_flat(server), record.wave, server.application_name]
+        writer.writerow([_csv_cell(v) for v in row])
     return buf.getvalue()
 
 
@@ -371,7 +472,7 @@ def _server_flat(s: ServerResult) -> list[Any]:
     row = _server_json(s)
     error = row.pop("error") or {}
     row["error_code"], row["error_message"] = error.get("code"), error.get("message")
-    return [row[name] for name in CSV_FIELDS]
+    return [row[name] for name in CSV_FIELDS[:-2]]
 
 
 def _csv_cell(value: Any) -> str:
@@ -383,8 +484,10 @@ def _csv_cell(value: Any) -> str:
 
 def _application_section(app_id: str, servers: Sequence[ServerResult]) -> list[str]:
     problem = _is_problem(servers)
+    name = next((s.application_name for s in servers if s.application_name), None)
+    title = f"{_md(name)} ({_md(app_id)})" if name else _md(app_id)
     lines = [
-        f"### {_md(app_id)}" + (" (needs attention)" if problem else ""),
+        f"### {title}" + (" (needs attention)" if problem else ""),
         "",
         "| Server | Name | Outcome | Reason | Lifecycle | Replication | Error |",
         "| --- | --- | --- | --- | --- | --- | --- |",

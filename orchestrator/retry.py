@@ -17,6 +17,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import structlog
+
 from orchestrator.errors import RetryableError, ThrottledError
 from orchestrator.limiter import Clock, RateLimiter, Sleep
 from orchestrator.stop import Stopped
@@ -24,6 +26,7 @@ from orchestrator.stop import Stopped
 __all__ = ["Retrier", "RetryPolicy", "Stopped", "call_with_retries"]
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,15 @@ async def call_with_retries(
         delay = policy.delay_s(attempt, last, rng)
         if attempt >= policy.max_attempts or clock() + delay - started > policy.deadline_s:
             raise last
+        # Seen as it happens: throttling, 5xx and connection problems are not silent waits.
+        log.info(
+            "call_retry",
+            error_code=last.code,
+            error=last.message,
+            attempt=attempt,
+            max_attempts=policy.max_attempts,
+            delay_s=round(delay, 2),
+        )
         await sleep(delay)
 
 

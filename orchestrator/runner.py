@@ -55,6 +55,8 @@ class RunState:
     stop: Stop = field(default_factory=Stop)
     phase: str = "starting"
     ledger: Ledger | None = None
+    reconciler: Reconciler | None = None  # the progress line's countdown reads its deadline
+    warnings: list[str] = field(default_factory=list)  # loud ones, for the report
 
     def interrupt(self) -> None:
         """SIGINT/SIGTERM: nothing new is sent; reads stop; calls on the wire get a grace."""
@@ -194,6 +196,7 @@ def _record(
         incomplete=incomplete,
         covered_applications=sorted(ledger.covered) if subset and ledger.covered else None,
         run_exit_code=int(run_code) if subset else None,
+        warnings=list(state.warnings),
     )
 
 
@@ -222,6 +225,7 @@ async def _execute(
         clock=clock,
         sleep=sleep,
     )
+    state.reconciler = reconciler
     pool = FinalizePool(
         finalize=gateway.client.finalize,
         describe=gateway.describe,

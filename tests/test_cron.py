@@ -7,13 +7,16 @@ says so, and documents the crontab, the systemd units, the exit codes and the IA
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
 import shlex
 import subprocess
 import sys
+import threading
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +30,11 @@ pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-SUMMARY_LINE = re.compile(r"^wave (\S+): total=\d+( \w+=\d+)* exit=(\d) report=(\S+report\.md)$")
+SUMMARY_LINE = re.compile(
+    r"^wave (\S+): total=\d+( \w+=\d+)* exit=(\d) report=(\S+report\.md)"
+    r"( uploaded=\S+)?( why: .+)?$"
+)
+REFUSAL_LINE = re.compile(r"^wave (\S+): refused exit=(\d+) why: (.+)$")
 PER_SERVER_KEYS = ("wave", "applicationID", "sourceServerID")
 
 
@@ -76,6 +83,7 @@ def assert_cron_output(out: subprocess.CompletedProcess[str], wave: str) -> list
     assert events, "a run logs at least run_started and run_finished"
     for event in events:
         assert {"event", "level", "timestamp"} <= set(event), event
+        assert event.get("wave") == wave and event.get("run_id"), event  # every event, issue 14
         if "sourceServerID" in event:
             assert all(event.get(k) for k in PER_SERVER_KEYS), event
             assert event["wave"] == wave
@@ -265,7 +273,8 @@ def test_operations_doc_commands_parse_with_the_real_cli() -> None:
 
 
 def test_cron_run_refused_before_it_starts_is_one_json_line(emulator: Any, work_dir: Path) -> None:
-    """Locked (exit 3) and bad input (exit 2) under cron are JSON events, not plain text."""
+    """Locked (exit 3) and bad input (exit 2) under cron are JSON events, not plain text, and
+    one stdout line each."""
     from orchestrator.lock import WaveLock
 
     plan = write_plan(work_dir, "w", {aid(0): [sid(0, 0)]})
@@ -274,14 +283,115 @@ def test_cron_run_refused_before_it_starts_is_one_json_line(emulator: Any, work_
     with WaveLock(work_dir / "state", "w"):
         locked = as_cron(cron_args(plan, "w", work_dir), env)
     assert locked.returncode == 3
-    [event] = json_events(locked.stderr)
+    [event] = refused_events(locked.stderr)
     assert event["event"] == "run_refused" and event["exit_code"] == 3
+    assert event["wave"] == "w"
     assert "is locked by pid" in event["error"]
+    assert_refusal_line(locked, "w", 3, "is locked by pid")
     bad = plan.parent / "bad.yaml"
     bad.write_text("wave: w2\napplications: []\nextra: 1\n")
     refused = as_cron(cron_args(bad, "w2", work_dir), env)
     assert refused.returncode == 2
-    [event] = json_events(refused.stderr)
+    [event] = refused_events(refused.stderr)
     assert event["exit_code"] == 2 and len(event["diagnostics"]) >= 2
     assert all(d.startswith(f"{bad}:") for d in event["diagnostics"])
+    assert_refusal_line(refused, "w2", 2, str(bad))
     assert emulator.calls("FinalizeCutover") == 0
+
+
+def refused_events(stderr: str) -> list[dict[str, Any]]:
+    """The run_refused events of a stderr that holds only JSON lines."""
+    return [e for e in json_events(stderr) if e["event"] == "run_refused"]
+
+
+def assert_refusal_line(
+    out: subprocess.CompletedProcess[str], wave: str, code: int, why: str
+) -> None:
+    """stdout is exactly one line naming the wave, the exit code and why (cron mails stdout)."""
+    lines = out.stdout.splitlines()
+    assert len(lines) == 1, out.stdout
+    match = REFUSAL_LINE.match(lines[0])
+    assert match, lines[0]
+    assert match.group(1) == wave and int(match.group(2)) == code == out.returncode
+    assert why in match.group(3), lines[0]
+
+
+def test_every_refused_cron_run_prints_one_summary_line(emulator: Any, work_dir: Path) -> None:
+    """Outside the window (6), a misspelt flag (2) and a missing plan (2) each leave one stdout
+    line naming the wave, the exit code and why: a refused night is never silent under cron."""
+    plan = write_plan(work_dir, "w", {aid(0): [sid(0, 0)]})
+    emulator.seed({"servers": [server(sid(0, 0), aid(0))]})
+    env = cli_env(emulator.url)
+    late = as_cron(cron_args(plan, "w", work_dir, "--not-after", "2000-01-01T00:00:00+00:00"), env)
+    assert_refusal_line(late, "w", 6, "window closed")
+    [event] = refused_events(late.stderr)
+    assert event["event"] == "run_refused" and event["wave"] == "w"
+    typo = as_cron([*cron_args(plan, "w", work_dir), "--finalise-rate", "5"], env)
+    assert_refusal_line(typo, "w", 2, "bad arguments")
+    assert "did you mean --finalize-rate" in typo.stderr
+    missing = as_cron(cron_args(work_dir / "nope.yaml", "w", work_dir), env)
+    assert_refusal_line(missing, "w", 2, "nope.yaml")
+    assert emulator.calls("FinalizeCutover") == 0
+
+
+@contextlib.contextmanager
+def webhook_receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local webhook on a thread: its URL and the JSON bodies it received."""
+    bodies: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            bodies.append(json.loads(self.rfile.read(length)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server_ = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server_.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server_.server_address[1]}/hook", bodies
+    finally:
+        server_.shutdown()
+        server_.server_close()
+        thread.join()
+
+
+def test_another_waves_broken_plan_does_not_stop_tonight(emulator: Any, work_dir: Path) -> None:
+    """A typo in another wave's file is a loud warning (stderr, report, summary line, the start
+    notification), not a refusal; the cross-wave duplicate check still covers the files that
+    could be read."""
+    plans = work_dir / "plans"
+    plans.mkdir()
+    plan = write_plan(plans, "tonight", {aid(0): [sid(0, 0)]})
+    emulator.seed({"servers": [server(sid(0, 0), aid(0))]})
+    (plans / "next-month.yaml").write_text(
+        "wave: next-month\napplications:\n  - applicationID: [\n"
+    )
+    with webhook_receiver() as (url, bodies):
+        env = cli_env(emulator.url, {"MGN_CUTOVER_NOTIFY_WEBHOOK_URL": url})
+        out = as_cron(cron_args(plans, "tonight", work_dir), env)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert_cron_output(out, "tonight")
+    assert "WARNING 1 other plan file(s) skipped" in out.stdout
+    [started] = [b for b in bodies if b["mgn_cutover"]["event"] == "run_started"]
+    assert "WARNING" in started["text"] and "next-month.yaml" in started["text"]
+    events = json_events(out.stderr)
+    [skip] = [e for e in events if e["event"] == "plan_file_skipped"]
+    assert skip["level"] == "warning" and skip["path"].endswith("next-month.yaml")
+    rep = report(work_dir, "tonight")
+    assert any("next-month.yaml" in w for w in rep["warnings"])
+    assert "next-month.yaml" in (work_dir / "reports" / "tonight" / "report.md").read_text()
+    # A readable wave that plans tonight's server is still refused.
+    write_plan(plans, "other", {aid(1): [sid(0, 0)]})
+    clash = as_cron(cron_args(plans, "tonight", work_dir), env)
+    assert clash.returncode == 2 and "is also planned at" in clash.stderr
+    assert_refusal_line(clash, "tonight", 2, "is also planned at")
+    # Tonight's own broken file is still exit 2.
+    plan.write_text(plan.read_text() + "bogus: 1\n")
+    (plans / "other.yaml").unlink()
+    own = as_cron(cron_args(plans, "tonight", work_dir), env)
+    assert own.returncode == 2, own.stdout

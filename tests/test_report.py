@@ -119,6 +119,8 @@ def test_json_schema_keys_and_order() -> None:
         "covered_applications",
         "run_exit_code",
         "endpoint_url",
+        "rehearsal",
+        "warnings",
     ]
     assert doc["schema"] == REPORT_SCHEMA
     assert doc["config"] == {"concurrency": 16, "state_dir": ".mgn-cutover"}
@@ -196,6 +198,7 @@ def test_csv_parses_back_to_the_json_rows() -> None:
     for server in json.loads(render_json(record))["servers"]:
         error = server.pop("error") or {}
         server["error_code"], server["error_message"] = error.get("code"), error.get("message")
+        server["wave"] = record.wave  # the CSV's own columns, at the end (issue 14)
         expected.append({k: "" if server[k] is None else str(server[k]) for k in CSV_FIELDS})
     assert rows == expected
 

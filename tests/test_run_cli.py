@@ -328,10 +328,11 @@ def test_report_and_status_read_the_journal(emulator: Any, work_dir: Path) -> No
     assert (work_dir / "again" / "w" / "report.json").read_text() == first
     status = mgn_cutover(["status", "--wave", "w", *state], env)
     assert status.returncode == 0, status.stderr
-    rows = {line.split()[0]: line.split()[1:] for line in status.stdout.splitlines()[1:]}
-    assert rows[sid(0, 0)][0:2] == ["finalized", "converged"]
+    lines = status.stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:] for line in lines if line.startswith("s-")}
+    assert rows[sid(0, 0)][0:3] == ["app0", "finalized", "converged"]
     assert rows[sid(0, 0)][-2:] == ["CUTOVER", "DISCONNECTED"]
-    assert rows[sid(1, 0)][0:2] == ["blocked", "-"]
+    assert rows[sid(1, 0)][0:3] == ["app1", "blocked", "-"]
     assert rows[sid(1, 0)][-2] == "CUTTING_OVER"
     missing = mgn_cutover(["status", "--wave", "nope", *state], env)
     assert missing.returncode == 2
