@@ -176,10 +176,7 @@ TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
     (F.AWAITING_APPROVAL, Event.EXPIRED): frozenset({F.NOT_APPROVED}),
     (F.LAUNCHED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
     (F.VERIFIED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
-    **{
-        (f, Event.HELD): frozenset({F.HELD})
-        for f in (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)
-    },
+    **{(f, Event.HELD): frozenset({F.HELD}) for f in (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)},
     (F.LAUNCH_FAILED, Event.REVERT): frozenset({F.REVERTED}),
     (F.HELD, Event.REVERT): frozenset({F.REVERTED}),
     (F.NOT_APPROVED, Event.REVERT): frozenset({F.REVERTED}),
@@ -1020,12 +1017,13 @@ class Ledger:
         if to is not before and to in _TIMELINE:
             self._timeline(row, _TIMELINE[to], reason)
         if to is not before and to in FINAL:
-            log.info(
-                "server_" + to.value,
-                sourceServerID=row.server.source_server_id,
-                applicationID=row.server.application_id,
-                reason=reason,
-            )
+            if to not in _CONVERGED:  # convergence has its own event (server_converged)
+                log.info(
+                    "server_" + to.value,
+                    sourceServerID=row.server.source_server_id,
+                    applicationID=row.server.application_id,
+                    reason=reason,
+                )
             self._application_settled(row.server.application_id)
 
     def _application_settled(self, app_id: str) -> None:

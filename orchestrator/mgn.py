@@ -79,11 +79,21 @@ _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+_MODEL: list[Any] = []  # the MGN service model a client already loaded (loading one costs ~1 s)
+
+
+def use_model(model: Any) -> None:
+    """Read the enums from this (already loaded) botocore MGN service model."""
+    if not _MODEL:
+        _MODEL.append(model)
+
+
 @functools.cache
 def _enum(shape_name: str) -> frozenset[str]:
     """The values botocore's MGN model allows for an enum shape (the model is read once)."""
-    model = botocore.session.get_session().get_service_model("mgn")
-    return frozenset(model.shape_for(shape_name).enum)
+    if not _MODEL:
+        _MODEL.append(botocore.session.get_session().get_service_model("mgn"))
+    return frozenset(_MODEL[0].shape_for(shape_name).enum)
 
 
 def lifecycle_states() -> frozenset[str]:
@@ -382,6 +392,7 @@ class MgnClient:
     def _check_answers(client: Any) -> None:
         """Catch off-model SourceServer answers before botocore's parser sees them."""
         model = client.meta.service_model
+        use_model(model)
         server_shape = model.shape_for("SourceServer")
         events = client.meta.events
         events.register(

@@ -97,7 +97,16 @@ def summarize(servers: Sequence[ServerResult]) -> dict[str, int]:
 
 def render_json(record: RunRecord) -> str:
     """The report as pretty-printed JSON with a stable key order; objects in config as str."""
-    doc = {
+    return _dump(report_document(record))
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def report_document(record: RunRecord) -> dict[str, Any]:
+    """report.json as a dict (what render_json writes, and what the HTML page is drawn from)."""
+    return {
         "schema": REPORT_SCHEMA,
         "wave": record.wave,
         "dry_run": record.dry_run,
@@ -121,7 +130,6 @@ def render_json(record: RunRecord) -> str:
         "rehearsal": rehearsal_endpoint(record) is not None,
         "warnings": list(record.warnings),
     }
-    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
 
 
 def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any]]:
@@ -397,12 +405,12 @@ def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
     cannot be written (the previous report file then stays whole).
     """
     folder = wave_dir(report_dir, record.wave)
-    doc = render_json(record)
+    doc = report_document(record)
     rendered = {
-        "report.json": doc,
+        "report.json": _dump(doc),
         "report.md": render_markdown(record),
         "report.csv": render_csv(record),
-        "report.html": render_html(json.loads(doc)),
+        "report.html": render_html(doc),
     }
     run = folder / "runs" / run_folder_name(record)
     targets = [run]

@@ -9,6 +9,7 @@ Everything from the document is HTML-escaped here; the page's script never touch
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,8 +94,10 @@ def outcome_of(server: Mapping[str, Any]) -> str:
     return text_of(server.get("outcome")) or "unknown"
 
 
+@functools.lru_cache(maxsize=1024)
 def css_token(value: str) -> str:
-    """A value safe as part of a CSS class name: letters, digits, `_` only."""
+    """A value safe as part of a CSS class name: letters, digits, `_` only (the few event and
+    outcome names repeat: cached)."""
     return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in value)
 
 
