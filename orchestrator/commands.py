@@ -719,10 +719,13 @@ def cmd_status(ns: argparse.Namespace) -> int:
     config, _ = endpoints.resolved(config, os.environ)
     entries: dict[str, JournalEntry] = {}
     record: RunRecord | None = None
+    waiting: list[str] = []
     if wave is None or journal_path(config.state_dir, wave.name).exists():
         with Journal.open(config.state_dir, ns.wave, create=False) as journal:
             log_state_dir(config)
             entries, record = journal.entries(), journal.last_run_record()
+            names = {a.application_id: a.name for a in wave.applications} if wave else {}
+            waiting = status.approvals_waiting(journal.steps(), journal.approvals(), names)
     last = {r.source_server_id: r for r in record.servers} if record else {}
     if wave is not None:
         server_targets = status.targets(wave)
@@ -730,7 +733,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
         server_targets = _journal_targets(config, entries, last, record)
     views = _read_views(config, server_targets)
     running = status.run_in_progress(config.state_dir, ns.wave)
-    print(status.render(ns.wave, server_targets, entries, last, views, running))
+    print(status.render(ns.wave, server_targets, entries, last, views, running, waiting))
     return ExitCode.OK
 
 

@@ -69,7 +69,7 @@ _STEPS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS steps (
     source_server_id TEXT NOT NULL,
     application_id TEXT NOT NULL,
-    step TEXT NOT NULL CHECK (step IN ('launch', 'revert', 'archive')),
+    step TEXT NOT NULL CHECK (step IN ('launch', 'approval', 'revert', 'archive')),
     status TEXT NOT NULL CHECK (status IN ('intent', 'accepted', 'done', 'failed')),
     job_id TEXT,
     detail TEXT,

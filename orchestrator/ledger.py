@@ -710,6 +710,8 @@ class Ledger:
             if r.fate is F.VERIFIED:
                 self._move(r, Event.VERIFY, to, None)
                 ready.append(r.server.source_server_id)
+                if to is F.AWAITING_APPROVAL:  # `status` shows it waits, and since when
+                    self._write_step(r, "approval", "intent", detail=app)
         if to is F.AWAITING_APPROVAL:
             log.info("approval_awaited", applicationID=app)
             return []
@@ -728,6 +730,7 @@ class Ledger:
             if row.fate is F.AWAITING_APPROVAL:
                 self._move(row, Event.APPROVE, F.READY, None)
                 self._timeline(row, "approved", f"by {by} at {at}")
+                self._write_step(row, "approval", "done", detail=application_id)
                 ready.append(row.server.source_server_id)
         return ready
 
@@ -737,6 +740,7 @@ class Ledger:
         for row in self._app_rows(application_id):
             if row.fate is F.AWAITING_APPROVAL:
                 self._move(row, Event.EXPIRED, F.NOT_APPROVED, why)
+                self._write_step(row, "approval", "failed", detail=application_id)
 
     def launch_failed(self, server_id: str, reason: str) -> None:
         """The server failed to launch or verify: it and its application are not finalized."""

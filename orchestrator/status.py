@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.files import wave_dir
-from orchestrator.journal import JournalEntry
+from orchestrator.journal import JournalEntry, StepEntry
 from orchestrator.lock import LOCK_FILE
 from orchestrator.mgn import ServerView
 from orchestrator.outcome import ServerResult
@@ -142,10 +142,29 @@ def pending(
     return lines
 
 
-def approvals_waiting() -> list[str]:
-    """Applications waiting for a person's approval. The launch-night work (issue 10) brings
-    approvals; until then nothing waits and this section stays empty."""
-    return []
+def approvals_waiting(
+    steps: Mapping[str, Mapping[str, StepEntry]],
+    approvals: Mapping[str, tuple[str, str]],
+    names: Mapping[str, str | None],
+) -> list[str]:
+    """Applications a `run --launch --require-approval` waits on (their servers verified, the
+    approval step journaled, no approval yet), oldest first, with since when and the command."""
+    since: dict[str, str] = {}
+    for server_steps in steps.values():
+        step = server_steps.get("approval")
+        if step is None or step.status != "intent":
+            continue
+        app = step.detail or ""
+        if app and app not in approvals:
+            since[app] = min(since.get(app, step.at), step.at)
+    lines = []
+    for app, at in sorted(since.items(), key=lambda kv: kv[1]):
+        label = f"{names.get(app)} ({app})" if names.get(app) else app
+        lines.append(
+            f"  {label}  verified, waiting since {at}: mgn-cutover approve PLAN --wave WAVE "
+            f"--application {app}"
+        )
+    return lines
 
 
 def render(
@@ -155,6 +174,7 @@ def render(
     last: Mapping[str, ServerResult],
     views: Mapping[str, ServerView],
     running: str | None,
+    waiting_approval: Sequence[str] = (),
 ) -> str:
     """The whole status: the table, then what is pending and since when, then approvals."""
     lines = [f"wave {wave}: " + (f"a run is in progress ({running})" if running else "no run")]
@@ -162,7 +182,7 @@ def render(
     waiting = pending(server_targets, entries, views)
     lines += ["", f"Pending: {len(waiting)} finalized server(s) not yet confirmed by MGN"]
     lines += waiting
-    approvals = approvals_waiting()
+    approvals = list(waiting_approval)
     if approvals:
         lines += ["", f"Waiting for approval: {len(approvals)}", *approvals]
     return "\n".join(lines)

@@ -221,6 +221,10 @@ def test_approval_gates_the_finalize_until_approve_is_run(emulator: Any, work_di
             if waiting == {aid(0), aid(1)}:
                 break
         assert emulator.calls("FinalizeCutover") == 0
+        shown = mgn_cutover(["status", str(plan), "--wave", "night", *state], env)
+        assert shown.returncode == 0, shown.stderr
+        assert "Waiting for approval: 2" in shown.stdout
+        assert f"--application {aid(0)}" in shown.stdout
         for app, who in ((aid(0), "alice"), ("app1", "bob")):
             ok = mgn_cutover(
                 [
