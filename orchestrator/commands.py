@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -20,9 +21,7 @@ from orchestrator import logs, notify
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.gateway import Gateway, client_settings
-from orchestrator.journal import Journal
 from orchestrator.ledger import Fate, Ledger
-from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import RunRecord
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
@@ -31,6 +30,7 @@ from orchestrator.progress import Progress
 from orchestrator.publish import publish_report
 from orchestrator.report import ReportPaths, summarize, write_report
 from orchestrator.runner import RunState, run_wave, utc_now_iso
+from orchestrator.state import open_journal, open_run_state
 from orchestrator.stop import Stop
 from orchestrator.validation import quote
 
@@ -359,15 +359,17 @@ def cmd_run(ns: argparse.Namespace) -> int:
     check_window(config, datetime.now(UTC))
     covered = covered_applications(wave, ns)
     state = RunState(wave=wave.name, dry_run=ns.dry_run)
-    with (
-        WaveLock(config.state_dir, wave.name),
-        Journal.open(config.state_dir, wave.name) as journal,
-    ):
+    run_id = uuid.uuid4().hex  # the lease names it before the run starts
+    with open_run_state(
+        config, wave.name, run_id=run_id, account_id=config.account_id, region=config.region
+    ) as store:
+        journal = store.journal
         log_state_dir(config)
         progress = Progress(state, len(wave.servers), enabled=show_progress)
 
         async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
+            store.bind(state.stop)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
             async with _notifier(config) as notifier, progress:
@@ -390,6 +392,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                     covered=covered,
                     not_after=config.not_after,
                     on_application=tell,
+                    run_id=run_id,
                 )
                 paths, published = await _report_and_publish(record, config)
                 location = published or (str(paths.run / "report.md") if paths else None)
@@ -514,7 +517,7 @@ async def _report_and_publish(
 def cmd_report(ns: argparse.Namespace) -> int:
     """`report`: re-render the wave's report (or one run's, `--run ID`) from the journal."""
     config = load_settings(ns)
-    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+    with open_journal(config, ns.wave) as journal:
         run_id = getattr(ns, "run", None)
         record = journal.run_record(run_id) if run_id else journal.last_run_record()
     if record is None:
@@ -529,7 +532,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     """`status`: the last run's outcomes, the journal and MGN's live state, side by side."""
     config = load_settings(ns)
     _setup_logging(config)
-    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+    with open_journal(config, ns.wave) as journal:
         log_state_dir(config)
         entries = journal.entries()
         record = journal.last_run_record()

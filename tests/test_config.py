@@ -335,6 +335,10 @@ FLAG_SAMPLES: dict[str, str | None] = {
     "report_dir": "/tmp/r",
     "state_dir": "/tmp/s",
     "log_format": "json",
+    "state_backend": "dynamodb",
+    "state_table": "mgn-cutover-state",
+    "state_region": "eu-west-1",
+    "state_endpoint_url": "http://127.0.0.1:5000",
 }
 COMMAND_ARGS = {
     "plan": ["plan", "w.yaml", "--wave", "w"],
@@ -342,6 +346,7 @@ COMMAND_ARGS = {
     "run": ["run", "w.yaml", "--wave", "w"],
     "report": ["report", "--wave", "w"],
     "status": ["status", "--wave", "w"],
+    "state": ["state", "init", "--table", "t"],
 }
 
 
