@@ -142,7 +142,12 @@ class DynamoJournal:
             {":app": application_id, ":intent": "intent", ":zero": 0, ":one": 1, ":at": at,
              ":run": run_id},
         )  # fmt: skip
-        self._transact([action], 1, f"intent of {server_id}")
+        try:
+            self._transact([action], 1, f"intent of {server_id}")
+        except StateWriteError as err:
+            # The run stops now: later intents fail at once instead of waiting on DynamoDB again.
+            self._failed = self._failed or err
+            raise
 
     def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
         """Record that MGN accepted the finalize; keeps the first finalized_at. Needs an intent."""
