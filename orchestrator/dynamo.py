@@ -172,7 +172,6 @@ def init_table(settings: TableSettings, client: Any = None) -> list[str]:
                     {"AttributeName": "pk", "KeyType": "HASH"},
                     {"AttributeName": "sk", "KeyType": "RANGE"},
                 ],
-                Tags=[{"Key": "purpose", "Value": "mgn-cutover state"}],
             )
             table._client.get_waiter("table_exists").wait(
                 TableName=table.name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
