@@ -15,10 +15,17 @@ from orchestrator.dynamo_journal import DynamoJournal
 from orchestrator.errors import LockedError, StateWriteError
 from orchestrator.lease import Lease
 from tests.conftest import FakeClock
+from tests.moto_dynamo import serialize
 
 WAVE = "w"
 SCOPE = "scope#-#us-east-1#w"
 LEASE_S, BEAT_S = 10.0, 3.0
+
+
+@pytest.fixture(autouse=True)
+def _moto_one_call_at_a_time() -> None:
+    """Our writers run in several threads; moto's DynamoDB is not thread-safe (moto_dynamo)."""
+    serialize()
 
 
 @pytest.fixture

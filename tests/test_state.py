@@ -24,10 +24,17 @@ from orchestrator.lease import Lease
 from orchestrator.lock import WaveLock
 from orchestrator.outcome import Outcome, RunRecord, ServerResult
 from orchestrator.state import RunJournal, scope_of
+from tests.moto_dynamo import serialize
 
 WAVE = "wave-1"
 T0, T1, T2, T3 = (f"2025-03-01T10:00:0{i}Z" for i in range(4))
 TABLE = "mgn-cutover-state"
+
+
+@pytest.fixture(autouse=True)
+def _moto_one_call_at_a_time() -> None:
+    """Our writers run in several threads; moto's DynamoDB is not thread-safe (moto_dynamo)."""
+    serialize()
 
 
 class Backend:

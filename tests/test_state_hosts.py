@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from orchestrator.dynamo import TableSettings, init_table
+from tests.moto_dynamo import serialize
 from tests.runhelp import (
     aid,
     cli_env,
@@ -41,6 +42,12 @@ pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 TABLE = "mgn-cutover-state"
 LEASE_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def _moto_one_call_at_a_time() -> None:
+    """Our writers run in several threads; moto's DynamoDB is not thread-safe (moto_dynamo)."""
+    serialize()
 
 
 @pytest.fixture
