@@ -342,7 +342,7 @@ class DynamoJournal:
             try:
                 what = batch[0].what if len(batch) == 1 else f"{len(batch)} results"
                 self._transact([w.action for w in batch], len(batch), what, batch)
-            except (StateWriteError, JournalError) as err:
+            except Exception as err:  # noqa: BLE001 -- any failure must stop the run, not this thread
                 failed = err if isinstance(err, StateWriteError) else StateWriteError(str(err))
                 with self._cond:
                     self._failed = failed

@@ -15,9 +15,10 @@ find it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -64,12 +65,12 @@ class RunStateStore:
     def bind(self, stop: Stop) -> None:
         """A lost lease, or a result that could not be written behind, stops the run at once
         (LOCAL_STATE, exit 5). Call it inside the run's event loop."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
 
         def lost(why: str) -> None:
-            loop.call_soon_threadsafe(stop.request, StopReason.LOCAL_STATE, why)
+            # From the heartbeat or writer thread; once the loop is closed the run is over.
+            with suppress(RuntimeError):
+                loop.call_soon_threadsafe(stop.request, StopReason.LOCAL_STATE, why)
 
         for binder in self._binders:
             binder(lost)
