@@ -1,7 +1,7 @@
 """Runs on several "hosts" sharing one DynamoDB state table (moto in server mode).
 
 Each host is a real `mgn-cutover run` subprocess with its own working, report and state folders;
-only the table is shared. Leases are short (2 s, heartbeat 0.5 s) so expiry is quick; waits are
+only the table is shared. Leases are short (4 s, heartbeat 1 s) so expiry is quick; waits are
 real but bounded.
 """
 
@@ -41,7 +41,7 @@ from tests.runhelp import (
 pytestmark = pytest.mark.usefixtures("fake_credentials")
 
 TABLE = "mgn-cutover-state"
-LEASE_S = 2.0
+LEASE_S = 4.0  # long enough for a refused run to start under load; short to wait out
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def state_env(emulator_url: str, dynamo_url: str) -> dict[str, str]:
             "MGN_CUTOVER_STATE_TABLE": TABLE,
             "MGN_CUTOVER_STATE_ENDPOINT_URL": dynamo_url,
             "MGN_CUTOVER_STATE_LEASE_S": str(LEASE_S),
-            "MGN_CUTOVER_STATE_HEARTBEAT_S": "0.5",
+            "MGN_CUTOVER_STATE_HEARTBEAT_S": "1",
         },
     )
 
@@ -143,7 +143,7 @@ def finalize_calls(handle: Any) -> int:
 def test_a_second_host_exits_3_naming_the_first(emulator: Any, table: str, work_dir: Path) -> None:
     """While host A runs a wave, host B (other folders, same table) exits 3 naming A's pid,
     host and run; once A is done, B may run (and finds nothing left to send)."""
-    plan, ids = seed_wave(emulator, work_dir, "two", apps=2, per_app=5)
+    plan, ids = seed_wave(emulator, work_dir, "two", apps=4, per_app=5)
     emulator.set_faults(quota_per_s={"FinalizeCutover": 2})
     env = state_env(emulator.url, table)
     a_dir, b_dir = host(work_dir, "a"), host(work_dir, "b")
