@@ -22,6 +22,7 @@ import threading
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -41,6 +42,18 @@ PART_BYTES = 350_000  # per record part: under DynamoDB's 400 KB item limit
 def wave_index(wave: str) -> str:
     """The partition listing the scopes a wave name has run in."""
     return f"wave#{wave}"
+
+
+@dataclass(frozen=True)
+class StepEntry:
+    """One step of the night (launch, revert, archive) for one server, as journaled; the same
+    fields as the SQLite journal's StepEntry on main (the launch night, issue 10)."""
+
+    status: str  # intent | accepted | done | failed
+    job_id: str | None
+    detail: str | None
+    at: str
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -211,6 +224,86 @@ class DynamoJournal:
         )
         self._result(_Write(server_id, action, f"server {server_id} is not in {self.path}"))
 
+    # -- the night's steps and approvals (the launch night on main, issue 10) -------------------
+
+    def record_step(
+        self,
+        server_id: str,
+        application_id: str,
+        step: str,
+        status: str,
+        *,
+        at: str,
+        run_id: str,
+        job_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Record one step of the night for a server, synchronously and fenced (an intent must
+        be durable before its call); a job ID, once known, is kept.
+
+        Raises StateWriteError if it cannot be written: for an intent, the caller must not send.
+        """
+        self._raise_failed()
+        sets = ["#app = :app", "#step = :step", "#status = :status", "#at = :at", "#run = :run"]
+        values: dict[str, object] = {
+            ":app": application_id, ":step": step, ":status": status, ":at": at, ":run": run_id,
+        }  # fmt: skip
+        if job_id is not None:
+            sets.append("#job = :job")
+            values[":job"] = job_id
+        remove = ""
+        if detail is None:
+            remove = " REMOVE #detail"
+        else:
+            sets.append("#detail = :detail")
+            values[":detail"] = _truncate(detail, MAX_MESSAGE_CHARS)
+        expression = "SET " + ", ".join(sets) + remove
+        names = {f"#{k}": v for k, v in _STEP_NAMES.items() if f"#{k}" in expression}
+        action = {
+            "Update": {
+                "TableName": self.table.name,
+                "Key": key(self.scope, f"step#{server_id}#{step}"),
+                "UpdateExpression": expression,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": _values(values),
+            }
+        }
+        self._transact([action], 1, f"{step} of {server_id}")
+
+    def steps(self) -> dict[str, dict[str, StepEntry]]:
+        """Every recorded step: {server: {step: entry}}."""
+        out: dict[str, dict[str, StepEntry]] = {}
+        for item in self.table.query(self.scope, "step#"):
+            server_id = str(item["sk"]).split("#")[1]
+            out.setdefault(server_id, {})[str(item["step"])] = StepEntry(
+                str(item["status"]), item.get("job_id"), item.get("detail"), str(item["at"]),
+                item.get("run_id"),
+            )  # fmt: skip
+        return out
+
+    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
+        """Record that `by` approved finalizing an application; the first approval stands.
+
+        Not fenced: `approve` is given from anywhere while the run holds the lease.
+        Raises StateWriteError if it cannot be written.
+        """
+        item = {"pk": self.scope, "sk": f"approval#{application_id}",
+                "approved_by": _truncate(by, 200), "approved_at": at}  # fmt: skip
+        with suppress(ConditionFailed):  # approved before: that approval stands
+            self.table.call(
+                "PutItem",
+                TableName=self.table.name,
+                Item=_item(item),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+
+    def approvals(self) -> dict[str, tuple[str, str]]:
+        """{application: (approved by, at)}."""
+        return {
+            str(i["sk"]).removeprefix("approval#"): (str(i["approved_by"]), str(i["approved_at"]))
+            for i in self.table.query(self.scope, "approval#")
+        }
+
     # -- runs -----------------------------------------------------------------------------------
 
     def start_run(
@@ -218,8 +311,15 @@ class DynamoJournal:
     ) -> None:
         """Record that a run started. Raises JournalError if run_id exists, StateWriteError if
         it cannot be written."""
-        run = {"pk": self.scope, "sk": f"run#{run_id}", "run_id": run_id,
-               "started_at": started_at, "dry_run": dry_run, "pid": pid, "host": host}
+        run = {
+            "pk": self.scope,
+            "sk": f"run#{run_id}",
+            "run_id": run_id,
+            "started_at": started_at,
+            "dry_run": dry_run,
+            "pid": pid,
+            "host": host,
+        }
         index = {"pk": wave_index(self.wave), "sk": self.scope, "wave": self.wave}
         actions = [
             {
@@ -417,6 +517,15 @@ class DynamoJournal:
         return {"Update": update}
 
 
+_STEP_NAMES = {
+    "app": "application_id",
+    "step": "step",
+    "status": "status",
+    "at": "at",
+    "run": "run_id",
+    "job": "job_id",
+    "detail": "detail",
+}
 _SERVER_NAMES = {
     "app": "application_id",
     "status": "status",

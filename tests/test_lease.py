@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from orchestrator.dynamo import Table, TableSettings, init_table
-from orchestrator.dynamo_journal import DynamoJournal
+from orchestrator.dynamo_journal import DynamoJournal, StepEntry
 from orchestrator.errors import LockedError, StateWriteError
 from orchestrator.lease import Lease
 from tests.conftest import FakeClock
@@ -158,3 +158,34 @@ def test_a_result_that_cannot_be_written_stops_the_run_and_every_later_write(
     with pytest.raises(StateWriteError, match="earlier journal write failed"):
         journal.record_intent("s-1", "app-1", at="T2", run_id="r")
     assert journal.entries() == {}
+
+
+def test_steps_are_fenced_and_approvals_are_not(table: Table) -> None:
+    """The night's steps (launch, revert, archive) are written under the lease and keep a job
+    ID once known; an approval is written by anyone (`approve` runs while the run holds the
+    lease) and the first one stands."""
+    wall = FakeClock(1000.0)
+    a = lease(table, "run-a", wall, FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    journal.record_step("s-1", "app-1", "launch", "intent", at="T0", run_id="r")
+    journal.record_step("s-1", "app-1", "launch", "accepted", at="T1", run_id="r", job_id="job-1")
+    journal.record_step("s-1", "app-1", "launch", "done", at="T2", run_id="r", detail="ok")
+    journal.record_step("s-2", "app-1", "revert", "failed", at="T3", run_id="r", detail="x" * 900)
+    steps = journal.steps()
+    assert steps["s-1"] == {"launch": StepEntry("done", "job-1", "ok", "T2", "r")}
+    detail = steps["s-2"]["revert"].detail
+    assert detail is not None and len(detail) <= 500
+
+    approver = DynamoJournal(table, SCOPE, WAVE, lease=None)  # another process: no lease
+    approver.record_approval("app-1", by="alice", at="T4")
+    approver.record_approval("app-1", by="bob", at="T5")
+    assert journal.approvals() == {"app-1": ("alice", "T4")}
+    with pytest.raises(StateWriteError, match="read-only"):
+        approver.record_step("s-1", "app-1", "archive", "done", at="T6", run_id="r")
+
+    wall.advance(LEASE_S + 1)
+    lease(table, "run-b", wall, FakeClock()).acquire()
+    with pytest.raises(StateWriteError, match="lease lost"):
+        journal.record_step("s-3", "app-1", "launch", "intent", at="T7", run_id="r")
+    journal.close()
