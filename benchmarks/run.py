@@ -16,6 +16,8 @@ Scenarios (`--scenario NAME`, repeatable; all by default):
   night       run --launch: 1,000 servers in 100 applications, launch + boot 60-120 s each
               (time-scaled x20), MGN's job quotas; launch phase against the quota bound, and
               each application's last verification to its first FinalizeCutover
+  matched-dynamodb  the matched load with state_backend dynamodb, on moto in its own process
+              (journal writes per server counted from the run's `state_writes` event)
 
 Prints a table and one JSON line per scenario (medians and ranges over --repeat runs). Exits 1
 only when a run does not finish (timeout, emulator failure, a server not finalized, an exit
@@ -27,6 +29,7 @@ code other than the expected one); no timed assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -54,7 +57,23 @@ BASELINE = REPO / "benchmarks" / "baseline_script.py"
 IDS_PER_DESCRIBE = 200
 PER_APPLICATION = 10
 SETTLE_S = 3.0  # over-driven: throttling in the first seconds is the limiter finding the quota
-SCENARIOS = ("matched", "overdriven", "polling", "baseline", "scale", "night")
+SCENARIOS = (
+    "matched", "overdriven", "polling", "baseline", "scale", "night", "matched-dynamodb",
+)  # fmt: skip
+STATE_TABLE = "bench-state"
+# moto in server mode, in its own process; the first stdout line gives its URL. Its DynamoDB is
+# made thread-safe and its transactions O(1) in the table's size (tests/moto_dynamo.py).
+MOTO_SERVER = """
+import sys, threading
+from moto.server import ThreadedMotoServer
+from tests.moto_dynamo import fast_transactions
+fast_transactions()
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+host, port = server.get_host_and_port()
+print(f"http://{host}:{port}", flush=True)
+threading.Event().wait()
+"""
 
 
 class BenchError(Exception):
@@ -76,6 +95,7 @@ class Load:
     describe_rate: float = 50.0
     poll_interval_s: float = 0.5
     concurrency: int = 64
+    state_backend: str = "sqlite"
 
     @property
     def bound_s(self) -> float:
@@ -110,6 +130,7 @@ class Settings:
     profile_dir: Path | None
     baseline_timeout_s: float
     baseline_servers: int | None
+    servers: int | None = None
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -419,13 +440,62 @@ def analyse(
     }
 
 
+@contextmanager
+def moto(folder: Path, env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """moto's server in its own process, with the state table created (`state init`)."""
+    out_path, err_path = folder / "moto.stdout", folder / "moto.stderr"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen([PYTHON, "-c", MOTO_SERVER], cwd=REPO, env=env, stdout=out,
+                                stderr=err)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not out_path.read_text().endswith("\n"):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise BenchError(f"moto did not start: {err_path.read_text()[-2000:]!r}")
+            time.sleep(0.05)
+        url = out_path.read_text().strip()
+        init = subprocess.run(
+            [PYTHON, "-m", "orchestrator", "state", "init", "--table", STATE_TABLE,
+             "--state-endpoint-url", url],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if init.returncode != 0:
+            raise BenchError(f"state init failed: {init.stderr[-1500:]}")
+        yield url, proc
+    finally:
+        _stop(proc)
+
+
+def state_figures(stderr: Path, servers: int) -> dict[str, Any]:
+    """DynamoDB requests and journal items per server, from the run's `state_writes` event."""
+    found = [e for e in json_lines(stderr) if e.get("event") == "state_writes"]
+    if not found:
+        raise BenchError("the run logged no state_writes event")
+    requests: dict[str, int] = found[-1]["requests"]
+    writes = requests.get("TransactWriteItems", 0)
+    return {
+        "state_requests": requests,
+        "state_write_requests_per_server": writes / servers,
+        "state_items_per_server": found[-1]["items_written"] / servers,
+    }
+
+
 def one_run(load: Load, settings: Settings, label: str, index: int) -> dict[str, Any]:
     """A fresh emulator, a plan, one `mgn-cutover run`, analysed."""
     folder = Path(tempfile.mkdtemp(prefix=f"{label}-{index}-", dir=settings.work))
     env_emu = clean_env(None, folder)
-    with emulator(load.emulator_args(), folder, env_emu) as emu:
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(emulator(load.emulator_args(), folder, env_emu))
         plan = ready_plan(emu, folder, "bench", load.servers)
         env = clean_env(emu.url, folder)
+        moto_proc = None
+        if load.state_backend == "dynamodb":
+            url, moto_proc = stack.enter_context(moto(folder, clean_env(None, folder)))
+            env.update(
+                MGN_CUTOVER_STATE_BACKEND="dynamodb",
+                MGN_CUTOVER_STATE_TABLE=STATE_TABLE,
+                MGN_CUTOVER_STATE_ENDPOINT_URL=url,
+            )
         cmd = [PYTHON]
         if settings.profile_dir is not None:
             settings.profile_dir.mkdir(parents=True, exist_ok=True)
@@ -434,8 +504,12 @@ def one_run(load: Load, settings: Settings, label: str, index: int) -> dict[str,
         cmd += ["--state-dir", str(folder / "state"), "--report-dir", str(folder / "reports")]
         cmd += load.run_args()
         emu_cpu = emu.cpu_s()
+        moto_cpu = _cpu_s(moto_proc.pid) if moto_proc else 0.0
         run = measure(cmd, env, folder, "run", timeout_s=60 + 3 * load.bound_s)
         result = analyse(load, emu, run, folder, "bench", emu.cpu_s() - emu_cpu)
+        if moto_proc is not None:
+            result.update(state_figures(run.stderr, load.servers))
+            result["moto_cpu_s"] = _cpu_s(moto_proc.pid) - moto_cpu
     progress(f"{label} #{index + 1}: {result['wall_s']:.2f} s (bound {load.bound_s:.1f} s)")
     return result
 
@@ -514,19 +588,25 @@ RUN_KEYS = (
 )  # fmt: skip
 
 
-def load_for(name: str, quick: bool) -> Load:
-    servers = 300 if quick else 2000
+def load_for(name: str, quick: bool, servers: int | None = None) -> Load:
+    servers = servers or (300 if quick else 2000)
     if name == "overdriven":
         return Load(servers, finalize_rate=300.0)
+    if name == "matched-dynamodb":
+        return Load(servers, state_backend="dynamodb")
     return Load(servers)
 
 
 def run_scenario(
-    name: str, settings: Settings, goal: str, met: Callable[[dict[str, Any]], bool]
+    name: str,
+    settings: Settings,
+    goal: str,
+    met: Callable[[dict[str, Any]], bool],
+    keys: Sequence[str] = RUN_KEYS,
 ) -> dict[str, Any]:
-    load = load_for(name, settings.quick)
+    load = load_for(name, settings.quick, settings.servers)
     runs = [one_run(load, settings, name, i) for i in range(settings.repeat)]
-    summary = summarize(runs, RUN_KEYS)
+    summary = summarize(runs, keys)
     return {
         "scenario": name,
         "N": load.servers,
@@ -551,6 +631,15 @@ def scenario_matched(settings: Settings, cache: dict[str, Any]) -> list[dict[str
 
     cache["matched"] = run_scenario("matched", settings, "wall/bound <= 1.05, throttled <= 1%", met)
     return [cache["matched"]]
+
+
+def scenario_matched_dynamodb(settings: Settings, cache: dict[str, Any]) -> list[dict[str, Any]]:
+    def met(s: dict[str, Any]) -> bool:
+        return bool(s["wall_over_bound"]["median"] <= 1.10)
+
+    keys = (*RUN_KEYS, "state_write_requests_per_server", "state_items_per_server", "moto_cpu_s")
+    goal = "wall/bound <= 1.10 with the journal and lease on DynamoDB (moto)"
+    return [run_scenario("matched-dynamodb", settings, goal, met, keys)]
 
 
 def scenario_overdriven(settings: Settings, cache: dict[str, Any]) -> list[dict[str, Any]]:
@@ -852,6 +941,7 @@ RUNNERS: dict[str, Callable[[Settings, dict[str, Any]], list[dict[str, Any]]]] =
     "baseline": scenario_baseline,
     "scale": scenario_scale,
     "night": scenario_night,
+    "matched-dynamodb": scenario_matched_dynamodb,
 }
 
 
@@ -935,6 +1025,13 @@ def details(results: Sequence[dict[str, Any]]) -> str:
                 f"{_range(p['describe_calls'], '{:.0f}')} describes; calls/ceil(named/200) "
                 f"max {_range(p['ratio_max'], '{:.2f}')}, mean {_range(p['ratio_mean'], '{:.3f}')}"
             )
+        if r.get("state_items_per_server"):
+            lines.append(
+                f"{r['scenario']}: journal items written per server "
+                f"{_range(r['state_items_per_server'])}, DynamoDB write requests per server "
+                f"{_range(r['state_write_requests_per_server'])}, moto CPU "
+                f"{_range(r['moto_cpu_s'], '{:.1f}')} s"
+            )
         if "speedup_of_mgn_cutover" in r:
             lines.append(
                 f"baseline: {r['wall_s']['median']:.1f} s vs mgn-cutover "
@@ -956,6 +1053,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="smaller N for the baseline (and the mgn-cutover run it is compared to)",
     )
     p.add_argument("--baseline-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--servers", type=int, metavar="N", help="N of the run scenarios (2,000)")
     p.add_argument(
         "--profile",
         type=Path,
@@ -974,6 +1072,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile_dir=ns.profile.resolve() if ns.profile else None,
         baseline_timeout_s=ns.baseline_timeout,
         baseline_servers=ns.baseline_servers,
+        servers=ns.servers,
     )
     print(
         f"mgn-cutover benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; tree {revision()}; "

@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wave", required=True)
     _add_settings(p, "status")
 
+    p = sub.add_parser("state", help="the DynamoDB state table (state_backend dynamodb)")
+    actions = p.add_subparsers(dest="state_command", required=True, metavar="ACTION")
+    p = actions.add_parser(
+        "init", help="create the table (on-demand, point-in-time recovery on), or report it"
+    )
+    p.add_argument("--table", required=True, metavar="NAME", help="the table's name")
+    _add_settings(p, "state")
+
     from orchestrator.emulator.args import add_arguments as add_simulate_arguments
 
     p = sub.add_parser("simulate", help="serve the MGN emulator for a rehearsal")
@@ -228,6 +236,10 @@ def _dispatch(ns: argparse.Namespace) -> int:
         from orchestrator.emulator import cli as emulator_cli
 
         return emulator_cli.main(ns)
+    if ns.command == "state":
+        from orchestrator.state import cmd_state
+
+        return cmd_state(ns)
     from orchestrator import commands
 
     handlers = {

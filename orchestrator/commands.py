@@ -23,9 +23,8 @@ from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
-from orchestrator.journal import JOURNAL_FILE, Journal, JournalEntry
+from orchestrator.journal import JOURNAL_FILE, JournalEntry
 from orchestrator.ledger import Fate, Ledger
-from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
@@ -40,6 +39,7 @@ from orchestrator.report import (
     write_report,
 )
 from orchestrator.runner import RunState, recent_jobs, run_wave, utc_now_iso
+from orchestrator.state import open_journal, open_run_state
 from orchestrator.stop import Stop
 from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
@@ -465,10 +465,10 @@ def _run_locked(
     state.warnings = [str(d) for d in skipped]
     rehearsal = endpoint.url if endpoint.is_emulator else None
     names = {a.application_id: a.name for a in wave.applications}
-    with (
-        WaveLock(config.state_dir, wave.name),
-        Journal.open(config.state_dir, wave.name) as journal,
-    ):
+    with open_run_state(
+        config, wave.name, run_id=run_id, account_id=config.account_id, region=config.region
+    ) as store:
+        journal = store.journal
         log_state_dir(config)
         progress = Progress(
             state, len(wave.servers), enabled=terminal is not None, terminal=terminal, names=names
@@ -476,6 +476,7 @@ def _run_locked(
 
         async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
+            store.bind(state.stop)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
             async with _notifier(config) as notifier, progress:
@@ -570,7 +571,7 @@ def cmd_approve(ns: argparse.Namespace) -> int:
     chosen = _applications_named(wave, list(ns.applications))
     by = ns.by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
     at = utc_now_iso()
-    with Journal.open(config.state_dir, wave.name) as journal:
+    with open_journal(config, wave.name, create=True) as journal:
         for app in chosen:
             journal.record_approval(app.application_id, by=by, at=at)
             given = journal.approvals()[app.application_id]
@@ -689,7 +690,7 @@ async def _report_and_publish(
 def cmd_report(ns: argparse.Namespace) -> int:
     """`report`: re-render the wave's report (or one run's, `--run ID`) from the journal."""
     config = load_settings(ns)
-    with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+    with open_journal(config, ns.wave) as journal:
         run_id = getattr(ns, "run", None)
         record = journal.run_record(run_id) if run_id else journal.last_run_record()
     if record is None:
@@ -720,8 +721,9 @@ def cmd_status(ns: argparse.Namespace) -> int:
     entries: dict[str, JournalEntry] = {}
     record: RunRecord | None = None
     waiting: list[str] = []
-    if wave is None or journal_path(config.state_dir, wave.name).exists():
-        with Journal.open(config.state_dir, ns.wave, create=False) as journal:
+    stored = config.state_backend == "dynamodb"
+    if wave is None or stored or journal_path(config.state_dir, wave.name).exists():
+        with open_journal(config, ns.wave) as journal:
             log_state_dir(config)
             entries, record = journal.entries(), journal.last_run_record()
             names = {a.application_id: a.name for a in wave.applications} if wave else {}

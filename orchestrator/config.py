@@ -39,6 +39,7 @@ from orchestrator.validation import (
 from orchestrator.yamlsource import Map, Scalar, Seq, read_yaml
 
 LogFormat = Literal["auto", "json", "console"]
+StateBackend = Literal["sqlite", "dynamodb"]
 
 ENV_PREFIX = "MGN_CUTOVER_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -91,6 +92,12 @@ class Config:
     report_dir: Path = field(default_factory=lambda: Path("reports"))
     state_dir: Path = field(default_factory=lambda: default_state_dir(os.environ))
     log_format: LogFormat = "auto"
+    state_backend: StateBackend = "sqlite"
+    state_table: str | None = None
+    state_region: str | None = None
+    state_endpoint_url: str | None = None
+    state_lease_s: float = 60.0
+    state_heartbeat_s: float = 10.0
     report_uri: str | None = None
     report_kms_key_id: str | None = None
     notify_sns_topic_arn: str | None = None
@@ -207,6 +214,7 @@ def load_config(
     values["state_dir"] = _state_dir(values.get("state_dir"), env, cwd)
     _resolve_window(values, origins, now, diagnostics)
     _check_report_key(values, origins, diagnostics)
+    _check_heartbeat(values, origins, diagnostics)
     errors = [d for d in diagnostics if d.severity == "error"]
     if errors:
         raise ConfigError(errors)
@@ -343,6 +351,22 @@ def _check_report_key(
         diagnostics.append(Diagnostic(at.path, at.line, at.col, message))
 
 
+def _check_heartbeat(
+    values: dict[str, object], origins: dict[str, Diagnostic], diagnostics: list[Diagnostic]
+) -> None:
+    """A lease's heartbeat must come well inside the lease."""
+    lease = values.get("state_lease_s", 60.0)
+    beat = values.get("state_heartbeat_s", 10.0)
+    if isinstance(lease, float) and isinstance(beat, float) and beat * 2 > lease:
+        name = "state_heartbeat_s" if "state_heartbeat_s" in origins else "state_lease_s"
+        at = origins.get(name) or Diagnostic("defaults", 0, 0, "")
+        message = (
+            f"{name}: the heartbeat ({beat:g} s) must be at most half the lease "
+            f"({lease:g} s), or a slow renewal loses the lease"
+        )
+        diagnostics.append(Diagnostic(at.path, at.line, at.col, message))
+
+
 def _problem(bad: Invalid, raw: object) -> str:
     if not bad.echo:
         return bad.expected
@@ -363,9 +387,10 @@ def _describe_raw(raw: object) -> str:
 
 # --- the spec ------------------------------------------------------------------------------------
 
-Command = Literal["plan", "export-plan", "run", "report", "status", "approve"]
+Command = Literal["plan", "export-plan", "run", "report", "status", "approve", "state"]
 _READS: tuple[Command, ...] = ("plan", "export-plan", "run", "report", "status")
 _RUNS: tuple[Command, ...] = ("run", "report", "status", "approve")
+_STATE: tuple[Command, ...] = ("run", "report", "status", "approve", "state")
 
 
 @dataclass(frozen=True)
@@ -541,6 +566,54 @@ SETTINGS: tuple[Setting, ...] = (
         "--log-format",
         _READS,
         choices=("auto", "json", "console"),
+    ),
+    Setting(
+        "state_backend",
+        cv.state_backend,
+        "sqlite",
+        "where the journal and lock live: sqlite (state_dir) or dynamodb (state_table)",
+        "--state-backend",
+        _RUNS,
+        choices=("sqlite", "dynamodb"),
+    ),
+    Setting(
+        "state_table",
+        cv.optional(cv.text(cv.TABLE_RE, "a DynamoDB table name (3-255 of A-Za-z0-9_.-)")),
+        None,
+        "DynamoDB table of journals and leases (state_backend dynamodb)",
+        "--state-table",
+        _RUNS,
+        "NAME",
+    ),
+    Setting(
+        "state_region",
+        cv.optional(cv.text(REGION_RE, "an AWS region (like us-east-1)")),
+        None,
+        "region of state_table (default: region, else the AWS default region)",
+        "--state-region",
+        _STATE,
+        "REGION",
+    ),
+    Setting(
+        "state_endpoint_url",
+        cv.optional(cv.endpoint_url),
+        None,
+        "DynamoDB endpoint (moto, DynamoDB Local)",
+        "--state-endpoint-url",
+        _STATE,
+        "URL",
+    ),
+    Setting(
+        "state_lease_s",
+        cv.positive(3600),
+        60.0,
+        "seconds a DynamoDB lease lasts unless renewed",
+    ),
+    Setting(
+        "state_heartbeat_s",
+        cv.positive(1800),
+        10.0,
+        "seconds between lease renewals (at most half of state_lease_s)",
     ),
     Setting("report_uri", cv.optional(cv.s3_uri), None, "s3://bucket/prefix/ to upload reports to"),
     Setting(

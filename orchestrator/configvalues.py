@@ -152,6 +152,15 @@ def log_format(raw: object) -> str:
     return str(raw)
 
 
+def state_backend(raw: object) -> str:
+    """sqlite or dynamodb."""
+    if raw not in ("sqlite", "dynamodb"):
+        raise Invalid("one of sqlite, dynamodb")
+    return str(raw)
+
+
+TABLE_RE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
 _CLOCK_RE = re.compile(r"([01]?[0-9]|2[0-3]):([0-5][0-9])")
 
 

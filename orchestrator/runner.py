@@ -24,7 +24,6 @@ from structlog.contextvars import bound_contextvars
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, ExitCode, MgnError, StateWriteError
 from orchestrator.gateway import Gateway
-from orchestrator.journal import Journal
 from orchestrator.launcher import Approvals, Launcher, archive_converged
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
@@ -34,6 +33,7 @@ from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
 from orchestrator.preflight import preflight_stream
 from orchestrator.reconciler import Reconciler
+from orchestrator.state import RunJournal
 from orchestrator.stop import Stop, Stopped, StopReason
 
 log = structlog.get_logger(__name__)
@@ -67,7 +67,7 @@ async def run_wave(
     wave: Wave,
     config: Config,
     gateway: Gateway,
-    journal: Journal,
+    journal: RunJournal,
     state: RunState,
     *,
     covered: Iterable[str] | None = None,

@@ -339,6 +339,10 @@ FLAG_SAMPLES: dict[str, str | None] = {
     "archive": None,
     "require_approval": None,
     "on_failure": "revert",
+    "state_backend": "dynamodb",
+    "state_table": "mgn-cutover-state",
+    "state_region": "eu-west-1",
+    "state_endpoint_url": "http://127.0.0.1:5000",
 }
 COMMAND_ARGS = {
     "plan": ["plan", "w.yaml", "--wave", "w"],
@@ -347,6 +351,7 @@ COMMAND_ARGS = {
     "report": ["report", "--wave", "w"],
     "status": ["status", "--wave", "w"],
     "approve": ["approve", "w.yaml", "--wave", "w", "--application", "a"],
+    "state": ["state", "init", "--table", "t"],
 }
 
 

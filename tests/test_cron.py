@@ -194,6 +194,26 @@ NIGHT_ACTIONS = {
     "mgn:TerminateTargetInstances",
     "mgn:MarkAsArchived",
 }
+STATE_ACTIONS = {
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:ConditionCheckItem",
+}
+STATE_INIT_ACTIONS = {
+    "dynamodb:CreateTable",
+    "dynamodb:DescribeTable",
+    "dynamodb:DescribeContinuousBackups",
+    "dynamodb:UpdateContinuousBackups",
+}
+STATE_MODULES = ("dynamo.py", "lease.py", "dynamo_journal.py")
+# IAM has no action for a transaction: each of its parts needs its own.
+TRANSACTION_PARTS = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def _statements() -> dict[str, dict[str, Any]]:
@@ -212,10 +232,16 @@ def _actions(statement: Mapping[str, Any]) -> set[str]:
 def test_iam_policy_grants_exactly_the_actions_plan_and_run_need() -> None:
     """docs/iam-policy.json is valid JSON with a read-only plan statement and a finalize one."""
     statements = _statements()
-    assert set(statements) == {"PlanReadOnly", "RunFinalize", "RunNight"}
+    assert set(statements) == {
+        "PlanReadOnly", "RunFinalize", "RunNight", "StateTable", "StateTableInit"
+    }  # fmt: skip
     assert _actions(statements["PlanReadOnly"]) == PLAN_ACTIONS
     assert _actions(statements["RunFinalize"]) == RUN_ACTIONS
     assert _actions(statements["RunNight"]) == NIGHT_ACTIONS
+    assert _actions(statements["StateTable"]) == STATE_ACTIONS
+    assert _actions(statements["StateTableInit"]) == STATE_INIT_ACTIONS
+    for name in ("StateTable", "StateTableInit"):  # that table only, never every table
+        assert statements[name]["Resource"] == "arn:aws:dynamodb:*:*:table/mgn-cutover-state"
     for statement in statements.values():
         assert not any("*" in a for a in _actions(statement)), "no wildcard actions"
 
@@ -227,8 +253,23 @@ def test_iam_policy_covers_every_call_the_adapter_makes() -> None:
     called |= {("client", op) for op in re.findall(r'self\._list\(\s*"(\w+)"', source)}
     service = {"client": "mgn", "ec2": "ec2"}
     wanted = {f"{service[c]}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
-    granted = set().union(*(_actions(s) for s in _statements().values()))
+    statements = _statements()
+    granted = _actions(statements["PlanReadOnly"]) | _actions(statements["RunFinalize"])
     assert wanted == granted
+
+
+def test_iam_policy_covers_every_call_the_state_backend_makes() -> None:
+    """Every DynamoDB operation the state modules call (a transaction: each kind of its parts)
+    is in the policy's state statements, and nothing else is."""
+    source = "\n".join((ROOT / "orchestrator" / m).read_text() for m in STATE_MODULES)
+    ops = set(re.findall(r'\.call\(\s*"(\w+)"', source))
+    assert "TransactWriteItems" in ops
+    ops.discard("TransactWriteItems")
+    parts = re.findall(r'\{\s*"(Put|Update|ConditionCheck|Delete)": ', source)
+    ops |= {TRANSACTION_PARTS[k] for k in parts}
+    statements = _statements()
+    granted = _actions(statements["StateTable"]) | _actions(statements["StateTableInit"])
+    assert {f"dynamodb:{op}" for op in ops} == granted
 
 
 # -- docs/operations.md --------------------------------------------------------------------------

@@ -1,0 +1,191 @@
+"""The DynamoDB lease and fenced journal on moto: expiry, takeover, fencing, write-behind.
+
+Clocks are fake (the lease takes `wall` and `mono`); the heartbeat is driven by hand through
+`heartbeat_once`, so nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.dynamo import Table, TableSettings, init_table
+from orchestrator.dynamo_journal import DynamoJournal, StepEntry
+from orchestrator.errors import LockedError, StateWriteError
+from orchestrator.lease import Lease
+from tests.conftest import FakeClock
+from tests.moto_dynamo import serialize
+
+WAVE = "w"
+SCOPE = "scope#-#us-east-1#w"
+LEASE_S, BEAT_S = 10.0, 3.0
+
+
+@pytest.fixture(autouse=True)
+def _moto_one_call_at_a_time() -> None:
+    """Our writers run in several threads; moto's DynamoDB is not thread-safe (moto_dynamo)."""
+    serialize()
+
+
+@pytest.fixture
+def table(moto_url: str, fake_credentials: dict[str, str]) -> Iterator[Table]:
+    settings = TableSettings("state", region="us-east-1", endpoint_url=moto_url)
+    init_table(settings)
+    table = Table(settings)
+    yield table
+    table.close()
+
+
+def lease(table: Table, run_id: str, wall: FakeClock, mono: FakeClock) -> Lease:
+    return Lease(
+        table, SCOPE, WAVE, run_id=run_id, lease_s=LEASE_S, heartbeat_s=BEAT_S,
+        command="mgn-cutover run", wall=wall, mono=mono,
+    )  # fmt: skip
+
+
+def test_an_expired_lease_is_taken_over_and_its_old_holder_can_write_nothing(
+    table: Table,
+) -> None:
+    """After A's lease expires, B takes it (a new token); A's next journal write is refused,
+    A learns it lost the lease once, and B's writes go through."""
+    wall, mono_a, mono_b = FakeClock(1000.0), FakeClock(), FakeClock()
+    a = lease(table, "run-a", wall, mono_a)
+    a.acquire()
+    told: list[str] = []
+    a.on_lost(told.append)
+    journal_a = DynamoJournal(table, SCOPE, WAVE, lease=a, write_behind=False)
+    journal_a.record_intent("s-1", "app-1", at="T0", run_id="run-a")
+
+    b = lease(table, "run-b", wall, mono_b)
+    with pytest.raises(LockedError, match=r"pid \d+ .*run run-a.*expires in 10 s"):
+        b.acquire()
+    wall.advance(LEASE_S + 1)  # A is paused: no renewal, its lease runs out
+    b.acquire()
+    assert (a.token, b.token) == (1, 2)
+
+    with pytest.raises(StateWriteError, match="lease lost"):
+        journal_a.record_intent("s-2", "app-1", at="T1", run_id="run-a")
+    with pytest.raises(StateWriteError, match="lease lost"):
+        journal_a.record_intent("s-3", "app-1", at="T1", run_id="run-a")
+    assert len(told) == 1 and "took the lease over" in told[0]
+    journal_b = DynamoJournal(table, SCOPE, WAVE, lease=b, write_behind=False)
+    journal_b.record_intent("s-2", "app-1", at="T2", run_id="run-b")
+    assert sorted(journal_b.entries()) == ["s-1", "s-2"]
+    assert journal_b.entries()["s-2"].run_id == "run-b"
+
+
+def test_a_heartbeat_after_a_takeover_loses_the_lease(table: Table) -> None:
+    """A holder whose token was replaced finds out at its next renewal."""
+    wall, mono = FakeClock(1000.0), FakeClock()
+    a = lease(table, "run-a", wall, mono)
+    a.acquire()
+    assert a.heartbeat_once()
+    wall.advance(LEASE_S + 1)
+    lease(table, "run-b", wall, FakeClock()).acquire()
+    assert not a.heartbeat_once()
+    assert a.lost == "another run took the lease over"
+
+
+def test_a_paused_holder_stops_itself_once_its_local_deadline_passed(table: Table) -> None:
+    """Past its own deadline (start of the last renewal + lease_s), a holder neither renews nor
+    writes, even if nobody took over: it was paused, and cannot know what happened meanwhile."""
+    wall, mono = FakeClock(1000.0), FakeClock()
+    a = lease(table, "run-a", wall, mono)
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a, write_behind=False)
+    mono.advance(BEAT_S)
+    assert a.heartbeat_once()  # renewed: the deadline moves to BEAT_S + LEASE_S
+    mono.advance(LEASE_S - 0.5)
+    journal.record_intent("s-1", "app-1", at="T0", run_id="run-a")
+    mono.advance(1.0)
+    before = dict(table.counts.requests)
+    with pytest.raises(StateWriteError, match="expired before it was renewed"):
+        journal.record_intent("s-2", "app-1", at="T1", run_id="run-a")
+    assert not a.heartbeat_once()
+    assert table.counts.requests == before  # neither the write nor a renewal reached DynamoDB
+
+
+def test_renewal_pushes_the_expiry_that_others_see(table: Table) -> None:
+    """Each heartbeat moves expires_at to now + lease_s, keeping other hosts out."""
+    wall, mono = FakeClock(1000.0), FakeClock()
+    a = lease(table, "run-a", wall, mono)
+    a.acquire()
+    for _ in range(5):
+        wall.advance(BEAT_S)
+        mono.advance(BEAT_S)
+        assert a.heartbeat_once()
+    holder = a.holder()
+    assert holder is not None and holder.expires_at == wall() + LEASE_S
+    with pytest.raises(LockedError):
+        lease(table, "run-b", wall, FakeClock()).acquire()
+    a.release()
+    lease(table, "run-b", wall, FakeClock()).acquire()
+
+
+def test_results_are_written_behind_in_order_and_flushed(table: Table) -> None:
+    """Accepted and converged records queue behind the intent, in order; flush writes them all
+    in fewer requests than records."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    for i in range(50):
+        journal.record_intent(f"s-{i:02d}", "app-1", at="T0", run_id="r")
+    for i in range(50):
+        journal.record_accepted(f"s-{i:02d}", at="T1", run_id="r")
+        journal.record_converged(f"s-{i:02d}", at="T2", run_id="r", finalized=True)
+    journal.flush()
+    entries = journal.entries()
+    assert {e.status for e in entries.values()} == {"converged"}
+    assert {(e.finalized_at, e.converged_at) for e in entries.values()} == {("T1", "T2")}
+    journal.close()
+    assert table.counts.items_written == 150
+    assert table.counts.requests["TransactWriteItems"] <= 150
+
+
+def test_a_result_that_cannot_be_written_stops_the_run_and_every_later_write(
+    table: Table,
+) -> None:
+    """A queued write that fails tells on_failure; the next intent raises StateWriteError."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    failures: list[str] = []
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a, on_failure=failures.append)
+    journal.record_accepted("s-never-sent", at="T1", run_id="r")  # no intent: refused
+    with pytest.raises(StateWriteError, match="s-never-sent"):
+        journal.flush()
+    assert len(failures) == 1
+    with pytest.raises(StateWriteError, match="earlier journal write failed"):
+        journal.record_intent("s-1", "app-1", at="T2", run_id="r")
+    assert journal.entries() == {}
+
+
+def test_steps_are_fenced_and_approvals_are_not(table: Table) -> None:
+    """The night's steps (launch, revert, archive) are written under the lease and keep a job
+    ID once known; an approval is written by anyone (`approve` runs while the run holds the
+    lease) and the first one stands."""
+    wall = FakeClock(1000.0)
+    a = lease(table, "run-a", wall, FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    journal.record_step("s-1", "app-1", "launch", "intent", at="T0", run_id="r")
+    journal.record_step("s-1", "app-1", "launch", "accepted", at="T1", run_id="r", job_id="job-1")
+    journal.record_step("s-1", "app-1", "launch", "done", at="T2", run_id="r", detail="ok")
+    journal.record_step("s-2", "app-1", "revert", "failed", at="T3", run_id="r", detail="x" * 900)
+    steps = journal.steps()
+    assert steps["s-1"] == {"launch": StepEntry("done", "job-1", "ok", "T2", "r")}
+    detail = steps["s-2"]["revert"].detail
+    assert detail is not None and len(detail) <= 500
+
+    approver = DynamoJournal(table, SCOPE, WAVE, lease=None)  # another process: no lease
+    approver.record_approval("app-1", by="alice", at="T4")
+    approver.record_approval("app-1", by="bob", at="T5")
+    assert journal.approvals() == {"app-1": ("alice", "T4")}
+    with pytest.raises(StateWriteError, match="read-only"):
+        approver.record_step("s-1", "app-1", "archive", "done", at="T6", run_id="r")
+
+    wall.advance(LEASE_S + 1)
+    lease(table, "run-b", wall, FakeClock()).acquire()
+    with pytest.raises(StateWriteError, match="lease lost"):
+        journal.record_step("s-3", "app-1", "launch", "intent", at="T7", run_id="r")
+    journal.close()
