@@ -215,6 +215,13 @@ class Journal:
                 (server_id, application_id, at, run_id),
             )
 
+    async def record_intent_soon(
+        self, server_id: str, application_id: str, *, at: str, run_id: str
+    ) -> None:
+        """`record_intent` for a caller on the event loop (SQLite's commit is local and quick:
+        done at once). Raises StateWriteError as record_intent does."""
+        self.record_intent(server_id, application_id, at=at, run_id=run_id)
+
     def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
         """Record that MGN accepted (or already had) the finalize; keeps the first finalized_at.
 

@@ -261,6 +261,11 @@ class Writer(Protocol):
     def record_intent(self, server_id: str, application_id: str, *, at: str, run_id: str) -> None:
         """Durably record that a FinalizeCutover is about to be sent."""
 
+    async def record_intent_soon(
+        self, server_id: str, application_id: str, *, at: str, run_id: str
+    ) -> None:
+        """`record_intent` from the event loop; durable on return (may be group-committed)."""
+
     def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
         """Record that MGN accepted the finalize."""
 
@@ -509,10 +514,36 @@ class Ledger:
                 server_id, row.server.application_id, at=self._now(), run_id=self._run_id
             )
         except StateWriteError as err:
-            self._stop.request(StopReason.LOCAL_STATE, str(err))
-            fate = F.UNCONFIRMED if row.ambiguous else F.NOT_ATTEMPTED
-            self._move(row, Event.STOPPED, fate, f"journal write failed, not sent: {err}")
+            self._intent_failed(row, err)
             raise
+        self._intent_recorded(row)
+
+    async def sending_soon(self, server_id: str) -> None:
+        """`sending` for the pool on the event loop: the intent may be group-committed with
+        others (DynamoDB). The caller checks again that it may send once this returns.
+
+        Raises StateWriteError as `sending` does.
+        """
+        row = self._rows[server_id]
+        if self._writer is None:
+            raise IllegalMove(f"{server_id}: a dry run never sends")
+        try:
+            await self._writer.record_intent_soon(
+                server_id, row.server.application_id, at=self._now(), run_id=self._run_id
+            )
+        except StateWriteError as err:
+            if row.fate in (F.READY, F.SENDING):
+                self._intent_failed(row, err)
+            raise
+        if row.fate in (F.READY, F.SENDING):
+            self._intent_recorded(row)
+
+    def _intent_failed(self, row: _Row, err: StateWriteError) -> None:
+        self._stop.request(StopReason.LOCAL_STATE, str(err))
+        fate = F.UNCONFIRMED if row.ambiguous else F.NOT_ATTEMPTED
+        self._move(row, Event.STOPPED, fate, f"journal write failed, not sent: {err}")
+
+    def _intent_recorded(self, row: _Row) -> None:
         first = row.fate is F.READY
         self._move(row, Event.SENT, F.SENDING, None)
         row.attempts += 1

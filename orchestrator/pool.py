@@ -210,7 +210,11 @@ class FinalizePool:
             await self._decided.wait()
         if not ledger.may_send(server_id):
             raise _Settled()
-        ledger.sending(server_id)  # the intent, journaled before the call
+        await ledger.sending_soon(server_id)  # the intent, journaled before the call
+        if self._stop.sends_stopped:  # stopped while the intent was being written
+            raise Stopped()
+        if not ledger.may_send(server_id):  # a sibling was refused meanwhile
+            raise _Settled()
         call = asyncio.ensure_future(self._finalize(server_id))
         self._wire[server_id] = call
         try:

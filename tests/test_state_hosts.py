@@ -152,7 +152,8 @@ def test_a_second_host_exits_3_naming_the_first(emulator: Any, table: str, work_
         a.wait_for("run_started")
         second = mgn_cutover(run_args(plan, "two", b_dir), env)
         assert second.returncode == 3, second.stderr[-2000:]
-        [refused] = [json.loads(line) for line in second.stderr.splitlines()]
+        events = [json.loads(line) for line in second.stderr.splitlines()]
+        [refused] = [e for e in events if e["event"] == "run_refused"]
         assert refused["event"] == "run_refused" and refused["exit_code"] == 3
         assert f"is locked by pid {a.proc.pid} on host" in refused["error"]
         started = next(e for e in a.events if e.get("event") == "run_started")
@@ -209,9 +210,9 @@ def test_sigkill_mid_pool_then_another_host_resumes_after_the_lease_expires(
     assert outcomes(report(c_dir, "kill")) == outcomes(rep)
     status = mgn_cutover(["status", *common, "--log-format", "json"], env)
     assert status.returncode == 0, status.stderr[-2000:]
-    rows = [line.split() for line in status.stdout.splitlines()[1:]]
+    rows = [line.split() for line in status.stdout.splitlines() if line.startswith("s-")]
     assert {r[0] for r in rows} == ids
-    assert {(r[1], r[2], r[4]) for r in rows} == {("finalized", "converged", "CUTOVER")}
+    assert all({"finalized", "converged", "CUTOVER", "DISCONNECTED"} <= set(r) for r in rows)
 
 
 def test_a_paused_holder_resumed_after_a_takeover_sends_nothing_and_exits_5(
