@@ -254,7 +254,9 @@ def test_iam_policy_covers_every_call_the_adapter_makes() -> None:
     service = {"client": "mgn", "ec2": "ec2"}
     wanted = {f"{service[c]}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
     statements = _statements()
-    granted = _actions(statements["PlanReadOnly"]) | _actions(statements["RunFinalize"])
+    granted = set().union(
+        *(_actions(statements[n]) for n in ("PlanReadOnly", "RunFinalize", "RunNight"))
+    )
     assert wanted == granted
 
 
