@@ -313,6 +313,11 @@ def ready_plan(emu: Emulator, folder: Path, wave: str, expected: int) -> Path:
     ]
     if len(servers) != expected or not_ready:
         raise BenchError(f"emulator seeded {len(servers)} servers, not ready: {not_ready[:5]}")
+    return plan_of(servers, folder, wave)
+
+
+def plan_of(servers: Sequence[dict[str, Any]], folder: Path, wave: str) -> Path:
+    """Write the one-wave plan of these servers, by application, and return its path."""
     groups: dict[str, list[str]] = defaultdict(list)
     for s in servers:
         groups[s["applicationID"]].append(s["sourceServerID"])
@@ -850,19 +855,7 @@ def night_plan(emu: Emulator, folder: Path, wave: str, expected: int) -> Path:
         s["lifeCycle"]["state"] != "READY_FOR_CUTOVER" for s in servers
     ):
         raise BenchError("the emulator did not seed the servers ready for StartCutover")
-    groups: dict[str, list[str]] = defaultdict(list)
-    for s in servers:
-        groups[s["applicationID"]].append(s["sourceServerID"])
-    doc = {
-        "wave": wave,
-        "applications": [
-            {"applicationID": app, "name": f"app-{i:04d}", "sourceServerIDs": ids}
-            for i, (app, ids) in enumerate(groups.items())
-        ],
-    }
-    path = folder / f"{wave}.yaml"
-    path.write_text(yaml.safe_dump(doc, sort_keys=False, width=200))
-    return path
+    return plan_of(servers, folder, wave)
 
 
 def _when(iso: str) -> float:

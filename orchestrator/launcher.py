@@ -43,7 +43,7 @@ from orchestrator.gateway import Gateway
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import CUTTING_OVER, SUCCEEDED, JobView, LaunchView, ServerView, chunks
-from orchestrator.stop import Stop, Stopped, StopReason
+from orchestrator.stop import Stop, Stopped, StopReason, first_of
 
 log = structlog.get_logger(__name__)
 
@@ -216,17 +216,7 @@ class Launcher:
 
     async def _nap(self, delay_s: float) -> None:
         self._wake.clear()
-        waiters = [
-            asyncio.ensure_future(self._sleep(delay_s)),
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self._stop.wait_sends_stopped()),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await first_of(self._sleep(delay_s), self._wake.wait(), self._stop.wait_sends_stopped())
 
     # -- schedule ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import structlog
 from orchestrator.errors import AccountError, MgnError
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, ServerView, chunks
-from orchestrator.stop import Stop, Stopped, StopReason
+from orchestrator.stop import Stop, Stopped, StopReason, first_of
 
 log = structlog.get_logger(__name__)
 
@@ -124,17 +124,7 @@ class Reconciler:
         if self._closed and not self._deadlines:
             return
         self._wake.clear()
-        waiters = [
-            asyncio.ensure_future(self._sleep(delay_s)),
-            asyncio.ensure_future(self._wake.wait()),
-            asyncio.ensure_future(self._stop.wait_halted()),
-        ]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waiters:
-                task.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await first_of(self._sleep(delay_s), self._wake.wait(), self._stop.wait_halted())
 
     async def poll_once(self) -> None:
         """One cycle: describe every pending server, report what MGN shows, expire the late.

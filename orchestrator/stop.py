@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -47,6 +47,18 @@ EXIT_CODES = {
     StopReason.LOCAL_STATE: ExitCode.LOCAL_STATE,
     StopReason.WINDOW: ExitCode.NOT_CONVERGED,
 }
+
+
+async def first_of(*waits: Awaitable[Any]) -> None:
+    """Wait until the first of `waits` is done (a sleep, a wake-up event, a stop), then cancel
+    the others and reap them."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class Stopped(Exception):
