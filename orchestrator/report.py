@@ -413,16 +413,29 @@ def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
         "report.html": render_html(doc),
     }
     run = folder / "runs" / run_folder_name(record)
-    targets = [run]
     wave_level = not record.dry_run or not _has_real_report(folder)
-    if wave_level:
-        targets.append(folder)
-    for target in targets:
-        ensure_private_dir(target)
-        for name, text in rendered.items():
-            _write_atomic(target / name, text)
-        fsync_dir(target)
+    ensure_private_dir(folder)
+    ensure_private_dir(run)
+    for name, text in rendered.items():
+        _write_atomic(run / name, text)
+    fsync_dir(run)
+    if wave_level:  # the same files again: linked, not written twice
+        for name in rendered:
+            _link_atomic(run / name, folder / name)
+        fsync_dir(folder)
     return ReportPaths(run, folder if wave_level else None)
+
+
+def _link_atomic(source: Path, path: Path) -> None:
+    """Make `path` another name of `source` (already durable), replacing it atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        _write_atomic(path, source.read_text(encoding="utf-8"))  # no hard links here: copy
 
 
 def _has_real_report(folder: Path) -> bool:
