@@ -16,7 +16,6 @@ A damaged or unknown journal is never replaced by a fresh one: `Journal.open` ra
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sqlite3
@@ -305,7 +304,7 @@ class Journal:
         """
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
-        data = json.dumps(dataclasses.asdict(record), default=str)
+        data = json.dumps(_as_plain(record), default=str)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, interrupted = ?, record_json = ?"
@@ -445,6 +444,14 @@ class Journal:
         # The original error matters more than a failed rollback (e.g. the connection is closed).
         with suppress(sqlite3.Error):
             self._conn.rollback()
+
+
+def _as_plain(record: RunRecord) -> dict[str, object]:
+    """`dataclasses.asdict(record)` without its deep copies (a 2,000-server record with its
+    timelines is hundreds of thousands of objects): the fields are plain values already."""
+    plain = dict(vars(record))
+    plain["servers"] = [dict(vars(s)) for s in record.servers]
+    return plain
 
 
 def _create(path: Path, wave: str) -> None:

@@ -73,6 +73,8 @@ class Stop:
         self.detail: str = ""
         self._sends: asyncio.Event | None = None
         self._halt: asyncio.Event | None = None
+        self._guarded: set[asyncio.Task[Any]] = set()  # tasks awaiting work under guard()
+        self._cancelled_by_halt: set[asyncio.Task[Any]] = set()
 
     def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
         if self._sends is None or self._halt is None:
@@ -91,6 +93,7 @@ class Stop:
                 self.reason, self.detail = reason, detail or self.detail
                 if self._halt is not None:
                     self._halt.set()
+                self._halt_guarded()
             log.info("stop_also", reason=reason.value, detail=detail)
             return
         self.reason, self.detail = reason, detail
@@ -99,6 +102,8 @@ class Stop:
             self._sends.set()
             if reason in HALTING:
                 self._halt.set()
+        if reason in HALTING:
+            self._halt_guarded()
 
     @property
     def sends_stopped(self) -> bool:
@@ -121,21 +126,30 @@ class Stop:
         await self._events()[1].wait()
 
     async def guard(self, work: Awaitable[T]) -> T:
-        """Await `work` unless a halting stop comes first; then cancel it and raise Stopped."""
-        task = asyncio.ensure_future(work)
+        """Await `work` in this task unless a halting stop comes first; then cancel it and
+        raise Stopped. (No task of its own: an answer reaches its reader without extra hops.)"""
         if self.halted:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            if asyncio.iscoroutine(work):
+                work.close()
             raise Stopped()
-        halt = asyncio.ensure_future(self.wait_halted())
+        me = asyncio.current_task()
+        assert me is not None
+        self._guarded.add(me)
         try:
-            await asyncio.wait({task, halt}, return_when=asyncio.FIRST_COMPLETED)
+            return await work
+        except asyncio.CancelledError:
+            if me in self._cancelled_by_halt:
+                self._cancelled_by_halt.discard(me)
+                me.uncancel()
+                raise Stopped() from None
+            raise
         finally:
-            halt.cancel()
-            if not task.done():
+            self._guarded.discard(me)
+            self._cancelled_by_halt.discard(me)
+
+    def _halt_guarded(self) -> None:
+        """A halting stop: cancel every task awaiting guarded work (it raises Stopped)."""
+        for task in list(self._guarded):
+            if task not in self._cancelled_by_halt:
+                self._cancelled_by_halt.add(task)
                 task.cancel()
-            await asyncio.gather(halt, return_exceptions=True)
-        if task.cancelled() or not task.done():
-            await asyncio.gather(task, return_exceptions=True)
-            raise Stopped()
-        return task.result()
