@@ -55,29 +55,38 @@ def log_state_dir(config: Config) -> None:
 def wave_conflicts(config: Config, wave: Wave) -> list[Diagnostic]:
     """A region or accountID from a flag, the environment or the config that contradicts the plan's.
 
-    A plan that names neither leaves the setting to apply.
+    Each application's own value counts (or the wave's, which it inherits); one diagnostic per
+    place the contradicted value is written. A plan that names neither leaves the setting to apply.
     """
     found: list[Diagnostic] = []
-    checks = (
-        ("region", "region", wave.region, wave.region_at),
-        ("account_id", "accountID", wave.account_id, wave.account_id_at),
-    )
-    for setting, key, planned, (line, col) in checks:
+    for setting, key in (("region", "region"), ("account_id", "accountID")):
         given = getattr(config, setting)
-        if planned is None or given is None or given == planned:
+        if given is None:
             continue
-        origin = config.origin(setting) or flag_name(setting)
-        where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
-        message = (
-            f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
-            f"drop the setting or make them agree"
-        )
-        found.append(Diagnostic(origin, 0, 0, message))
+        places: dict[tuple[str, int, int], None] = {}
+        wave_value = getattr(wave, setting)
+        if wave_value not in (None, given):
+            line, col = getattr(wave, f"{setting}_at")
+            places[(wave_value, line, col)] = None
+        for app in wave.applications:
+            planned = getattr(app, setting)
+            if planned not in (None, given, wave_value):
+                line, col = getattr(app, f"{setting}_at")
+                places[(planned, line, col)] = None
+        for planned, line, col in places:
+            origin = config.origin(setting) or flag_name(setting)
+            where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
+            message = (
+                f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
+                f"drop the setting or make them agree"
+            )
+            found.append(Diagnostic(origin, 0, 0, message))
     return found
 
 
 def for_wave(config: Config, wave: Wave) -> Config:
-    """The config for this wave: the plan's accountID and region where it names them.
+    """The config for this wave: the plan's wave-level accountID and region where it names them
+    (each application's own target is `Application.target`, resolved by `targets`).
 
     Raises ConfigError when a flag, the environment or the config file contradicts them.
     """
@@ -406,9 +415,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
                 )
                 return record, paths, published
 
-        record, paths, published = asyncio.run(
-            _with_gateway(config, wave, work, stop=state.stop)
-        )
+        record, paths, published = asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
     exit_code = _run_exit(record)
     if paths is None:
         return max(exit_code, ExitCode.LOCAL_STATE)
