@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wave", required=True)
     _add_settings(p, "status")
 
+    p = sub.add_parser("import", help="write wave plans from MGN's import CSV (names -> IDs)")
+    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plans")
+    p.add_argument("--force", action="store_true", help="overwrite plans that exist")
+    _add_settings(p, "import")
+
     from orchestrator.emulator.args import add_arguments as add_simulate_arguments
 
     p = sub.add_parser("simulate", help="serve the MGN emulator for a rehearsal")
@@ -167,6 +173,10 @@ def _dispatch(ns: argparse.Namespace) -> int:
         from orchestrator.emulator import cli as emulator_cli
 
         return emulator_cli.main(ns)
+    if ns.command == "import":
+        from orchestrator.importer import cmd_import
+
+        return cmd_import(ns)
     from orchestrator import commands
 
     handlers = {

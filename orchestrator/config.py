@@ -349,8 +349,9 @@ def _describe_raw(raw: object) -> str:
 
 # --- the spec ------------------------------------------------------------------------------------
 
-Command = Literal["plan", "export-plan", "run", "report", "status"]
+Command = Literal["plan", "export-plan", "run", "report", "status", "import"]
 _READS: tuple[Command, ...] = ("plan", "export-plan", "run", "report", "status")
+_TARGETS: tuple[Command, ...] = (*_READS, "import")  # where to reach MGN
 _RUNS: tuple[Command, ...] = ("run", "report", "status")
 
 
@@ -386,7 +387,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "AWS region for plans that name none",
         "--region",
-        _READS,
+        _TARGETS,
     ),
     Setting(
         "profile",
@@ -394,7 +395,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "AWS profile from the shared config",
         "--profile",
-        _READS,
+        _TARGETS,
     ),
     Setting(
         "endpoint_url",
@@ -402,7 +403,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MGN endpoint (an emulator)",
         "--endpoint-url",
-        _READS,
+        _TARGETS,
         "URL",
     ),
     Setting(
@@ -411,7 +412,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MGN accountID (12 digits) for plans that name none",
         "--account-id",
-        _READS,
+        _TARGETS,
         "ID",
     ),
     Setting(

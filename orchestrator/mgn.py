@@ -164,6 +164,34 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
 
 
 @dataclass(frozen=True)
+class ServerIdentity:
+    """The names MGN knows a source server by: what an import file's row is matched against."""
+
+    source_server_id: str
+    application_id: str | None = None
+    user_provided_id: str | None = None
+    hostname: str | None = None
+    fqdn: str | None = None
+    fqdn_for_action_framework: str | None = None
+
+
+def parse_identity(item: dict[str, Any]) -> ServerIdentity | None:
+    """A SourceServer answer's names; None when it has no usable sourceServerID."""
+    server_id = _str(item.get("sourceServerID"))
+    if server_id is None:
+        return None
+    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
+    return ServerIdentity(
+        server_id,
+        _str(item.get("applicationID")),
+        _str(item.get("userProvidedID")),
+        _str(hints.get("hostname")),
+        _str(hints.get("fqdn")),
+        _str(item.get("fqdnForActionFramework")),
+    )
+
+
+@dataclass(frozen=True)
 class ClientSettings:
     """How to reach AWS: region, profile and endpoint; credentials come from boto3's chain."""
 
@@ -353,6 +381,29 @@ class MgnClient:
                     break
                 params["nextToken"] = page["nextToken"]
         return items
+
+    async def identities(self) -> list[ServerIdentity]:
+        """Every non-archived source server of the account and region, by the names MGN has
+        for it (DescribeSourceServers, all pages). Raises MgnError subclasses or AccountError."""
+        params: dict[str, Any] = {
+            "filters": {"isArchived": False},
+            "maxResults": 1000,
+            **self._account(),
+        }
+        found: list[ServerIdentity] = []
+        while True:
+            page = await self._call(self._client, "describe_source_servers", **params)
+            for item in page.get("items") or []:
+                identity = parse_identity(item) if isinstance(item, dict) else None
+                if identity is not None:
+                    found.append(identity)
+            if not page.get("nextToken"):
+                return found
+            params["nextToken"] = page["nextToken"]
+
+    async def all_applications(self) -> list[dict[str, Any]]:
+        """Every non-archived MGN application of the account (ListApplications, all pages)."""
+        return await self._list("list_applications", {"filters": {"isArchived": False}})
 
     async def finalize(self, server_id: str) -> ServerView | None:
         """FinalizeCutover for one server. Irreversible. Returns MGN's answer as a view (None
