@@ -26,12 +26,12 @@ from orchestrator.lock import WaveLock
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import RunRecord
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
-from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress
 from orchestrator.publish import publish_report
 from orchestrator.report import ReportPaths, summarize, write_report
 from orchestrator.runner import RunState, run_wave, utc_now_iso
 from orchestrator.stop import Stop
+from orchestrator.targets import Targets, uncovered_accounts
 from orchestrator.validation import quote
 
 T = TypeVar("T")
@@ -117,7 +117,7 @@ def load_inputs(ns: argparse.Namespace) -> tuple[Config, Wave, list[Diagnostic]]
     except InputError as err:
         problems.append(err)
     if settings is not None and wave is not None:
-        conflicts = wave_conflicts(settings, wave)
+        conflicts = wave_conflicts(settings, wave) + uncovered_accounts(settings, wave)
         if conflicts:
             problems.append(ConfigError(conflicts))
     if problems or settings is None or wave is None:
@@ -177,14 +177,14 @@ def _applications_named(wave: Wave, wanted: list[str]) -> list[Application]:
 async def _with_gateway(
     config: Config,
     wave: Wave | None,
-    work: Callable[[Gateway], Awaitable[T]],
+    work: Callable[[Any], Awaitable[T]],
     *,
     stop: Stop | None = None,
 ) -> T:
-    settings = client_settings(
-        config, wave.account_id if wave else None, wave.region if wave else None
-    )
-    async with MgnClient(settings) as client:
+    if wave is not None:  # one client and gateway per (account, region) of the wave
+        async with Targets(wave, config, stop=stop) as targets:
+            return await work(targets)
+    async with MgnClient(client_settings(config, None, None)) as client:
         return await work(Gateway(client, config, stop=stop))
 
 
@@ -218,6 +218,7 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     waves = result.waves if ns.wave is None or problems else (select_wave(result, ns.wave),)
     if config is not None:  # what run and plan would refuse
         problems.extend(d for wave in waves for d in wave_conflicts(config, wave))
+        problems.extend(d for wave in waves for d in uncovered_accounts(config, wave))
     if problems:
         raise InputError(problems)
     for warning in result.warnings:
@@ -237,7 +238,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     _log_warnings(warnings)
     config = for_wave(settings, wave)
 
-    async def work(gw: Gateway) -> list[PlanRow]:
+    async def work(gw: Targets) -> list[PlanRow]:
         return await plan_rows(wave, config, gw)
 
     rows = asyncio.run(_with_gateway(config, wave, work))
@@ -265,7 +266,7 @@ _PLAN_DECISIONS = {
 }
 
 
-async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
+async def plan_rows(wave: Wave, config: Config, gw: Gateway | Targets) -> list[PlanRow]:
     """Pre-flight every server and let a dry-run ledger (no journal) decide, with the gate.
 
     Raises MgnError/AccountError from the reads.
@@ -279,7 +280,7 @@ async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
         application_gate=config.application_gate,
     )
     views: dict[str, ServerView | None] = {}
-    async for checks in preflight_stream(wave, config, gw.describe, gw.instance_status):
+    async for checks in gw.preflight(wave, config):
         ledger.checked(checks)
         views.update((c.source_server_id, c.view) for c in checks)
     reasons = {r.source_server_id: r.reason for r in ledger.results()}
@@ -375,7 +376,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
         log_state_dir(config)
         progress = Progress(state, len(wave.servers), enabled=show_progress)
 
-        async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
+        async def work(gw: Targets) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)

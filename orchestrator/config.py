@@ -39,6 +39,7 @@ from orchestrator.validation import (
 from orchestrator.yamlsource import Map, Scalar, Seq, read_yaml
 
 LogFormat = Literal["auto", "json", "console"]
+AccountAccess = Literal["global-view", "assume-role", "profiles"]
 
 ENV_PREFIX = "MGN_CUTOVER_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -96,6 +97,10 @@ class Config:
     notify_sns_topic_arn: str | None = None
     # Its query string often holds a token: kept out of repr, redacted in reports.
     notify_webhook_url: str | None = field(default=None, repr=False)
+    account_access: AccountAccess = "global-view"
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    account_profiles: tuple[tuple[str, str], ...] = ()
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -126,6 +131,10 @@ class Config:
                 value = value.isoformat()
             elif setting.name == "notify_webhook_url" and value is not None:
                 value = redact_url(value)
+            elif setting.name == "external_id" and value is not None:
+                value = "<set>"
+            elif setting.name == "account_profiles":
+                value = dict(value)
             report[setting.name] = value
         return report
 
@@ -549,6 +558,34 @@ SETTINGS: tuple[Setting, ...] = (
         cv.optional(cv.webhook_url),
         None,
         "https URL told the outcome of a run",
+    ),
+    Setting(
+        "account_access",
+        cv.account_access,
+        "global-view",
+        "how each plan account is reached: global-view (accountID on every call), assume-role "
+        "(role_arn in each account) or profiles (account_profiles)",
+        "--account-access",
+        _TARGETS,
+        choices=cv.ACCOUNT_ACCESS,
+    ),
+    Setting(
+        "role_arn",
+        cv.optional(cv.role_arn),
+        None,
+        "assume-role: the role in each account, {accountID} standing for its ID",
+    ),
+    Setting(
+        "external_id",
+        cv.optional(cv.external_id),
+        None,
+        "assume-role: the ExternalId the roles' trust policy asks for",
+    ),
+    Setting(
+        "account_profiles",
+        cv.account_profiles,
+        (),
+        'profiles: {accountID: profile} (env: "ID=profile,ID=profile")',
     ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -269,17 +269,19 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 class MgnClient:
     """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, *, session: Any = None) -> None:
+        """`session`: an aioboto3 Session to use (an assumed role's); default: boto3's chain."""
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._ec2: Any = None
-        self._session: Any = None
+        self._session: Any = session
 
     async def __aenter__(self) -> MgnClient:
         s = self.settings
         try:
-            self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
+            if self._session is None:
+                self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
             self._client = await self._stack.enter_async_context(
                 self._session.client("mgn", endpoint_url=s.endpoint_url, config=self._config())
             )
@@ -399,6 +401,23 @@ class MgnClient:
                     found.append(identity)
             if not page.get("nextToken"):
                 return found
+            params["nextToken"] = page["nextToken"]
+
+    async def managed_accounts(self) -> frozenset[str]:
+        """The accounts the caller's global view reaches (ListManagedAccounts, all pages).
+
+        Raises AccountError when the caller is not a management or delegated-admin account.
+        """
+        params: dict[str, Any] = {}
+        found: set[str] = set()
+        while True:
+            page = await self._call(self._client, "list_managed_accounts", **params)
+            for item in page.get("items") or []:
+                account = _str(_dict(item).get("accountId"))
+                if account is not None:
+                    found.add(account)
+            if not page.get("nextToken"):
+                return frozenset(found)
             params["nextToken"] = page["nextToken"]
 
     async def all_applications(self) -> list[dict[str, Any]]:

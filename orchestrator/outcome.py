@@ -63,6 +63,9 @@ class ServerResult:
     finalized_at: str | None = None
     converged_at: str | None = None
     application_name: str | None = None
+    # The (account, region) the server was reached in (None: the caller's own / the default).
+    account_id: str | None = None
+    region: str | None = None
     # What happened to the server in this run: {"at", "event", "detail"}, oldest first.
     timeline: list[dict[str, str | None]] = field(default_factory=list)
 

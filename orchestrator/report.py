@@ -286,6 +286,8 @@ def _server_json(s: ServerResult) -> dict[str, Any]:
         "converged_at": s.converged_at,
         "application_name": s.application_name,
         "timeline": s.timeline,
+        "accountID": s.account_id,
+        "region": s.region,
     }
 
 

@@ -30,9 +30,9 @@ from orchestrator.limiter import Clock, Sleep
 from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
-from orchestrator.preflight import preflight_stream
 from orchestrator.reconciler import Reconciler
 from orchestrator.stop import Stop, Stopped, StopReason
+from orchestrator.targets import Targets, resolved
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,7 @@ class RunState:
 async def run_wave(
     wave: Wave,
     config: Config,
-    gateway: Gateway,
+    gateway: Gateway | Targets,
     journal: Journal,
     state: RunState,
     *,
@@ -172,7 +172,7 @@ def _record(
         exit_code=int(wave_code),
         interrupted=stop.reason is StopReason.SIGNAL,
         config=config.as_report_dict(),
-        servers=ledger.results(),
+        servers=_with_targets(ledger.results(), wave, config),
         account_error=stop.detail if stop.reason is StopReason.ACCOUNT else None,
         run_id=run_id,
         description=wave.description,
@@ -183,10 +183,22 @@ def _record(
     )
 
 
+def _with_targets(
+    results: list[ServerResult], wave: Wave, config: Config
+) -> list[ServerResult]:
+    """Each result with the (account, region) its server was reached in (report.json)."""
+    target_of = {sid: t for t, ids in resolved(config, wave).items() for sid in ids}
+    for result in results:
+        target = target_of.get(result.source_server_id)
+        if target is not None:
+            result.account_id, result.region = target.account_id, target.region
+    return results
+
+
 async def _execute(
     wave: Wave,
     config: Config,
-    gateway: Gateway,
+    gateway: Gateway | Targets,
     ledger: Ledger,
     state: RunState,
     clock: Clock,
@@ -222,9 +234,7 @@ async def _execute(
         part_wave = wave if len(servers) == len(wave.servers) else _narrow(wave, ledger)
         sent = polled = 0
         try:
-            async for checks in preflight_stream(
-                part_wave, config, gateway.describe, gateway.instance_status
-            ):
+            async for checks in gateway.preflight(part_wave, config):
                 work = ledger.checked(checks)
                 for server_id in work.poll:
                     reconciler.add(server_id)
@@ -267,7 +277,7 @@ def _narrow(wave: Wave, ledger: Ledger) -> Wave:
     )
 
 
-async def _final_read(gateway: Gateway, ledger: Ledger, stop: Stop) -> None:
+async def _final_read(gateway: Gateway | Targets, ledger: Ledger, stop: Stop) -> None:
     """Read the full record of every server MGN has not confirmed, so the report shows MGN's
     last word (a stale read, a late convergence). Skipped when the run halted."""
     unsure = ledger.waiting()

@@ -335,6 +335,7 @@ FLAG_SAMPLES: dict[str, str | None] = {
     "report_dir": "/tmp/r",
     "state_dir": "/tmp/s",
     "log_format": "json",
+    "account_access": "profiles",
 }
 COMMAND_ARGS = {
     "plan": ["plan", "w.yaml", "--wave", "w"],
@@ -342,6 +343,7 @@ COMMAND_ARGS = {
     "run": ["run", "w.yaml", "--wave", "w"],
     "report": ["report", "--wave", "w"],
     "status": ["status", "--wave", "w"],
+    "import": ["import", "f.csv", "--out", "d"],
 }
 
 

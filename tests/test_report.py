@@ -144,6 +144,8 @@ def test_json_schema_keys_and_order() -> None:
         "converged_at",
         "application_name",
         "timeline",
+        "accountID",
+        "region",
     ]
     assert first_ok["error"] is None and first_ok["ec2InstanceID"] == "i-0123"
     assert doc["servers"][3]["error"] == {
