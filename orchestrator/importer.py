@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import access
 from orchestrator.config import Config, flag_overrides, load_config
 from orchestrator.errors import AccountError, Diagnostic, ExitCode, InputError
 from orchestrator.exporter import safe_wave_name
@@ -71,6 +73,11 @@ async def take_inventory(client: MgnClient) -> Inventory:
 
     Raises MgnError subclasses or AccountError.
     """
+    account = client.settings.account_id
+    if account is not None and account not in await client.managed_accounts():  # global view
+        raise AccountError(
+            "NotManaged", f"account {account} is not among the accounts ListManagedAccounts lists"
+        )
     servers, apps = await asyncio.gather(client.identities(), client.all_applications())
     named = tuple(
         (str(a["applicationID"]), str(a.get("name") or ""))
@@ -124,8 +131,15 @@ async def resolve(
                 str(imported.path), cell.line, cell.col, f"{message}: MGN refused: {err}"
             )
 
+    problems: list[Diagnostic] = []
+    for target in list(targets):  # an account no access mode reaches is not asked at all
+        why = access.uncovered(config, target.account_id) if target.account_id else None
+        if why is not None:
+            cell = rows_by_target[target][0].account_id or rows_by_target[target][0].wave
+            problems.append(Diagnostic(str(imported.path), cell.line, cell.col, why))
+            targets.remove(target)
     found = await asyncio.gather(*(inventory(t) for t in targets))
-    problems = [d for d in found if isinstance(d, Diagnostic)]
+    problems += [d for d in found if isinstance(d, Diagnostic)]
     inventories = {
         t: inv for t, inv in zip(targets, found, strict=True) if isinstance(inv, Inventory)
     }
@@ -249,11 +263,15 @@ def write_plans(plans: dict[str, str], out_dir: Path, *, force: bool) -> list[Pa
     return list(paths.values())
 
 
-def _connect(config: Config) -> Connect:
-    from orchestrator.gateway import client_settings
+def _connect(config: Config, source: Path) -> Connect:
+    """Each (account, region) reached as `account_access` says (access.route)."""
 
-    def connect(target: Target) -> AbstractAsyncContextManager[MgnClient]:
-        return MgnClient(client_settings(config, target.account_id, target.region))
+    @contextlib.asynccontextmanager
+    async def connect(target: Target) -> AsyncIterator[MgnClient]:
+        route = access.route(config, target, pool=10)
+        session = await access.open_session(route, config, f"import-{source.stem}")
+        async with MgnClient(route.settings, session=session) as client:
+            yield client
 
     return connect
 
@@ -278,7 +296,9 @@ def cmd_import(ns: argparse.Namespace, connect: Connect | None = None) -> int:
         raise InputError(problems)  # nothing is sent to MGN for a bad file
     for note in imported.notes:
         print(str(note), file=sys.stderr)
-    plans, warnings = asyncio.run(resolve(imported, config, connect or _connect(config)))
+    plans, warnings = asyncio.run(
+        resolve(imported, config, connect or _connect(config, imported.path))
+    )
     for warning in warnings:
         print(str(warning), file=sys.stderr)
     for path in write_plans(plans, ns.out, force=ns.force):

@@ -244,3 +244,20 @@ def test_names_mgn_cannot_resolve_are_errors_at_their_cell(
         '"payments")',
     ]
     assert not out.exists()
+
+
+def test_an_account_outside_the_global_view_is_an_error_at_its_cell(
+    tmp_path: Path, emulator: object
+) -> None:
+    """An account ListManagedAccounts does not list: exit 2 at its first row's account cell."""
+    from orchestrator.emulator.testing import EmulatorHandle
+
+    assert isinstance(emulator, EmulatorHandle)
+    emulator.seed(FIXTURE)
+    csv = write(tmp_path, GOOD.replace(ACCT_B, "999999999999"))
+    result = mgn_cutover(["import", str(csv), "--out", str(tmp_path / "w")], cli_env(emulator.url))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[1:] == [
+        f"{csv}:4:1: account 999999999999, region eu-west-1: MGN refused: NotManaged: account "
+        "999999999999 is not among the accounts ListManagedAccounts lists"
+    ]
