@@ -31,7 +31,7 @@ from orchestrator.publish import publish_report
 from orchestrator.report import ReportPaths, summarize, write_report
 from orchestrator.runner import RunState, run_wave, utc_now_iso
 from orchestrator.stop import Stop
-from orchestrator.targets import Targets, uncovered_accounts
+from orchestrator.targets import Targets, status_wave, uncovered_accounts
 from orchestrator.validation import quote
 
 T = TypeVar("T")
@@ -551,11 +551,14 @@ def cmd_status(ns: argparse.Namespace) -> int:
         )
     ids = sorted(set(entries) | set(last))
 
-    async def work(gw: Gateway) -> dict[str, Any]:
+    async def work(gw: Targets) -> dict[str, Any]:
         return dict(await gw.read(ids))
 
-    views = asyncio.run(_with_gateway(config, None, work))
-    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", "MGN_STATE", "REPLICATION")]
+    # Each server read in the (account, region) its last run reached it in.
+    wave = status_wave(ns.wave, record.servers if record else [], ids)
+    views = asyncio.run(_with_gateway(config, wave, work))
+    where = ("ACCOUNT", "REGION")  # where the last run reached each server
+    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", *where, "MGN_STATE", "REPLICATION")]
     for sid in ids:
         entry, view, result = entries.get(sid), views.get(sid), last.get(sid)
         rows.append(
@@ -564,6 +567,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
                 result.outcome.value if result else "-",
                 entry.status if entry else "-",
                 (entry.finalized_at if entry else None) or "-",
+                (result.account_id if result else None) or "-",
+                (result.region if result else None) or "-",
                 (view.lifecycle_state if view else "not found") or "?",
                 (view.replication_state if view else "-") or "?",
             )

@@ -183,9 +183,7 @@ def _record(
     )
 
 
-def _with_targets(
-    results: list[ServerResult], wave: Wave, config: Config
-) -> list[ServerResult]:
+def _with_targets(results: list[ServerResult], wave: Wave, config: Config) -> list[ServerResult]:
     """Each result with the (account, region) its server was reached in (report.json)."""
     target_of = {sid: t for t, ids in resolved(config, wave).items() for sid in ids}
     for result in results:

@@ -26,7 +26,8 @@ from orchestrator.errors import AccountError, Diagnostic
 from orchestrator.gateway import Gateway
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import MgnClient, ServerView
-from orchestrator.plan import Target, Wave
+from orchestrator.outcome import ServerResult
+from orchestrator.plan import Application, Server, Target, Wave
 from orchestrator.preflight import Check, Decision, preflight_stream, read_views
 from orchestrator.retry import Retrier
 from orchestrator.stop import Stop
@@ -61,6 +62,22 @@ def uncovered_accounts(config: Config, wave: Wave) -> list[Diagnostic]:
         message = f"accountID {account}: {why} (account_access from {origin})"
         found.append(Diagnostic(str(wave.source), line, col, message))
     return found
+
+
+def status_wave(name: str, results: Sequence[ServerResult], server_ids: Sequence[str]) -> Wave:
+    """A wave to read `server_ids` back with: each server in the (account, region) its last
+    run reached it in (report rows carry them); the others where the settings say."""
+    apps: dict[tuple[str, str | None, str | None], list[Server]] = {}
+    placed = {r.source_server_id: r for r in results}
+    for sid in server_ids:
+        r = placed.get(sid)
+        key = (r.application_id, r.account_id, r.region) if r else ("", None, None)
+        apps.setdefault(key, []).append(Server(sid, key[0]))
+    applications = tuple(
+        Application(app_id, None, tuple(servers), account_id=account, region=region)
+        for (app_id, account, region), servers in apps.items()
+    )
+    return Wave(name, applications)
 
 
 class _Finalizer:

@@ -108,6 +108,14 @@ def test_global_view_finalizes_each_server_in_its_own_account(
         (s, acct, "us-east-1") for acct, ids in TWO.values() for s in ids
     }
     assert emulator.calls("ListManagedAccounts") == 1
+    dirs = ["--state-dir", str(work_dir / "state")]
+    status = mgn_cutover(["status", "--wave", "multi", *dirs], cli_env(emulator.url))
+    assert status.returncode == 0, status.stderr[-3000:]
+    lines = [line.split() for line in status.stdout.splitlines()]
+    assert lines[0][4:6] == ["ACCOUNT", "REGION"]
+    assert {(row[0], row[6], row[4]) for row in lines[1:]} == {
+        (s, "CUTOVER", acct) for acct, ids in TWO.values() for s in ids
+    }  # each server read back in its own account
 
 
 def test_an_unmanaged_account_blocks_only_its_applications(emulator: Any, work_dir: Path) -> None:
