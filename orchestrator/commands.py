@@ -558,7 +558,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
     wave = status_wave(ns.wave, record.servers if record else [], ids)
     views = asyncio.run(_with_gateway(config, wave, work))
     where = ("ACCOUNT", "REGION")  # where the last run reached each server
-    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", *where, "MGN_STATE", "REPLICATION")]
+    live = ("MGN_STATE", "REPLICATION")
+    rows = [("SERVER", "LAST_OUTCOME", "JOURNAL", "FINALIZED_AT", *where, *live)]
     for sid in ids:
         entry, view, result = entries.get(sid), views.get(sid), last.get(sid)
         rows.append(
