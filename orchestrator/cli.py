@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-plan", help="write a plan file from MGN's own waves")
     p.add_argument("--mgn-wave", dest="mgn_wave", required=True, metavar="NAME_OR_ID")
     p.add_argument("--wave", help="name for the exported wave (default: MGN's wave name)")
+    p.add_argument(
+        "--all-accounts",
+        action="store_true",
+        help="the wave from every account ListManagedAccounts lists, one plan",
+    )
+    p.add_argument(
+        "--regions",
+        type=lambda text: [r.strip() for r in text.split(",") if r.strip()],
+        default=[],
+        metavar="R1,R2",
+        help="with --all-accounts: the regions to walk (default: --region)",
+    )
     _add_settings(p, "export-plan")
 
     p = sub.add_parser("run", help="finalize a wave's ready servers, reconcile, report")

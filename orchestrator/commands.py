@@ -586,6 +586,12 @@ def cmd_export_plan(ns: argparse.Namespace) -> int:
 
     config = load_settings(ns)
     _setup_logging(config)
+    if getattr(ns, "all_accounts", False):
+        from orchestrator.exporter import export_everywhere
+
+        text = asyncio.run(export_everywhere(config, ns.mgn_wave, ns.wave, ns.regions))
+        sys.stdout.write(text)
+        return ExitCode.OK
     text = asyncio.run(
         _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
     )

@@ -216,3 +216,45 @@ def test_a_role_that_cannot_be_assumed_blocks_its_account_exit_4(
     assert out.returncode == 4, out.stderr[-3000:]
     assert f"AssumeRole arn:aws:iam::{ACCT_A}:role/R failed" in out.stderr
     assert emulator.calls("DescribeSourceServers") == 0
+
+
+def test_export_plan_all_accounts_walks_the_managed_accounts(emulator: Any, work_dir: Path) -> None:
+    """One MGN wave name in two accounts: one plan, each application with its own accountID."""
+    seed = {
+        "servers": [
+            server(s, app, accountID=acct) for app, (acct, ids) in TWO.items() for s in ids
+        ],
+        "applications": [
+            {
+                "applicationID": app,
+                "name": f"app-{acct}",
+                "waveID": f"wave-{acct}00000",
+                "accountID": acct,
+            }
+            for app, (acct, _) in TWO.items()
+        ],
+        "waves": [
+            {"waveID": f"wave-{acct}00000", "name": "Payments wave", "accountID": acct}
+            for acct, _ in TWO.values()
+        ],
+    }
+    emulator.seed(seed)
+    args = [
+        "export-plan",
+        "--mgn-wave",
+        "Payments wave",
+        "--all-accounts",
+        "--regions",
+        "us-east-1",
+    ]
+    out = mgn_cutover(args, cli_env(emulator.url))
+    assert out.returncode == 0, out.stderr[-3000:]
+    plan = work_dir / "p.yaml"
+    plan.write_text(out.stdout)
+    from orchestrator.plan import Target, load_waves
+
+    (wave,) = load_waves([plan]).waves
+    assert wave.name == "Payments-wave"
+    assert {(a.application_id, wave.target_of(a), a.server_ids) for a in wave.applications} == {
+        (app, Target(acct, "us-east-1"), tuple(ids)) for app, (acct, ids) in TWO.items()
+    }
