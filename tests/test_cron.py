@@ -175,6 +175,7 @@ PLAN_ACTIONS = {
     "mgn:DescribeSourceServers",
     "mgn:ListWaves",
     "mgn:ListApplications",
+    "mgn:ListManagedAccounts",
     "ec2:DescribeInstanceStatus",
 }
 RUN_ACTIONS = {"mgn:FinalizeCutover"}
