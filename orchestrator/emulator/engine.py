@@ -179,7 +179,8 @@ class Emulator:
         spec = self.model.operations.get(op)
         if spec is None:
             raise validation_error(f"Unknown operation: {op}", "unknownOperation")
-        await self._admit(op)
+        asked = body.get("accountID") if type(body) is dict else None
+        await self._admit(op, member or (asked if type(asked) is str else None))
         self._validate(op, body, parse_error)
         identity.scope(body, op, member)
         if self.injector.faults.uninitialized:
@@ -205,7 +206,7 @@ class Emulator:
             self._check_output(op, out)
         return Reply(spec.status, self._encode(out), self._headers()), "ok"
 
-    async def _admit(self, op: str) -> None:
+    async def _admit(self, op: str, account_id: str | None = None) -> None:
         """Latency, then the front door: access denied, quota, injected server error."""
         inj = self.injector
         delay = inj.latency_s(op)
@@ -217,7 +218,7 @@ class Emulator:
                 "User is not authorized to perform this action (emulated)",
                 code="AccessDeniedException",
             )
-        wait = inj.throttle_wait_s(op)
+        wait = inj.throttle_wait_s(op, account_id)
         if wait > 0:
             raise ApiError(
                 "ThrottlingException",
