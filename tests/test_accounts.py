@@ -258,3 +258,14 @@ def test_export_plan_all_accounts_walks_the_managed_accounts(emulator: Any, work
     assert {(a.application_id, wave.target_of(a), a.server_ids) for a in wave.applications} == {
         (app, Target(acct, "us-east-1"), tuple(ids)) for app, (acct, ids) in TWO.items()
     }
+
+
+def test_emulator_quotas_are_per_account(emulator: Any, make_mgn_client: Any) -> None:
+    """A quota of 1/s lets one call through per account: MGN's quotas are per account."""
+    seed_accounts(emulator, TWO)
+    emulator.set_faults(quota_per_s={"DescribeSourceServers": 1})
+    client = make_mgn_client(emulator.url)
+    client.describe_source_servers(filters={}, accountID=ACCT_A)
+    client.describe_source_servers(filters={}, accountID=ACCT_B)  # its own bucket
+    with pytest.raises(client.exceptions.ThrottlingException):
+        client.describe_source_servers(filters={}, accountID=ACCT_A)
