@@ -139,16 +139,46 @@ def _sts_config() -> AioConfig:
     return AioConfig(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5)
 
 
-async def open_session(route: Route, config: Config, wave: str) -> Any:
+class Sessions:
+    """The aioboto3 Sessions of one run: one per profile, shared by every target it reaches, and
+    one per assumed role; all share one botocore data loader, so each service model is loaded
+    and kept once (ten accounts would otherwise hold ten copies)."""
+
+    def __init__(self) -> None:
+        self._by_profile: dict[str | None, Any] = {}
+        self._loader: Any = None
+
+    def new(self, profile: str | None, region: str | None) -> Any:
+        """A fresh Session (for credentials of its own) sharing the data loader."""
+        session = aioboto3.Session(profile_name=profile, region_name=region)
+        if self._loader is None:
+            self._loader = session._session.get_component("data_loader")
+        else:  # botocore keeps loaded models in its loader: share it
+            session._session.register_component("data_loader", self._loader)
+        return session
+
+    def of_profile(self, profile: str | None, region: str | None) -> Any:
+        """The Session of `profile` (boto3's chain for None), made once."""
+        session = self._by_profile.get(profile)
+        if session is None:
+            session = self._by_profile[profile] = self.new(profile, region)
+        return session
+
+
+async def open_session(
+    route: Route, config: Config, wave: str, sessions: Sessions | None = None
+) -> Any:
     """An aioboto3 Session for the route: for assume-role, holding credentials of the role that
-    refresh themselves (aiobotocore refreshes them 15 min before they expire).
+    refresh themselves (aiobotocore refreshes them 15 min before they expire); otherwise the
+    profile's session, shared through `sessions`.
 
     Raises AccountError when the first AssumeRole fails.
     """
     s = route.settings
-    session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
+    sessions = sessions or Sessions()
     if route.role_arn is None:
-        return session
+        return sessions.of_profile(s.profile, s.region)
+    session = sessions.new(s.profile, s.region)
     fetch = assume_role_fetcher(route, config, wave)
     metadata = await fetch()
     credentials = AioRefreshableCredentials.create_from_metadata(

@@ -283,7 +283,9 @@ class MgnClient:
             if self._session is None:
                 self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
             self._client = await self._stack.enter_async_context(
-                self._session.client("mgn", endpoint_url=s.endpoint_url, config=self._config())
+                self._session.client(
+                    "mgn", region_name=s.region, endpoint_url=s.endpoint_url, config=self._config()
+                )
             )
         except Exception as exc:
             await self._stack.aclose()
@@ -458,7 +460,7 @@ class MgnClient:
         if self._ec2 is None:
             # endpoint_url is for MGN; EC2 follows AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
             self._ec2 = await self._stack.enter_async_context(
-                self._session.client("ec2", config=self._config())
+                self._session.client("ec2", region_name=self.settings.region, config=self._config())
             )
         result: dict[str, dict[str, str]] = {}
         params: dict[str, Any] = {"InstanceIds": list(instance_ids), "IncludeAllInstances": True}

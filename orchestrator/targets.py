@@ -141,11 +141,12 @@ class Targets:
     async def _open(self) -> None:
         pool = self.config.concurrency + 4
         routes = {t: access.route(self.config, t, pool=pool) for t in self._servers}
+        sessions = access.Sessions()
 
         async def one(target: Target) -> None:
             route = routes[target]
             try:
-                session = await access.open_session(route, self.config, self.wave.name)
+                session = await access.open_session(route, self.config, self.wave.name, sessions)
                 client = await self._stack.enter_async_context(
                     MgnClient(route.settings, session=session)
                 )
