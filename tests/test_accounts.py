@@ -261,3 +261,30 @@ def test_emulator_quotas_are_per_account(emulator: Any, make_mgn_client: Any) ->
     client.describe_source_servers(filters={}, accountID=ACCT_B)  # its own bucket
     with pytest.raises(client.exceptions.ThrottlingException):
         client.describe_source_servers(filters={}, accountID=ACCT_A)
+
+
+def test_each_target_has_its_own_client_and_limiters(
+    emulator: Any, work_dir: Path, fake_credentials: dict[str, str]
+) -> None:
+    """Targets opens one gateway per (account, region): servers of one account share a finalize
+    limiter, servers of two accounts do not; the pool is handed each server's own."""
+    import asyncio
+
+    from orchestrator.plan import load_waves
+    from orchestrator.targets import Targets
+
+    seed_accounts(emulator, TWO)
+    (wave,) = load_waves([write_wave(work_dir, "t", TWO)]).waves
+    config = load_config(None, {"MGN_CUTOVER_ENDPOINT_URL": emulator.url}, {})
+    a1, a2, b1 = sid(1, 0), sid(1, 1), sid(2, 0)
+
+    async def check() -> None:
+        async with Targets(wave, config) as targets:
+            assert len(targets.gateways) == 2 and not targets.blocked
+            assert targets.writes(a1).limiter is targets.writes(a2).limiter
+            assert targets.writes(a1).limiter is not targets.writes(b1).limiter
+            assert targets.gateway_of(a1).client is not targets.gateway_of(b1).client
+            views = await targets.read([a1, b1])
+            assert set(views) == {a1, b1}
+
+    asyncio.run(check())
