@@ -168,8 +168,9 @@ class Targets:
         try:
             managed = await self.gateways[viewed[0]].client.managed_accounts()
         except AccountError as err:
-            for target in viewed:
-                self._block(target, f"global view: ListManagedAccounts refused: {err}")
+            # Not an organization's manager (or not allowed to list): each account's own reads
+            # then say whether it may be reached; a refusal blocks that account only.
+            log.warning("managed_accounts_unreadable", error=str(err))
             return
         for target in viewed:
             if target.account_id not in managed:
@@ -275,18 +276,37 @@ class Targets:
             ]
             if checks:
                 yield checks
-        parts = [
-            _part(wave, {sid for sid in mine if self._target_of.get(sid) == target})
+        parts = {
+            target: _part(wave, {sid for sid in mine if self._target_of.get(sid) == target})
             for target in self.gateways
-        ]
-        async for checks in _merged(
-            [
-                preflight_stream(p, config, self.describe, self.instance_status)
-                for p in parts
-                if p.applications
-            ]
-        ):
+        }
+        streams = [self._stream(t, p, config) for t, p in parts.items() if p.applications]
+        async for checks in _merged(streams):
             yield checks
+        if self.blocked and not self.gateways:  # every account refused its reads
+            reasons = "; ".join(f"{t}: {why}" for t, why in self.blocked.items())
+            raise AccountError("NoTargetReachable", f"no account of the wave can run: {reasons}")
+
+    async def _stream(
+        self, target: Target, part: Wave, config: Config
+    ) -> AsyncIterator[list[Check]]:
+        """One target's pre-flight; an account-wide refusal blocks the rest of its servers
+        (and the target: nothing more is sent there), not the other targets."""
+        seen: set[str] = set()
+        try:
+            async for checks in preflight_stream(part, config, self.describe, self.instance_status):
+                seen.update(c.source_server_id for c in checks)
+                yield checks
+        except AccountError as err:
+            self._block(target, str(err))
+            why = f"account_access: {target}: {err}"
+            rest = [
+                Check(s, Decision.BLOCKED, why, None)
+                for s in part.servers
+                if s.source_server_id not in seen
+            ]
+            if rest:
+                yield rest
 
 
 async def _merged(streams: Sequence[AsyncIterator[list[Check]]]) -> AsyncIterator[list[Check]]:

@@ -136,8 +136,8 @@ def test_an_unmanaged_account_blocks_only_its_applications(emulator: Any, work_d
 
 
 def test_no_reachable_account_exits_4(emulator: Any, work_dir: Path) -> None:
-    """When the caller is a member account (no global view), every target is blocked: exit 4,
-    nothing finalized."""
+    """When the caller is a member account (no global view), every account refuses its reads:
+    exit 4, nothing finalized."""
     seed_accounts(emulator, TWO)
     emulator.identify("AKIAMEMBERACCOUNT001", ACCT_C)
     plan = write_wave(work_dir, "none", TWO)
@@ -145,7 +145,8 @@ def test_no_reachable_account_exits_4(emulator: Any, work_dir: Path) -> None:
     out = mgn_cutover(run_args(plan, "none", work_dir), env)
     assert out.returncode == 4, out.stderr[-3000:]
     assert emulator.calls("FinalizeCutover") == 0
-    assert "ListManagedAccounts refused" in out.stderr
+    assert "no account of the wave can run" in out.stderr
+    assert "AccessDeniedException" in out.stderr
 
 
 def test_a_member_account_sees_only_itself(emulator: Any, make_mgn_client: Any) -> None:
@@ -288,3 +289,20 @@ def test_each_target_has_its_own_client_and_limiters(
             assert set(views) == {a1, b1}
 
     asyncio.run(check())
+
+
+def test_an_account_refusing_its_reads_blocks_only_itself(emulator: Any, work_dir: Path) -> None:
+    """A member account's caller: its own account runs, the other account (AccessDenied on its
+    reads) is blocked with the reason and never sent anything; exit 1."""
+    seed_accounts(emulator, TWO)
+    emulator.identify("AKIAMEMBERACCOUNT002", ACCT_A)
+    plan = write_wave(work_dir, "half", TWO)
+    env = cli_env(emulator.url, {"AWS_ACCESS_KEY_ID": "AKIAMEMBERACCOUNT002"})
+    out = mgn_cutover(run_args(plan, "half", work_dir), env)
+    assert out.returncode == 1, out.stderr[-3000:]
+    rows = {r["sourceServerID"]: r for r in report(work_dir, "half")["servers"]}
+    assert {rows[s]["outcome"] for s in TWO[aid(1)][1]} == {"finalized"}
+    for s in TWO[aid(2)][1]:
+        assert rows[s]["outcome"] == "blocked"
+        assert "AccessDeniedException" in str(rows[s]["reason"])
+        assert emulator.calls_for(s, "FinalizeCutover") == 0
