@@ -306,3 +306,18 @@ def test_an_account_refusing_its_reads_blocks_only_itself(emulator: Any, work_di
         assert rows[s]["outcome"] == "blocked"
         assert "AccessDeniedException" in str(rows[s]["reason"])
         assert emulator.calls_for(s, "FinalizeCutover") == 0
+
+
+def test_plan_reads_each_account_and_sends_nothing(emulator: Any, work_dir: Path) -> None:
+    """`plan` over two accounts: every server read in its own account, all would finalize."""
+    import json
+
+    seed_accounts(emulator, TWO)
+    plan = write_wave(work_dir, "p2", TWO)
+    out = mgn_cutover(
+        ["plan", str(plan), "--wave", "p2", "--output", "json"], cli_env(emulator.url)
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert doc["counts"] == {"total": 6, "finalize": 6, "already_cutover": 0, "blocked": 0}
+    assert emulator.calls("FinalizeCutover") == 0
