@@ -291,7 +291,8 @@ class Targets:
         self, target: Target, part: Wave, config: Config
     ) -> AsyncIterator[list[Check]]:
         """One target's pre-flight; an account-wide refusal blocks the rest of its servers
-        (and the target: nothing more is sent there), not the other targets."""
+        (and the target: nothing more is sent there), not the other targets. Raises it when no
+        other target is left."""
         seen: set[str] = set()
         try:
             async for checks in preflight_stream(part, config, self.describe, self.instance_status):
@@ -299,6 +300,8 @@ class Targets:
                 yield checks
         except AccountError as err:
             self._block(target, str(err))
+            if not self.gateways:  # no account left to run: the wave stops (exit 4)
+                raise
             why = f"account_access: {target}: {err}"
             rest = [
                 Check(s, Decision.BLOCKED, why, None)

@@ -145,7 +145,6 @@ def test_no_reachable_account_exits_4(emulator: Any, work_dir: Path) -> None:
     out = mgn_cutover(run_args(plan, "none", work_dir), env)
     assert out.returncode == 4, out.stderr[-3000:]
     assert emulator.calls("FinalizeCutover") == 0
-    assert "no account of the wave can run" in out.stderr
     assert "AccessDeniedException" in out.stderr
 
 
