@@ -94,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-plan", help="write a plan file from MGN's own waves")
     p.add_argument("--mgn-wave", dest="mgn_wave", required=True, metavar="NAME_OR_ID")
     p.add_argument("--wave", help="name for the exported wave (default: MGN's wave name)")
+    p.add_argument(
+        "--all-accounts",
+        action="store_true",
+        help="the wave from every account ListManagedAccounts lists, one plan",
+    )
+    p.add_argument(
+        "--regions",
+        type=lambda text: [r.strip() for r in text.split(",") if r.strip()],
+        default=[],
+        metavar="R1,R2",
+        help="with --all-accounts: the regions to walk (default: --region)",
+    )
     _add_settings(p, "export-plan")
 
     p = sub.add_parser("run", help="finalize a wave's ready servers, reconcile, report")
@@ -152,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--table", required=True, metavar="NAME", help="the table's name")
     _add_settings(p, "state")
+
+    p = sub.add_parser("import", help="write wave plans from MGN's import CSV (names -> IDs)")
+    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the plans")
+    p.add_argument("--force", action="store_true", help="overwrite plans that exist")
+    _add_settings(p, "import")
 
     from orchestrator.emulator.args import add_arguments as add_simulate_arguments
 
@@ -240,6 +258,10 @@ def _dispatch(ns: argparse.Namespace) -> int:
         from orchestrator.state import cmd_state
 
         return cmd_state(ns)
+    if ns.command == "import":
+        from orchestrator.importer import cmd_import
+
+        return cmd_import(ns)
     from orchestrator import commands
 
     handlers = {

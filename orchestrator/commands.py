@@ -28,7 +28,6 @@ from orchestrator.ledger import Fate, Ledger
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
-from orchestrator.preflight import preflight_stream
 from orchestrator.progress import Progress, Terminal, final_summary
 from orchestrator.publish import publish_report
 from orchestrator.report import (
@@ -41,6 +40,7 @@ from orchestrator.report import (
 from orchestrator.runner import RunState, recent_jobs, run_wave, utc_now_iso
 from orchestrator.state import open_journal, open_run_state
 from orchestrator.stop import Stop
+from orchestrator.targets import Targets, uncovered_accounts
 from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
 
@@ -65,29 +65,38 @@ def log_state_dir(config: Config) -> None:
 def wave_conflicts(config: Config, wave: Wave) -> list[Diagnostic]:
     """A region or accountID from a flag, the environment or the config that contradicts the plan's.
 
-    A plan that names neither leaves the setting to apply.
+    Each application's own value counts (or the wave's, which it inherits); one diagnostic per
+    place the contradicted value is written. A plan that names neither leaves the setting to apply.
     """
     found: list[Diagnostic] = []
-    checks = (
-        ("region", "region", wave.region, wave.region_at),
-        ("account_id", "accountID", wave.account_id, wave.account_id_at),
-    )
-    for setting, key, planned, (line, col) in checks:
+    for setting, key in (("region", "region"), ("account_id", "accountID")):
         given = getattr(config, setting)
-        if planned is None or given is None or given == planned:
+        if given is None:
             continue
-        origin = config.origin(setting) or flag_name(setting)
-        where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
-        message = (
-            f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
-            f"drop the setting or make them agree"
-        )
-        found.append(Diagnostic(origin, 0, 0, message))
+        places: dict[tuple[str, int, int], None] = {}
+        wave_value = getattr(wave, setting)
+        if wave_value not in (None, given):
+            line, col = getattr(wave, f"{setting}_at")
+            places[(wave_value, line, col)] = None
+        for app in wave.applications:
+            planned = getattr(app, setting)
+            if planned not in (None, given, wave_value):
+                line, col = getattr(app, f"{setting}_at")
+                places[(planned, line, col)] = None
+        for planned, line, col in places:
+            origin = config.origin(setting) or flag_name(setting)
+            where = f"{wave.source}:{line}:{col}" if line > 0 else str(wave.source)
+            message = (
+                f"{setting} {given} contradicts wave {wave.name}'s {key}: {planned} at {where}; "
+                f"drop the setting or make them agree"
+            )
+            found.append(Diagnostic(origin, 0, 0, message))
     return found
 
 
 def for_wave(config: Config, wave: Wave) -> Config:
-    """The config for this wave: the plan's accountID and region where it names them.
+    """The config for this wave: the plan's wave-level accountID and region where it names them
+    (each application's own target is `Application.target`, resolved by `targets`).
 
     Raises ConfigError when a flag, the environment or the config file contradicts them.
     """
@@ -129,7 +138,7 @@ def load_inputs(ns: argparse.Namespace) -> Inputs:
     except InputError as err:
         problems.append(err)
     if settings is not None and wave is not None:
-        conflicts = wave_conflicts(settings, wave)
+        conflicts = wave_conflicts(settings, wave) + uncovered_accounts(settings, wave)
         if conflicts:
             problems.append(ConfigError(conflicts))
     if problems or settings is None or wave is None:
@@ -189,15 +198,16 @@ def _applications_named(wave: Wave, wanted: list[str]) -> list[Application]:
 async def _with_gateway(
     config: Config,
     wave: Wave | None,
-    work: Callable[[Gateway], Awaitable[T]],
+    work: Callable[[Any], Awaitable[T]],
     *,
     stop: Stop | None = None,
 ) -> T:
-    settings = client_settings(
-        config, wave.account_id if wave else None, wave.region if wave else None
-    )
     endpoint = endpoints.mgn_endpoint(config, os.environ)
-    settings = replace(settings, endpoint_source=endpoint.source_name if endpoint.url else None)
+    source = endpoint.source_name if endpoint.url else None
+    if wave is not None:  # one client and gateway per (account, region) of the wave
+        async with Targets(wave, config, stop=stop, endpoint_source=source) as targets:
+            return await work(targets)
+    settings = replace(client_settings(config, None, None), endpoint_source=source)
     async with MgnClient(settings) as client:
         return await work(Gateway(client, config, stop=stop))
 
@@ -247,6 +257,7 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     waves = result.waves if ns.wave is None or problems else (select_wave(result, ns.wave),)
     if config is not None:  # what run and plan would refuse
         problems.extend(d for wave in waves for d in wave_conflicts(config, wave))
+        problems.extend(d for wave in waves for d in uncovered_accounts(config, wave))
     if problems:
         raise InputError(problems)
     for warning in result.warnings:
@@ -267,7 +278,7 @@ def cmd_plan(ns: argparse.Namespace) -> int:
     _log_warnings(inputs.warnings, inputs.skipped)
     config, _ = _endpoint(for_wave(settings, wave), verify_instances=settings.verify_instances)
 
-    async def work(gw: Gateway) -> list[PlanRow]:
+    async def work(gw: Targets) -> list[PlanRow]:
         return await plan_rows(wave, config, gw)
 
     rows = asyncio.run(_with_gateway(config, wave, work))
@@ -297,7 +308,7 @@ _PLAN_DECISIONS = {
 }
 
 
-async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
+async def plan_rows(wave: Wave, config: Config, gw: Gateway | Targets) -> list[PlanRow]:
     """Pre-flight every server and let a dry-run ledger (no journal) decide, with the gate.
 
     Raises MgnError/AccountError from the reads.
@@ -313,13 +324,14 @@ async def plan_rows(wave: Wave, config: Config, gw: Gateway) -> list[PlanRow]:
     views: dict[str, ServerView | None] = {}
     busy: dict[str, str] = {}
     if config.launch:
-        busy = {
-            p.source_server_id: job.job_id
-            for job in await recent_jobs(gw, gw.stop)
-            if job.active
-            for p in job.servers
-        }
-    async for checks in preflight_stream(wave, config, gw.describe, gw.instance_status, busy):
+        for night_gw in _gateways(gw):
+            busy.update(
+                (p.source_server_id, job.job_id)
+                for job in await recent_jobs(night_gw, night_gw.stop)
+                if job.active
+                for p in job.servers
+            )
+    async for checks in gw.preflight(wave, config, busy):
         ledger.checked(checks)
         views.update((c.source_server_id, c.view) for c in checks)
     reasons = {r.source_server_id: r.reason for r in ledger.results()}
@@ -474,7 +486,7 @@ def _run_locked(
             state, len(wave.servers), enabled=terminal is not None, terminal=terminal, names=names
         )
 
-        async def work(gw: Gateway) -> tuple[RunRecord, ReportPaths | None, str | None]:
+        async def work(gw: Targets) -> tuple[RunRecord, ReportPaths | None, str | None]:
             loop = asyncio.get_running_loop()
             store.bind(state.stop)
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -557,6 +569,11 @@ def _awaited(notifier: notify.Notifier, wave: Wave) -> Callable[[str], None]:
         )
 
     return tell
+
+
+def _gateways(gw: Gateway | Targets) -> list[Gateway]:
+    """Each (account, region)'s gateway."""
+    return list(gw.gateways.values()) if isinstance(gw, Targets) else [gw]
 
 
 def _app_name(wave: Wave, app_id: str) -> str | None:
@@ -794,6 +811,12 @@ def cmd_export_plan(ns: argparse.Namespace) -> int:
 
     config = load_settings(ns)
     _setup_logging(config)
+    if getattr(ns, "all_accounts", False):
+        from orchestrator.exporter import export_everywhere
+
+        text = asyncio.run(export_everywhere(config, ns.mgn_wave, ns.wave, ns.regions))
+        sys.stdout.write(text)
+        return ExitCode.OK
     text = asyncio.run(
         _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
     )

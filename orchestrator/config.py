@@ -40,6 +40,7 @@ from orchestrator.yamlsource import Map, Scalar, Seq, read_yaml
 
 LogFormat = Literal["auto", "json", "console"]
 StateBackend = Literal["sqlite", "dynamodb"]
+AccountAccess = Literal["global-view", "assume-role", "profiles"]
 
 ENV_PREFIX = "MGN_CUTOVER_"
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -110,6 +111,10 @@ class Config:
     max_replication_lag_s: float = 300.0
     launch_timeout_s: float = 3600.0
     approve_timeout_s: float = 3600.0
+    account_access: AccountAccess = "global-view"
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    account_profiles: tuple[tuple[str, str], ...] = ()
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @property
@@ -140,6 +145,10 @@ class Config:
                 value = value.isoformat()
             elif setting.name == "notify_webhook_url" and value is not None:
                 value = redact_url(value)
+            elif setting.name == "external_id" and value is not None:
+                value = "<set>"
+            elif setting.name == "account_profiles":
+                value = dict(value)
             report[setting.name] = value
         return report
 
@@ -387,8 +396,11 @@ def _describe_raw(raw: object) -> str:
 
 # --- the spec ------------------------------------------------------------------------------------
 
-Command = Literal["plan", "export-plan", "run", "report", "status", "approve", "state"]
+Command = Literal[
+    "plan", "export-plan", "run", "report", "status", "approve", "state", "import"
+]  # fmt: skip
 _READS: tuple[Command, ...] = ("plan", "export-plan", "run", "report", "status")
+_TARGETS: tuple[Command, ...] = (*_READS, "import")  # where to reach MGN
 _RUNS: tuple[Command, ...] = ("run", "report", "status", "approve")
 _STATE: tuple[Command, ...] = ("run", "report", "status", "approve", "state")
 
@@ -425,7 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "AWS region for plans that name none",
         "--region",
-        _READS,
+        _TARGETS,
     ),
     Setting(
         "profile",
@@ -433,7 +445,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "AWS profile from the shared config",
         "--profile",
-        _READS,
+        _TARGETS,
     ),
     Setting(
         "endpoint_url",
@@ -441,7 +453,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MGN endpoint (an emulator)",
         "--endpoint-url",
-        _READS,
+        _TARGETS,
         "URL",
     ),
     Setting(
@@ -450,7 +462,7 @@ SETTINGS: tuple[Setting, ...] = (
         None,
         "MGN accountID (12 digits) for plans that name none",
         "--account-id",
-        _READS,
+        _TARGETS,
         "ID",
     ),
     Setting(
@@ -689,6 +701,34 @@ SETTINGS: tuple[Setting, ...] = (
         cv.positive(),
         3600.0,
         "a verified application not approved within this many seconds is not finalized",
+    ),
+    Setting(
+        "account_access",
+        cv.account_access,
+        "global-view",
+        "how each plan account is reached: global-view (accountID on every call), assume-role "
+        "(role_arn in each account) or profiles (account_profiles)",
+        "--account-access",
+        _TARGETS,
+        choices=cv.ACCOUNT_ACCESS,
+    ),
+    Setting(
+        "role_arn",
+        cv.optional(cv.role_arn),
+        None,
+        "assume-role: the role in each account, {accountID} standing for its ID",
+    ),
+    Setting(
+        "external_id",
+        cv.optional(cv.external_id),
+        None,
+        "assume-role: the ExternalId the roles' trust policy asks for",
+    ),
+    Setting(
+        "account_profiles",
+        cv.account_profiles,
+        (),
+        'profiles: {accountID: profile} (env: "ID=profile,ID=profile")',
     ),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

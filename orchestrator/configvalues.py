@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from orchestrator.validation import ACCOUNT_ID_RE, REGION_RE, quote
+from orchestrator.yamlsource import Map, Scalar
 
 
 class Invalid(Exception):
@@ -105,6 +106,64 @@ def account_id(raw: object) -> str:
     if isinstance(raw, int) and not isinstance(raw, bool):
         raise Invalid("a quoted string of 12 digits (unquoted, a leading 0 is lost)")
     return str(text(ACCOUNT_ID_RE, "an AWS account ID (12 digits)")(raw))
+
+
+ACCOUNT_ACCESS = ("global-view", "assume-role", "profiles")
+_ROLE_ARN_RE = re.compile(r"arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_EXTERNAL_ID_RE = re.compile(r"[\w+=,.@:/-]{2,1224}")
+_PROFILE_RE = re.compile(r"\S(.*\S)?")
+
+
+def account_access(raw: object) -> str:
+    """How each account is reached: global-view, assume-role or profiles."""
+    if raw not in ACCOUNT_ACCESS:
+        raise Invalid("one of " + ", ".join(ACCOUNT_ACCESS))
+    return str(raw)
+
+
+def role_arn(raw: object) -> str:
+    """An IAM role ARN, `{accountID}` standing for each target account's ID."""
+    expected = "an IAM role ARN template, like arn:aws:iam::{accountID}:role/MGNCutover"
+    if not isinstance(raw, str) or not _ROLE_ARN_RE.fullmatch(
+        raw.replace("{accountID}", "000000000000")
+    ):
+        raise Invalid(expected)
+    return raw
+
+
+def external_id(raw: object) -> str:
+    """STS's ExternalId: 2-1224 of letters, digits and +=,.@:/-_ (never echoed)."""
+    if not isinstance(raw, str) or not _EXTERNAL_ID_RE.fullmatch(raw):
+        raise Invalid("2-1224 letters, digits or +=,.@:/-_", echo=False)
+    return raw
+
+
+def account_profiles(raw: object) -> tuple[tuple[str, str], ...]:
+    """{accountID: profile} from a config mapping, or `ID=profile,ID=profile` from a string."""
+    expected = 'a mapping of quoted 12-digit account IDs to profile names ("ID=profile,..." in env)'
+    pairs: list[tuple[object, object]] = []
+    if raw is None:
+        return ()
+    if isinstance(raw, Map):
+        for key, node in raw.items:
+            if key.value is not None and not isinstance(key.value, str):
+                raise Invalid(f"{expected}; quote account {key.text}", echo=False)
+            value = node.value if isinstance(node, Scalar) else None
+            pairs.append((key.value, value))
+    elif isinstance(raw, str):
+        for part in raw.split(","):
+            left, _, right = part.strip().partition("=")
+            pairs.append((left.strip(), right.strip()))
+    else:
+        raise Invalid(expected)
+    found: dict[str, str] = {}
+    for account, profile in pairs:
+        if not isinstance(account, str) or not ACCOUNT_ID_RE.fullmatch(account):
+            raise Invalid(f"{expected}; {quote(account)} is not an account ID", echo=False)
+        if not isinstance(profile, str) or not _PROFILE_RE.fullmatch(profile):
+            raise Invalid(f"{expected}; account {account} has no profile name", echo=False)
+        found[account] = profile
+    return tuple(sorted(found.items()))
 
 
 def endpoint_url(raw: object) -> str:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from orchestrator.config import Config
 from orchestrator.errors import RequestRejectedError
 from orchestrator.limiter import Clock, RateLimiter, Sleep
 from orchestrator.mgn import CUTOVER, ClientSettings, MgnClient, ServerView
-from orchestrator.preflight import read_views
+from orchestrator.plan import Wave
+from orchestrator.preflight import Check, preflight_stream, read_views
 from orchestrator.retry import Retrier, RetryPolicy
 from orchestrator.stop import Stop
 
@@ -76,6 +77,13 @@ class Gateway:
     async def read(self, server_ids: Sequence[str]) -> dict[str, ServerView]:
         """MGN's view of any number of servers, 200 per call, the calls concurrently."""
         return await read_views(server_ids, self.describe)
+
+    def preflight(
+        self, wave: Wave, config: Config, busy: dict[str, str] | None = None
+    ) -> AsyncIterator[list[Check]]:
+        """Pre-flight of `wave` through this gateway (`preflight.preflight_stream`); `busy`:
+        servers in launch jobs still running (`--launch`)."""
+        return preflight_stream(wave, config, self.describe, self.instance_status, busy)
 
     async def describe_cutover(self, server_ids: Sequence[str]) -> list[ServerView]:
         """Only those of the (at most 200) servers MGN shows CUTOVER: the reconciler's poll,

@@ -138,7 +138,7 @@ class Launcher:
         sleep: Sleep = asyncio.sleep,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._gw = gateway
+        self._gw = self.gateway = gateway
         self._ledger = ledger
         self._config = config
         self._stop = stop
@@ -477,9 +477,13 @@ class Launcher:
                 self._ledger.reverted(sid, done)
 
 
-async def archive_converged(gateway: Gateway, ledger: Ledger, stop: Stop) -> None:
-    """`--archive`: MarkAsArchived each server MGN shows CUTOVER + DISCONNECTED."""
+async def archive_converged(
+    gateway_of: Callable[[str], Gateway], ledger: Ledger, stop: Stop
+) -> None:
+    """`--archive`: MarkAsArchived each server MGN shows CUTOVER + DISCONNECTED (through the
+    gateway of its account and region)."""
     for sid in ledger.to_archive():
+        gateway = gateway_of(sid)
         if stop.sends_stopped:
             return
         try:

@@ -289,6 +289,34 @@ def parse_job(item: dict[str, Any]) -> JobView | None:
 
 
 @dataclass(frozen=True)
+class ServerIdentity:
+    """The names MGN knows a source server by: what an import file's row is matched against."""
+
+    source_server_id: str
+    application_id: str | None = None
+    user_provided_id: str | None = None
+    hostname: str | None = None
+    fqdn: str | None = None
+    fqdn_for_action_framework: str | None = None
+
+
+def parse_identity(item: dict[str, Any]) -> ServerIdentity | None:
+    """A SourceServer answer's names; None when it has no usable sourceServerID."""
+    server_id = _str(item.get("sourceServerID"))
+    if server_id is None:
+        return None
+    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
+    return ServerIdentity(
+        server_id,
+        _str(item.get("applicationID")),
+        _str(item.get("userProvidedID")),
+        _str(hints.get("hostname")),
+        _str(hints.get("fqdn")),
+        _str(item.get("fqdnForActionFramework")),
+    )
+
+
+@dataclass(frozen=True)
 class ClientSettings:
     """How to reach AWS: region, profile and endpoint; credentials come from boto3's chain."""
 
@@ -368,19 +396,23 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 class MgnClient:
     """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
 
-    def __init__(self, settings: ClientSettings) -> None:
+    def __init__(self, settings: ClientSettings, *, session: Any = None) -> None:
+        """`session`: an aioboto3 Session to use (an assumed role's); default: boto3's chain."""
         self.settings = settings
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
         self._ec2: Any = None
-        self._session: Any = None
+        self._session: Any = session
 
     async def __aenter__(self) -> MgnClient:
         s = self.settings
         try:
-            self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
+            if self._session is None:
+                self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
             self._client = await self._stack.enter_async_context(
-                self._session.client("mgn", endpoint_url=s.endpoint_url, config=self._config())
+                self._session.client(
+                    "mgn", region_name=s.region, endpoint_url=s.endpoint_url, config=self._config()
+                )
             )
         except Exception as exc:
             await self._stack.aclose()
@@ -500,6 +532,46 @@ class MgnClient:
                 params["nextToken"] = page["nextToken"]
         return items
 
+    async def identities(self) -> list[ServerIdentity]:
+        """Every non-archived source server of the account and region, by the names MGN has
+        for it (DescribeSourceServers, all pages). Raises MgnError subclasses or AccountError."""
+        params: dict[str, Any] = {
+            "filters": {"isArchived": False},
+            "maxResults": 1000,
+            **self._account(),
+        }
+        found: list[ServerIdentity] = []
+        while True:
+            page = await self._call(self._client, "describe_source_servers", **params)
+            for item in page.get("items") or []:
+                identity = parse_identity(item) if isinstance(item, dict) else None
+                if identity is not None:
+                    found.append(identity)
+            if not page.get("nextToken"):
+                return found
+            params["nextToken"] = page["nextToken"]
+
+    async def managed_accounts(self) -> frozenset[str]:
+        """The accounts the caller's global view reaches (ListManagedAccounts, all pages).
+
+        Raises AccountError when the caller is not a management or delegated-admin account.
+        """
+        params: dict[str, Any] = {}
+        found: set[str] = set()
+        while True:
+            page = await self._call(self._client, "list_managed_accounts", **params)
+            for item in page.get("items") or []:
+                account = _str(_dict(item).get("accountId"))
+                if account is not None:
+                    found.add(account)
+            if not page.get("nextToken"):
+                return frozenset(found)
+            params["nextToken"] = page["nextToken"]
+
+    async def all_applications(self) -> list[dict[str, Any]]:
+        """Every non-archived MGN application of the account (ListApplications, all pages)."""
+        return await self._list("list_applications", {"filters": {"isArchived": False}})
+
     async def finalize(self, server_id: str) -> ServerView | None:
         """FinalizeCutover for one server. Irreversible. Returns MGN's answer as a view (None
         when the answer had no readable server). Raises MgnError subclasses."""
@@ -591,7 +663,7 @@ class MgnClient:
         if self._ec2 is None:
             # endpoint_url is for MGN; EC2 follows AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
             self._ec2 = await self._stack.enter_async_context(
-                self._session.client("ec2", config=self._config())
+                self._session.client("ec2", region_name=self.settings.region, config=self._config())
             )
         result: dict[str, dict[str, str]] = {}
         params: dict[str, Any] = {"InstanceIds": list(instance_ids), "IncludeAllInstances": True}

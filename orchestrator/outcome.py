@@ -67,6 +67,9 @@ class ServerResult:
     application_name: str | None = None
     launch_job_id: str | None = None  # the launch job of `run --launch`
     archived_at: str | None = None  # when MarkAsArchived was accepted (`--archive`)
+    # The (account, region) the server was reached in (None: the caller's own / the default).
+    account_id: str | None = None
+    region: str | None = None
     # What happened to the server in this run: {"at", "event", "detail"}, oldest first.
     timeline: list[dict[str, str | None]] = field(default_factory=list)
 

@@ -4,12 +4,17 @@ One file declares one wave:
 
     wave: wave-01
     description: Payments stack          # optional
-    accountID: "111122223333"            # optional
-    region: us-east-1                    # optional
+    accountID: "111122223333"            # optional: the default of every application
+    region: us-east-1                    # optional: the default of every application
     applications:
       - applicationID: app-0a1b2c3d4e5f6a7b8
         name: payments                   # optional
+        accountID: "444455556666"        # optional: this application's own account
+        region: eu-west-1                # optional: and region
         sourceServerIDs: [s-0a1b2c3d4e5f6a7b8]
+
+Each application lands in one target, (accountID, region): its own values, else the wave's,
+else (at run time) the settings'. A wave may span several targets (`Wave.by_target`).
 
 `load_waves` reads files and folders and reports every problem of every file at once;
 `dump_wave` writes a file that loads back.
@@ -31,7 +36,9 @@ from orchestrator.validation import (
     Sink,
     check_keys,
     describe,
+    did_you_mean,
     is_null,
+    known_regions,
     matching_string,
     optional_string,
     quote,
@@ -49,7 +56,7 @@ from orchestrator.yamlsource import (
 PLAN_SUFFIXES = (".yaml", ".yml")
 WAVE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 WAVE_KEYS = ("wave", "description", "accountID", "region", "applications")
-APPLICATION_KEYS = ("applicationID", "name", "sourceServerIDs")
+APPLICATION_KEYS = ("applicationID", "name", "accountID", "region", "sourceServerIDs")
 # MGN quotas: beyond these a wave cannot run as planned, but the file is still well formed.
 MAX_SERVERS_PER_WAVE = 4000  # non-archived source servers per account
 MAX_APPLICATIONS_PER_WAVE = 1000
@@ -57,6 +64,20 @@ MAX_SERVERS_PER_APPLICATION = 200
 WAVE_NAME_RULE = '1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'
 APP_ID = "an MGN application ID (app- and 17 letters or digits)"
 SERVER_ID = "a source server ID (s- and 17 letters or digits)"
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """Where an application's servers live: an (account, region); None leaves it to settings."""
+
+    account_id: str | None = None
+    region: str | None = None
+
+    def as_tuple(self) -> tuple[str | None, str | None]:
+        return (self.account_id, self.region)
+
+    def __str__(self) -> str:
+        return f"{self.account_id or '(default account)'}/{self.region or '(default region)'}"
 
 
 @dataclass(frozen=True)
@@ -77,6 +98,11 @@ class Application:
     name: str | None
     servers: tuple[Server, ...]
     line: int = 0
+    # The application's own accountID and region (None: the wave's; `Wave.target_of`).
+    account_id: str | None = None
+    region: str | None = None
+    account_id_at: tuple[int, int] = field(default=(0, 0), compare=False)  # for messages
+    region_at: tuple[int, int] = field(default=(0, 0), compare=False)
 
     @property
     def server_ids(self) -> tuple[str, ...]:
@@ -105,6 +131,29 @@ class Wave:
     @property
     def server_ids(self) -> tuple[str, ...]:
         return tuple(s.source_server_id for s in self.servers)
+
+    def target_of(self, app: Application) -> Target:
+        """The application's (account, region): its own values, else the wave's."""
+        return Target(app.account_id or self.account_id, app.region or self.region)
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The wave's distinct (account, region) targets, in plan order."""
+        return tuple(dict.fromkeys(self.target_of(app) for app in self.applications))
+
+    def by_target(self) -> dict[Target, tuple[Application, ...]]:
+        """The wave's applications grouped by (account, region), in plan order."""
+        groups: dict[Target, list[Application]] = {}
+        for app in self.applications:
+            groups.setdefault(self.target_of(app), []).append(app)
+        return {target: tuple(apps) for target, apps in groups.items()}
+
+    def application_of(self, server_id: str) -> Application | None:
+        """The planned application holding `server_id`, or None."""
+        for app in self.applications:
+            if server_id in app.server_ids:
+                return app
+        return None
 
 
 @dataclass(frozen=True)
@@ -268,20 +317,26 @@ class _WaveReader:
         what = f"a safe wave name ({WAVE_NAME_RULE}; it names the report folder)"
         return None if node is None else self._match(node, "wave", WAVE_NAME_RE, what)
 
-    def _account_id(self, node: Node | None) -> str | None:
+    def _account_id(self, node: Node | None, field: str = "accountID") -> str | None:
         if node is None or is_null(node):
             return None
         if isinstance(node, Scalar) and isinstance(node.value, int | float):
             hint = f'; write accountID: "{node.text}"' if ACCOUNT_ID_RE.fullmatch(node.text) else ""
-            expected = "accountID: expected a quoted string of 12 digits"
+            expected = f"{field}: expected a quoted string of 12 digits"
             self.sink.at(node, f"{expected}, got {describe(node)} (a leading 0 is lost){hint}")
             return None
-        return self._match(node, "accountID", ACCOUNT_ID_RE, "an AWS account ID (12 digits)")
+        return self._match(node, field, ACCOUNT_ID_RE, "an AWS account ID (12 digits)")
 
-    def _region(self, node: Node | None) -> str | None:
+    def _region(self, node: Node | None, field: str = "region") -> str | None:
         if node is None or is_null(node):
             return None
-        return self._match(node, "region", REGION_RE, "an AWS region (like us-east-1)")
+        region = self._match(node, field, REGION_RE, "an AWS region (like us-east-1)")
+        if region is not None and region not in known_regions():
+            guess = did_you_mean(region, sorted(known_regions()))
+            hint = f"; did you mean {quote(guess)}?" if guess else ""
+            self.sink.at(node, f"{field}: {quote(region)} is not a region botocore knows{hint}")
+            return None
+        return region
 
     def _match(
         self, node: Node, field: str, pattern: re.Pattern[str], what: str, expected: str = ""
@@ -314,6 +369,9 @@ class _WaveReader:
         check_keys(self.sink, node, APPLICATION_KEYS, ("applicationID", "sourceServerIDs"), where)
         app_id = self._application_id(node.get("applicationID"), where)
         name = optional_string(self.sink, node, "name", where)
+        account_node, region_node = node.get("accountID"), node.get("region")
+        account_id = self._account_id(account_node, f"{where}.accountID")
+        region = self._region(region_node, f"{where}.region")
         servers_node = node.get("sourceServerIDs")
         servers = self._servers(servers_node, f"{where}.sourceServerIDs", app_id)
         if app_id is None:
@@ -321,7 +379,16 @@ class _WaveReader:
         if servers_node is not None and len(servers) > MAX_SERVERS_PER_APPLICATION:
             limit = f"MGN allows {MAX_SERVERS_PER_APPLICATION} per application"
             self._warn(servers_node, f"application {app_id} has {len(servers)} servers; {limit}")
-        return Application(app_id, name, servers, node.line)
+        return Application(
+            app_id,
+            name,
+            servers,
+            node.line,
+            account_id=account_id,
+            region=region,
+            account_id_at=_at(account_node),
+            region_at=_at(region_node),
+        )
 
     def _application_id(self, node: Node | None, where: str) -> str | None:
         field = f"{where}.applicationID"

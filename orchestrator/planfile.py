@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -14,7 +15,7 @@ from orchestrator.yamlsource import parse_yaml
 
 def dump_wave(
     wave: Wave | str,
-    applications: Iterable[tuple[str, str | None, Iterable[str]]] = (),
+    applications: Iterable[Sequence[Any]] = (),
     *,
     description: str | None = None,
     account_id: str | None = None,
@@ -23,21 +24,24 @@ def dump_wave(
 ) -> str:
     """A plan file's text for `wave` (a Wave, or a name with its applications as tuples).
 
-    `applications` holds ``(application_id, name_or_None, server_ids)``; `header` becomes leading
-    comment lines. Raises PlanError when the text would not load back (bad name, ID, or empty).
+    `applications` holds ``(application_id, name_or_None, server_ids[, account_id, region])``;
+    an application's account or region is written only where it differs from the wave's.
+    `header` becomes leading comment lines. Raises PlanError when the text would not load back
+    (bad name, ID, or empty).
     """
     if isinstance(wave, Wave):
         name = wave.name
         description, account_id, region = wave.description, wave.account_id, wave.region
-        applications = [(a.application_id, a.name, a.server_ids) for a in wave.applications]
+        applications = [
+            (a.application_id, a.name, a.server_ids, *wave.target_of(a).as_tuple())
+            for a in wave.applications
+        ]
     else:
         name = wave
     doc: dict[str, object] = {"wave": name}
     optional = (("description", description), ("accountID", account_id), ("region", region))
     doc.update((k, v) for k, v in optional if v is not None)
-    doc["applications"] = [
-        _app_doc(app_id, app_name, ids) for app_id, app_name, ids in applications
-    ]
+    doc["applications"] = [_app_doc(app, account_id, region) for app in applications]
     body = yaml.dump(doc, Dumper=_IndentedDumper, sort_keys=False, allow_unicode=True, width=100)
     comment = "".join(f"# {line}".rstrip() + "\n" for line in (header or "").splitlines())
     text = comment + body
@@ -48,10 +52,18 @@ def dump_wave(
     return text
 
 
-def _app_doc(app_id: str, name: str | None, server_ids: Iterable[str]) -> dict[str, object]:
+def _app_doc(
+    app: Sequence[Any], wave_account: str | None, wave_region: str | None
+) -> dict[str, object]:
+    app_id, name, server_ids = app[0], app[1], app[2]
+    account_id, region = (app[3], app[4]) if len(app) >= 5 else (None, None)
     doc: dict[str, object] = {"applicationID": app_id}
     if name is not None:
         doc["name"] = name
+    if account_id is not None and account_id != wave_account:
+        doc["accountID"] = account_id
+    if region is not None and region != wave_region:
+        doc["region"] = region
     doc["sourceServerIDs"] = list(server_ids)
     return doc
 

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 
 Finalize = Callable[[str], Awaitable[ServerView | None]]
 Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
+# One retrier for every server, or each server's own (its (account, region)'s limiter).
+PerServer = Retrier | Callable[[str], Retrier]
 
 
 class _Settled(Exception):
@@ -53,8 +55,8 @@ class FinalizePool:
         finalize: Finalize,
         describe: Describe,
         ledger: Ledger,
-        writes: Retrier,
-        reads: Retrier,
+        writes: PerServer,
+        reads: PerServer,
         concurrency: int,
         stop: Stop,
         on_waiting: Callable[[str], None],
@@ -65,8 +67,8 @@ class FinalizePool:
         self._finalize = finalize
         self._describe = describe
         self._ledger = ledger
-        self._writes = writes
-        self._reads = reads
+        self._writes = _per_server(writes)
+        self._reads = _per_server(reads)
         self._sem = asyncio.Semaphore(concurrency)
         self._stop = stop
         self._on_waiting = on_waiting
@@ -163,7 +165,8 @@ class FinalizePool:
         """
         ledger = self._ledger
         try:
-            view = await self._writes.call(lambda: self._attempt(server_id), gate=self._sem)
+            writes = self._writes(server_id)
+            view = await writes.call(lambda: self._attempt(server_id), gate=self._sem)
         except asyncio.CancelledError:
             raise
         except (_Settled, StateWriteError):
@@ -258,7 +261,8 @@ class FinalizePool:
     async def _read_back(self, server_id: str) -> ServerView | None:
         """After a ConflictException: MGN's view of the server, or None if it cannot be read."""
         try:
-            views = await self._stop.guard(self._reads.call(lambda: self._describe([server_id])))
+            reads = self._reads(server_id)
+            views = await self._stop.guard(reads.call(lambda: self._describe([server_id])))
         except asyncio.CancelledError:
             raise
         except AccountError as err:
@@ -268,6 +272,12 @@ class FinalizePool:
             log.warning("conflict_read_back_failed", error=str(err))
             return None
         return next((v for v in views if v.source_server_id == server_id), None)
+
+
+def _per_server(retrier: PerServer) -> Callable[[str], Retrier]:
+    if isinstance(retrier, Retrier):
+        return lambda _server_id: retrier
+    return retrier
 
 
 def _ambiguous(err: RetryableError) -> bool:

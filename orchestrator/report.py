@@ -485,6 +485,8 @@ def _server_json(s: ServerResult) -> dict[str, Any]:
         "timeline": s.timeline,
         "launch_job_id": s.launch_job_id,
         "archived_at": s.archived_at,
+        "accountID": s.account_id,
+        "region": s.region,
     }
 
 

@@ -31,10 +31,10 @@ from orchestrator.mgn import JobView
 from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
-from orchestrator.preflight import preflight_stream
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import RunJournal
 from orchestrator.stop import Stop, Stopped, StopReason
+from orchestrator.targets import Targets, resolved
 
 log = structlog.get_logger(__name__)
 
@@ -66,7 +66,7 @@ class RunState:
 async def run_wave(
     wave: Wave,
     config: Config,
-    gateway: Gateway,
+    gateway: Gateway | Targets,
     journal: RunJournal,
     state: RunState,
     *,
@@ -188,7 +188,7 @@ def _record(
         exit_code=int(wave_code),
         interrupted=stop.reason is StopReason.SIGNAL,
         config=config.as_report_dict(),
-        servers=ledger.results(),
+        servers=_with_targets(ledger.results(), wave, config),
         account_error=stop.detail if stop.reason is StopReason.ACCOUNT else None,
         run_id=run_id,
         description=wave.description,
@@ -200,10 +200,20 @@ def _record(
     )
 
 
+def _with_targets(results: list[ServerResult], wave: Wave, config: Config) -> list[ServerResult]:
+    """Each result with the (account, region) its server was reached in (report.json)."""
+    target_of = {sid: t for t, ids in resolved(config, wave).items() for sid in ids}
+    for result in results:
+        target = target_of.get(result.source_server_id)
+        if target is not None:
+            result.account_id, result.region = target.account_id, target.region
+    return results
+
+
 async def _execute(
     wave: Wave,
     config: Config,
-    gateway: Gateway,
+    gateway: Gateway | Targets,
     ledger: Ledger,
     state: RunState,
     clock: Clock,
@@ -238,17 +248,29 @@ async def _execute(
         sleep=sleep,
     )
     night = config.launch and not ledger.dry_run
-    launcher = Launcher(
-        gateway=gateway,
-        ledger=ledger,
-        config=config,
-        stop=stop,
-        submit=pool.submit,
-        approvals=approvals,
-        on_approval_awaited=on_approval_awaited,
-        clock=clock,
-        sleep=sleep,
-    )
+    # One launcher (its own job-quota scheduler) per (account, region): MGN's quotas are there.
+    launchers = {
+        target: Launcher(
+            gateway=night_gw,
+            ledger=ledger,
+            config=config,
+            stop=stop,
+            submit=pool.submit,
+            approvals=approvals,
+            on_approval_awaited=on_approval_awaited,
+            clock=clock,
+            sleep=sleep,
+        )
+        for target, night_gw in _gateways(gateway).items()
+    }
+
+    def hand_over(launch: list[str], watch: list[str]) -> None:
+        """Give each launcher the servers of its (account, region)."""
+        for target, launcher in launchers.items():
+            mine = [s for s in launch if _target(gateway, s) == target]
+            watched = [s for s in watch if _target(gateway, s) == target]
+            if mine or watched:
+                launcher.add(mine, watched)
 
     async def feed() -> None:
         state.phase = "preflight"
@@ -258,10 +280,9 @@ async def _execute(
         try:
             busy: dict[str, str] = {}
             if config.launch:
-                busy = launcher.busy(await recent_jobs(gateway, stop))
-            async for checks in preflight_stream(
-                part_wave, config, gateway.describe, gateway.instance_status, busy
-            ):
+                for launcher in launchers.values():
+                    busy.update(launcher.busy(await recent_jobs(launcher.gateway, stop)))
+            async for checks in gateway.preflight(part_wave, config, busy):
                 work = ledger.checked(checks)
                 for server_id in work.poll:
                     reconciler.add(server_id)
@@ -271,7 +292,7 @@ async def _execute(
                     pool.submit(work.send)
                     sent += len(work.send)
                     if night:
-                        launcher.add(work.launch, work.watch)
+                        hand_over(work.launch, work.watch)
                         launched += len(work.launch)
             log.info(
                 "preflight_done", finalize=sent, poll=polled, launch=launched, **ledger.tally()
@@ -285,11 +306,15 @@ async def _execute(
             log.error("preflight_failed", error_code=err.code, error=err.message)
             ledger.not_checked(f"pre-flight failed, not sent: {err}")
         finally:
-            launcher.close() if night else pool.close()
+            if night:
+                for launcher in launchers.values():
+                    launcher.close()
+            else:
+                pool.close()
 
     async def launch() -> None:
         try:
-            await launcher.run()
+            await asyncio.gather(*(launcher.run() for launcher in launchers.values()))
         finally:
             pool.close()
 
@@ -310,7 +335,22 @@ async def _execute(
     await _final_read(gateway, ledger, stop)
     if config.archive and not ledger.dry_run:
         state.phase = "archive"
-        await archive_converged(gateway, ledger, stop)
+        await archive_converged(lambda sid: _gateway_of(gateway, sid), ledger, stop)
+
+
+def _gateways(gateway: Gateway | Targets) -> dict[object, Gateway]:
+    """Each (account, region)'s gateway (one, keyed None, without Targets)."""
+    if isinstance(gateway, Targets):
+        return {target: gw for target, gw in gateway.gateways.items()}
+    return {None: gateway}
+
+
+def _target(gateway: Gateway | Targets, server_id: str) -> object:
+    return gateway.target_of(server_id) if isinstance(gateway, Targets) else None
+
+
+def _gateway_of(gateway: Gateway | Targets, server_id: str) -> Gateway:
+    return gateway.gateway_of(server_id) if isinstance(gateway, Targets) else gateway
 
 
 async def recent_jobs(gateway: Gateway, stop: Stop) -> list[JobView]:
@@ -329,7 +369,7 @@ def _narrow(wave: Wave, ledger: Ledger) -> Wave:
     )
 
 
-async def _final_read(gateway: Gateway, ledger: Ledger, stop: Stop) -> None:
+async def _final_read(gateway: Gateway | Targets, ledger: Ledger, stop: Stop) -> None:
     """Read the full record of every server MGN has not confirmed, so the report shows MGN's
     last word (a stale read, a late convergence). Skipped when the run halted."""
     unsure = ledger.waiting()

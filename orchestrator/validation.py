@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
+
+import botocore.loaders
 
 from orchestrator.errors import Diagnostic
 from orchestrator.yamlsource import Map, Node, Scalar, Seq
@@ -17,6 +20,18 @@ APPLICATION_ID_RE = re.compile(r"app-[0-9a-zA-Z]{17}")
 ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 # us-east-1, us-gov-west-1, ap-southeast-5, eu-isoe-west-1 ...
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's bundled endpoint data (read offline, once).
+
+    Partition data, not MGN's own endpoint list: a region MGN reaches later stays plannable.
+    """
+    data = botocore.loaders.create_loader().load_data("endpoints")
+    partitions = data.get("partitions", [])
+    return frozenset(region for partition in partitions for region in partition.get("regions", {}))
+
 
 # Enough to locate and read a value; a multi-megabyte scalar is never echoed whole.
 _QUOTE_MAX_CHARS = 80

@@ -343,6 +343,7 @@ FLAG_SAMPLES: dict[str, str | None] = {
     "state_table": "mgn-cutover-state",
     "state_region": "eu-west-1",
     "state_endpoint_url": "http://127.0.0.1:5000",
+    "account_access": "profiles",
 }
 COMMAND_ARGS = {
     "plan": ["plan", "w.yaml", "--wave", "w"],
@@ -352,6 +353,7 @@ COMMAND_ARGS = {
     "status": ["status", "--wave", "w"],
     "approve": ["approve", "w.yaml", "--wave", "w", "--application", "a"],
     "state": ["state", "init", "--table", "t"],
+    "import": ["import", "f.csv", "--out", "d"],
 }
 
 

@@ -184,6 +184,7 @@ PLAN_ACTIONS = {
     "mgn:DescribeJobs",
     "mgn:ListWaves",
     "mgn:ListApplications",
+    "mgn:ListManagedAccounts",
     "ec2:DescribeInstanceStatus",
 }
 RUN_ACTIONS = {"mgn:FinalizeCutover"}

@@ -34,6 +34,7 @@ def test_valid_requests_pass() -> None:
         "ListWaves": {},
         "DescribeJobs": {"filters": {"jobIDs": ["mgnjob-0a1b2c3d4e5f6a7b8"]}, "maxResults": 5},
         "TerminateTargetInstances": {"sourceServerIDs": [SID], "accountID": "222222222222"},
+        "ListManagedAccounts": {"maxResults": 10},
     }
     assert set(bodies) == set(OPERATIONS)
     for op, body in bodies.items():

@@ -150,6 +150,8 @@ def test_json_schema_keys_and_order() -> None:
         "timeline",
         "launch_job_id",
         "archived_at",
+        "accountID",
+        "region",
     ]
     assert first_ok["error"] is None and first_ok["ec2InstanceID"] == "i-0123"
     assert doc["servers"][3]["error"] == {

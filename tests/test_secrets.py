@@ -163,3 +163,57 @@ def test_reports_and_state_are_private_even_under_umask_000(
     assert again.returncode == 0, again.stderr
     assert (work_dir / "reports" / "priv" / "report.csv").exists()
     assert private_violations(work_dir / "reports", state) == []
+
+
+def test_assumed_role_credentials_appear_nowhere(
+    secret_env: dict[str, str], emulator: Any, work_dir: Path, moto_url: str
+) -> None:
+    """assume-role through moto's STS: neither the caller's credentials nor any key, secret or
+    session token STS issued for the roles reach stdout, stderr, reports or the journal."""
+    from moto.sts.models import sts_backends
+
+    ids = {
+        "222222222222": [sid(7, n) for n in range(3)],
+        "333333333333": [sid(8, n) for n in range(3)],
+    }
+    emulator.seed(
+        {
+            "servers": [
+                server(s, aid(7 if a == "222222222222" else 8), accountID=a)
+                for a, v in ids.items()
+                for s in v
+            ]
+        }
+    )
+    plan = work_dir / "roles.yaml"
+    plan.write_text(
+        "wave: roles\napplications:\n"
+        + "".join(
+            f'  - applicationID: {aid(7 if a == "222222222222" else 8)}\n    accountID: "{a}"\n'
+            f"    sourceServerIDs: [{', '.join(v)}]\n"
+            for a, v in ids.items()
+        )
+    )
+    config = work_dir / "c.yaml"
+    config.write_text("account_access: assume-role\nrole_arn: arn:aws:iam::{accountID}:role/R\n")
+    env = cli_env(emulator.url, {"AWS_ENDPOINT_URL_STS": moto_url})
+    out = open_umask_run([*run_args(plan, "roles", work_dir), "--config", str(config)], env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    issued = [
+        value
+        for regions in sts_backends.values()
+        for backend in regions.values()
+        for role in backend.assumed_roles
+        for value in (role.access_key_id, role.secret_access_key, role.session_token)
+    ]
+    assert len(issued) == 6  # one AssumeRole per account
+    needles = [*NEEDLES, *issued, *(v[8:24] for v in issued)]
+    blobs = [out.stdout.encode(), out.stderr.encode()]
+    blobs += [
+        p.read_bytes()
+        for d in ("reports", "state")
+        for p in (work_dir / d).rglob("*")
+        if p.is_file()
+    ]
+    for blob in blobs:
+        assert [n for n in needles if n.encode() in blob] == []

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.emulator import identity
 from orchestrator.emulator.ec2 import Ec2
 from orchestrator.emulator.errors import (
     ERROR_NAMESPACE,
@@ -27,6 +28,7 @@ from orchestrator.emulator.errors import (
     validation_error,
 )
 from orchestrator.emulator.faults import FaultInjector, Faults, retry_after_s
+from orchestrator.emulator.identity import Identities
 from orchestrator.emulator.model import Errors, MgnModel, load_model
 from orchestrator.emulator.ops import HANDLERS
 from orchestrator.emulator.stats import Stats
@@ -105,6 +107,7 @@ class Emulator:
         if ec2_endpoint_url:
             self.use_ec2(ec2_endpoint_url)
         self.stats = Stats(self.clock)
+        self.identities = Identities()
         self.injector = FaultInjector(faults or Faults(), seed, self.clock)
         self._sleep = sleep
         self._requests = 0
@@ -139,8 +142,9 @@ class Emulator:
         if self.store.ec2 is not None:
             self.store.ec2.close()
 
-    async def handle(self, op: str, raw: bytes) -> Reply:
-        """Answer one MGN request for operation `op` (the request path without its slash)."""
+    async def handle(self, op: str, raw: bytes, access_key: str | None = None) -> Reply:
+        """Answer one MGN request for operation `op` (the request path without its slash),
+        attributed to the account `access_key` belongs to (`identity`)."""
         body: Any = {}
         parse_error: str | None = None
         if raw.strip():
@@ -153,7 +157,8 @@ class Emulator:
         account_id = account_id if type(account_id) is str else None
         self.stats.count_call(op, server_ids)
         try:
-            reply, outcome = await self._run(op, body, parse_error)
+            member = self.identities.account_of(access_key)
+            reply, outcome = await self._run(op, body, parse_error, member)
         except _Outcome as early:
             reply, outcome = early.reply, early.outcome
         except ApiError as err:
@@ -168,12 +173,16 @@ class Emulator:
         self.stats.finish(op, None if reply.drop else reply.status, server_ids, account_id, outcome)
         return reply
 
-    async def _run(self, op: str, body: Any, parse_error: str | None) -> tuple[Reply, str]:
+    async def _run(
+        self, op: str, body: Any, parse_error: str | None, member: str | None = None
+    ) -> tuple[Reply, str]:
         spec = self.model.operations.get(op)
         if spec is None:
             raise validation_error(f"Unknown operation: {op}", "unknownOperation")
-        await self._admit(op)
+        asked = body.get("accountID") if type(body) is dict else None
+        await self._admit(op, member or (asked if type(asked) is str else None))
         self._validate(op, body, parse_error)
+        identity.scope(body, op, member)
         if self.injector.faults.uninitialized:
             account = body.get("accountID") or "the default account"
             raise ApiError(
@@ -197,7 +206,7 @@ class Emulator:
             self._check_output(op, out)
         return Reply(spec.status, self._encode(out), self._headers()), "ok"
 
-    async def _admit(self, op: str) -> None:
+    async def _admit(self, op: str, account_id: str | None = None) -> None:
         """Latency, then the front door: access denied, quota, injected server error."""
         inj = self.injector
         delay = inj.latency_s(op)
@@ -209,7 +218,7 @@ class Emulator:
                 "User is not authorized to perform this action (emulated)",
                 code="AccessDeniedException",
             )
-        wait = inj.throttle_wait_s(op)
+        wait = inj.throttle_wait_s(op, account_id)
         if wait > 0:
             raise ApiError(
                 "ThrottlingException",

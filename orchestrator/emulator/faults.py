@@ -212,7 +212,8 @@ class FaultInjector:
         self._seed = seed
         self._clock = clock
         self._rng = random.Random(seed)
-        self._buckets: dict[str, TokenBucket] = {}
+        # (operation, account) -> its bucket: MGN's quotas are per account (and region).
+        self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self.faults = faults
         self.set_faults(faults)
 
@@ -220,10 +221,9 @@ class FaultInjector:
         """Switch to new faults, keeping the buckets whose rate did not change."""
         self.faults = faults
         self._buckets = {
-            op: self._buckets[op]
-            if op in self._buckets and self._buckets[op].rate_per_s == rate
-            else TokenBucket(rate, self._clock)
-            for op, rate in faults.quota_per_s.items()
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if faults.quota_per_s.get(key[0]) == bucket.rate_per_s
         }
 
     def latency_s(self, op: str) -> float:
@@ -234,10 +234,16 @@ class FaultInjector:
         jitter = self._rng.uniform(0.0, f.jitter_ms) if f.jitter_ms > 0 else 0.0
         return (f.latency_ms + jitter) / 1000.0
 
-    def throttle_wait_s(self, op: str) -> float:
-        """0.0 when the request fits the operation's quota, else the seconds until it would."""
-        bucket = self._buckets.get(op)
-        return 0.0 if bucket is None else bucket.try_take()
+    def throttle_wait_s(self, op: str, account_id: str | None = None) -> float:
+        """0.0 when the request fits the operation's quota in its account, else the seconds
+        until it would."""
+        rate = self.faults.quota_per_s.get(op)
+        if rate is None:
+            return 0.0
+        bucket = self._buckets.get((op, account_id))
+        if bucket is None:
+            bucket = self._buckets[(op, account_id)] = TokenBucket(rate, self._clock)
+        return bucket.try_take()
 
     def inject_error(self, op: str) -> bool:
         """Whether to answer this request with an injected InternalServerException."""

@@ -39,6 +39,7 @@ OPERATIONS = (
     "ListWaves",
     "DescribeJobs",
     "TerminateTargetInstances",
+    "ListManagedAccounts",
 )
 MUTATING = frozenset(
     {

@@ -379,6 +379,12 @@ def list_waves(store: Store, body: Body) -> Body:
     return _page(items, body)
 
 
+def list_managed_accounts(store: Store, body: Body) -> Body:
+    """ListManagedAccounts: every account the emulator holds data for, the management one too."""
+    accounts = sorted({DEFAULT_ACCOUNT_ID, *store.accounts})
+    return _page(({"accountId": a} for a in accounts), body)
+
+
 HANDLERS: dict[str, Callable[[Store, Body], Body | Awaitable[Body]]] = {
     "DescribeSourceServers": describe_source_servers,
     "FinalizeCutover": finalize_cutover,
@@ -390,4 +396,5 @@ HANDLERS: dict[str, Callable[[Store, Body], Body | Awaitable[Body]]] = {
     "ListWaves": list_waves,
     "DescribeJobs": describe_jobs,
     "TerminateTargetInstances": terminate_target_instances,
+    "ListManagedAccounts": list_managed_accounts,
 }

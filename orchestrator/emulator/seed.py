@@ -50,6 +50,8 @@ SERVER_KEYS = frozenset(
         "sourceServerID",
         "applicationID",
         "hostname",
+        "userProvidedID",
+        "fqdnForActionFramework",
         "state",
         "replicationState",
         "firstBoot",
@@ -203,6 +205,8 @@ def _check_server(spec: Any, where: str) -> list[str]:
             lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 3600,
         ),
         ("hostname", lambda v: isinstance(v, str) and 0 < len(v) <= 200),
+        ("userProvidedID", lambda v: isinstance(v, str) and 0 < len(v) <= 128),
+        ("fqdnForActionFramework", lambda v: isinstance(v, str) and 0 < len(v) <= 255),
         ("tags", lambda v: isinstance(v, Mapping) and all(isinstance(x, str) for x in v.values())),
         ("disks", _disks_ok),
         ("lagDuration", lambda v: isinstance(v, str) and len(v) > 1 and LAG_DURATION.match(v)),
@@ -342,6 +346,9 @@ def build_server(store: Store, spec: Mapping[str, Any], rng: random.Random) -> d
         cores=cores,
         ram_bytes=cores * 4 * GIB,
     )
+    for key in ("userProvidedID", "fqdnForActionFramework"):  # as MGN's import file sets them
+        if spec.get(key) is not None:
+            server[key] = spec[key]
     info = server["dataReplicationInfo"]
     if "lagDuration" in spec:
         if spec["lagDuration"] is None:

@@ -25,6 +25,7 @@ from aiohttp import web
 from orchestrator.emulator.engine import Emulator
 from orchestrator.emulator.errors import EmulatorInputError, validation_error
 from orchestrator.emulator.generate import generate
+from orchestrator.emulator.identity import access_key_of
 from orchestrator.emulator.seed import seed_fixture
 from orchestrator.emulator.state import iso
 from orchestrator.emulator.store import DEFAULT_ACCOUNT_ID
@@ -43,7 +44,8 @@ async def _mgn(request: web.Request) -> web.StreamResponse:
     except web.HTTPRequestEntityTooLarge:
         reply = emulator.error_reply(validation_error("Request body too large", "other"))
     else:
-        reply = await emulator.handle(op, raw)
+        key = access_key_of(request.headers.get("Authorization"))
+        reply = await emulator.handle(op, raw, key)
     if reply.drop:
         transport = request.transport
         if transport is not None:
@@ -142,6 +144,17 @@ async def _reset(request: web.Request) -> web.Response:
     return _json({"reset": True})
 
 
+async def _identities(request: web.Request) -> web.Response:
+    """`{"ACCESSKEYID": "222222222222", ...}`: those keys belong to those member accounts."""
+    emulator = request.app[_EMULATOR_KEY]
+    data = await _body(request)
+    for key, account in data.items():
+        if not (isinstance(account, str) and len(account) == 12 and account.isdigit()):
+            return _json({"message": f"{key}: account must be 12 digits"}, 400)
+        emulator.identities.register(str(key), account)
+    return _json({"identities": len(data)})
+
+
 async def _admin_unknown(request: web.Request) -> web.Response:
     return _json({"message": f"unknown admin path: {request.method} {request.path}"}, 404)
 
@@ -160,6 +173,7 @@ def build_app(emulator: Emulator) -> web.Application:
         ("POST", "/faults", _set_faults),
         ("POST", "/seed", _seed),
         ("POST", "/reset", _reset),
+        ("POST", "/identities", _identities),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, ADMIN_PREFIX + path, handler)

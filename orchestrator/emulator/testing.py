@@ -166,6 +166,10 @@ class EmulatorHandle:
 
         return self._on_loop(apply)
 
+    def identify(self, access_key: str, account_id: str) -> None:
+        """Calls signed with `access_key` come from member account `account_id` (identity.py)."""
+        self._on_loop(lambda: self.emulator.identities.register(access_key, account_id))
+
     def reset_counters(self) -> None:
         """Zero every counter and empty the request log."""
         self._on_loop(self.emulator.stats.reset)

@@ -1,0 +1,117 @@
+"""Many accounts in one wave (`make bench BENCH=accounts`, or run this file directly).
+
+A accounts x N servers each, every account's FinalizeCutover quota Q/s (the emulator keeps one
+bucket per account, as MGN's quotas are per account and region), 20 ms latency, C s visibility
+lag. One `mgn-cutover run` over the whole wave (global view): each (account, region) has its own
+client and limiters, so the run is bound by the slowest account: N/Q + C. Reports wall/bound,
+CPU per API call of the run process and its peak RSS. The emulator runs in its own process,
+seeded through `POST /_emulator/seed`.
+
+    .venv/bin/python benchmarks/accounts.py [--accounts 10] [--servers 400] [--quota 50]
+        [--profile FILE.prof]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # the harness: emulator process, measured runs
+
+PER_APPLICATION = 10
+
+
+def seed(url: str, accounts: list[str], servers: int) -> dict[str, Any]:
+    """Seed every account with `servers` servers ready for finalize; the plan document."""
+    fixture: dict[str, Any] = {"servers": []}
+    apps = []
+    for a, account in enumerate(accounts):
+        for app in range(servers // PER_APPLICATION):
+            app_id = f"app-{a:02d}{app:015d}"
+            ids = [f"s-{a:02d}{app:08d}{n:07d}" for n in range(PER_APPLICATION)]
+            fixture["servers"] += [
+                {
+                    "sourceServerID": sid,
+                    "applicationID": app_id,
+                    "accountID": account,
+                    "state": "CUTTING_OVER",
+                    "firstBoot": "SUCCEEDED",
+                }
+                for sid in ids
+            ]
+            apps.append({"applicationID": app_id, "accountID": account, "sourceServerIDs": ids})
+    request = urllib.request.Request(
+        f"{url}/_emulator/seed",
+        data=json.dumps(fixture).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=300) as resp:
+        resp.read()
+    return {"wave": "accounts", "region": "us-east-1", "applications": apps}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=10)
+    parser.add_argument("--servers", type=int, default=400, help="per account")
+    parser.add_argument("--quota", type=float, default=50.0, help="FinalizeCutover/s per account")
+    parser.add_argument("--lag", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--profile", type=Path, help="cProfile the run into this file")
+    args = parser.parse_args(argv)
+    accounts = [f"{200000000000 + i:012d}" for i in range(args.accounts)]
+    bound_s = args.servers / args.quota + args.lag
+    folder = Path(tempfile.mkdtemp(prefix="accounts-"))
+    emu_args = ["--quota", f"FinalizeCutover={args.quota:g}", "--latency-ms", "20"]
+    emu_args += ["--visibility-lag", f"{args.lag:g}"]
+    with bench.emulator(emu_args, folder, bench.clean_env(None, folder)) as emu:
+        plan = folder / "accounts.yaml"
+        plan.write_text(yaml.safe_dump(seed(emu.url, accounts, args.servers), sort_keys=False))
+        cmd = [bench.PYTHON]
+        if args.profile is not None:
+            cmd += ["-m", "cProfile", "-o", str(args.profile)]
+        cmd += ["-m", "orchestrator", "run", str(plan), "--wave", "accounts"]
+        cmd += ["--state-dir", str(folder / "state"), "--report-dir", str(folder / "reports")]
+        cmd += ["--concurrency", str(args.concurrency), "--finalize-rate", f"{args.quota:g}"]
+        cmd += ["--describe-rate", "50", "--poll-interval", "0.5", "--log-format", "json"]
+        cmd += ["--timeout", f"{max(120.0, 4 * bound_s):g}"]
+        run = bench.measure(
+            cmd, bench.clean_env(emu.url, folder), folder, "run", timeout_s=120 + 4 * bound_s
+        )
+        stats = emu.get("stats")
+    report = folder / "reports" / "accounts" / "report.json"
+    outcomes = Counter(s["outcome"] for s in json.loads(report.read_text())["servers"])
+    calls = sum(stats["calls"].values())
+    result = {
+        "scenario": "accounts",
+        "accounts": args.accounts,
+        "servers_per_account": args.servers,
+        "quota_per_account": args.quota,
+        "bound_s": bound_s,
+        "exit_code": run.returncode,
+        "outcomes": dict(outcomes),
+        "wall_s": round(run.wall_s, 2),
+        "wall_over_bound": round(run.wall_s / bound_s, 3),
+        "calls": stats["calls"],
+        "throttled": stats["throttled"],
+        "cpu_s": round(run.cpu_s, 2),
+        "cpu_ms_per_call": round(1000 * run.cpu_s / max(1, calls), 3),
+        "peak_rss_mb": round(run.maxrss_kb / 1024, 1),
+        "folder": str(folder),
+    }
+    print(json.dumps(result))
+    return 0 if run.returncode == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,362 @@
+"""One MGN client and Gateway per (account, region) of a wave: MGN's quotas are per account and
+region, so each target gets its own rate limiters.
+
+`Targets` offers what the run uses of a Gateway (describe, read, describe_cutover,
+instance_status, preflight, and per server `writes`, `reads` and `client.finalize`), routing
+each server to its application's target. A target that cannot be reached (a role that cannot be
+assumed, an account the global view does not list, no profile for it) is blocked: pre-flight
+reports each of its servers blocked with the reason, and the other targets go on. When no target
+can be reached, pre-flight raises AccountError (exit 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+import structlog
+
+from orchestrator import access
+from orchestrator.config import Config
+from orchestrator.errors import AccountError, Diagnostic
+from orchestrator.gateway import Gateway
+from orchestrator.limiter import Clock, Sleep
+from orchestrator.mgn import MgnClient, ServerView
+from orchestrator.outcome import ServerResult
+from orchestrator.plan import Application, Server, Target, Wave
+from orchestrator.preflight import Check, Decision, preflight_stream, read_views
+from orchestrator.retry import Retrier
+from orchestrator.stop import Stop
+
+log = structlog.get_logger(__name__)
+
+
+def resolved(config: Config, wave: Wave) -> dict[Target, tuple[str, ...]]:
+    """Server IDs by their effective target: the plan's values, else the settings'."""
+    found: dict[Target, list[str]] = {}
+    for app in wave.applications:
+        planned = wave.target_of(app)
+        target = Target(planned.account_id or config.account_id, planned.region or config.region)
+        found.setdefault(target, []).extend(app.server_ids)
+    return {t: tuple(ids) for t, ids in found.items()}
+
+
+def uncovered_accounts(config: Config, wave: Wave) -> list[Diagnostic]:
+    """Plan accounts no access mode reaches with these settings, each where the plan names it."""
+    found: list[Diagnostic] = []
+    seen: set[tuple[str, int, int]] = set()
+    for app in wave.applications:
+        account = wave.target_of(app).account_id
+        if account is None:
+            continue
+        why = access.uncovered(config, account)
+        line, col = app.account_id_at if app.account_id else wave.account_id_at
+        if why is None or (account, line, col) in seen:
+            continue
+        seen.add((account, line, col))
+        origin = config.origin("account_access") or "account_access"
+        message = f"accountID {account}: {why} (account_access from {origin})"
+        found.append(Diagnostic(str(wave.source), line, col, message))
+    return found
+
+
+def status_wave(name: str, results: Sequence[ServerResult], server_ids: Sequence[str]) -> Wave:
+    """A wave to read `server_ids` back with: each server in the (account, region) its last
+    run reached it in (report rows carry them); the others where the settings say."""
+    apps: dict[tuple[str, str | None, str | None], list[Server]] = {}
+    placed = {r.source_server_id: r for r in results}
+    for sid in server_ids:
+        r = placed.get(sid)
+        key = (r.application_id, r.account_id, r.region) if r else ("", None, None)
+        apps.setdefault(key, []).append(Server(sid, key[0]))
+    applications = tuple(
+        Application(app_id, None, tuple(servers), account_id=account, region=region)
+        for (app_id, account, region), servers in apps.items()
+    )
+    return Wave(name, applications)
+
+
+class _Finalizer:
+    """`client.finalize` as the pool calls it, sent through the server's own target."""
+
+    def __init__(self, targets: Targets) -> None:
+        self._targets = targets
+
+    async def finalize(self, server_id: str) -> ServerView | None:
+        return await self._targets.gateway_of(server_id).client.finalize(server_id)
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """A target that cannot be reached, and why."""
+
+    target: Target
+    reason: str
+
+
+class Targets:
+    """The wave's gateways by target; `async with` opens every client and closes them all."""
+
+    def __init__(
+        self,
+        wave: Wave,
+        config: Config,
+        *,
+        stop: Stop | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        endpoint_source: str | None = None,
+    ) -> None:
+        """`endpoint_source`: the setting MGN's endpoint came from, named in connection errors."""
+        self.wave = wave
+        self._endpoint_source = endpoint_source
+        self.config = config
+        self.stop = stop or Stop()
+        self.client = _Finalizer(self)
+        self._clock, self._sleep = clock, sleep
+        self._servers = resolved(config, wave)
+        self._target_of = {sid: t for t, ids in self._servers.items() for sid in ids}
+        self.gateways: dict[Target, Gateway] = {}
+        self.blocked: dict[Target, str] = {}
+        self._instances: dict[str, Target] = {}  # EC2 instance -> target, learned from reads
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Targets:
+        try:
+            await self._open()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def _open(self) -> None:
+        pool = self.config.concurrency + 4
+        routes = {t: access.route(self.config, t, pool=pool) for t in self._servers}
+        sessions = access.Sessions()
+
+        async def one(target: Target) -> None:
+            route = routes[target]
+            try:
+                session = await access.open_session(route, self.config, self.wave.name, sessions)
+                settings = route.settings
+                if self._endpoint_source is not None:
+                    settings = replace(settings, endpoint_source=self._endpoint_source)
+                client = await self._stack.enter_async_context(
+                    MgnClient(settings, session=session)
+                )
+            except AccountError as err:
+                self._block(target, str(err))
+                return
+            self.gateways[target] = Gateway(
+                client, self.config, stop=self.stop, clock=self._clock, sleep=self._sleep
+            )
+
+        await asyncio.gather(*(one(t) for t in self._servers))
+        await self._check_managed(routes)
+
+    async def _check_managed(self, routes: dict[Target, access.Route]) -> None:
+        """global-view: each account must be one ListManagedAccounts lists (asked once)."""
+        viewed = [t for t, r in routes.items() if r.global_view and t in self.gateways]
+        if not viewed:
+            return
+        try:
+            managed = await self.gateways[viewed[0]].client.managed_accounts()
+        except AccountError as err:
+            # Not an organization's manager (or not allowed to list): each account's own reads
+            # then say whether it may be reached; a refusal blocks that account only.
+            log.warning("managed_accounts_unreadable", error=str(err))
+            return
+        for target in viewed:
+            if target.account_id not in managed:
+                why = (
+                    f"global view: account {target.account_id} is not among the accounts "
+                    "ListManagedAccounts lists"
+                )
+                self._block(target, why)
+
+    def _block(self, target: Target, reason: str) -> None:
+        log.error("target_blocked", account_id=target.account_id, region=target.region)
+        self.gateways.pop(target, None)
+        self.blocked[target] = reason
+
+    # --- routing ----------------------------------------------------------------------------
+
+    def target_of(self, server_id: str) -> Target | None:
+        return self._target_of.get(server_id)
+
+    def gateway_of(self, server_id: str) -> Gateway:
+        """The gateway of the server's target. Raises AccountError when that target is blocked."""
+        target = self._target_of.get(server_id)
+        gateway = self.gateways.get(target) if target is not None else None
+        if gateway is None:
+            why = self.blocked.get(target) if target is not None else None
+            raise AccountError("TargetBlocked", why or f"{server_id} is in no planned target")
+        return gateway
+
+    def writes(self, server_id: str) -> Retrier:
+        """FinalizeCutover's retrier (and limiter) for the server's target."""
+        return self.gateway_of(server_id).writes
+
+    def reads(self, server_id: str) -> Retrier:
+        return self.gateway_of(server_id).reads
+
+    def _split(self, server_ids: Sequence[str]) -> dict[Target, list[str]]:
+        groups: dict[Target, list[str]] = {}
+        for sid in server_ids:
+            target = self._target_of.get(sid)
+            if target is not None and target in self.gateways:
+                groups.setdefault(target, []).append(sid)
+        return groups
+
+    async def describe(
+        self, server_ids: Sequence[str], states: Sequence[str] = ()
+    ) -> list[ServerView]:
+        """DescribeSourceServers through each server's target (servers of blocked targets and
+        unplanned IDs are left out)."""
+        groups = self._split(server_ids)
+        answers = await asyncio.gather(
+            *(self.gateways[t].describe(ids, states) for t, ids in groups.items())
+        )
+        views: list[ServerView] = []
+        for target, found in zip(groups, answers, strict=True):
+            for view in found:
+                if view.ec2_instance_id is not None:
+                    self._instances[view.ec2_instance_id] = target
+            views.extend(found)
+        return views
+
+    async def describe_cutover(self, server_ids: Sequence[str]) -> list[ServerView]:
+        return await self.describe(server_ids, ("CUTOVER",))
+
+    async def read(self, server_ids: Sequence[str]) -> dict[str, ServerView]:
+        """MGN's view of any number of servers, 200 per call per target, concurrently."""
+        groups = self._split(server_ids)
+        found: dict[str, ServerView] = {}
+        answers = await asyncio.gather(*(read_views(ids, self.describe) for ids in groups.values()))
+        for views in answers:
+            found.update(views)
+        return found
+
+    async def instance_status(self, instance_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """EC2 status through the target whose server launched each instance."""
+        groups: dict[Target, list[str]] = {}
+        for instance_id in instance_ids:
+            target = self._instances.get(instance_id)
+            if target is not None and target in self.gateways:
+                groups.setdefault(target, []).append(instance_id)
+        answers = await asyncio.gather(
+            *(self.gateways[t].instance_status(ids) for t, ids in groups.items())
+        )
+        found: dict[str, dict[str, str]] = {}
+        for answer in answers:
+            found.update(answer)
+        return found
+
+    async def preflight(
+        self, wave: Wave, config: Config, busy: dict[str, str] | None = None
+    ) -> AsyncIterator[list[Check]]:
+        """Pre-flight of `wave` (the whole wave or a part of it), target by target; servers of
+        blocked targets come back BLOCKED with the reason.
+
+        Raises AccountError when no target of the wave can be reached.
+        """
+        mine = {s.source_server_id for s in wave.servers}
+        if self.blocked and not self.gateways:
+            reasons = "; ".join(f"{t}: {why}" for t, why in self.blocked.items())
+            raise AccountError("NoTargetReachable", f"no account of the wave can run: {reasons}")
+        for target, why in self.blocked.items():
+            checks = [
+                Check(s, Decision.BLOCKED, f"account_access: {why}", None)
+                for s in wave.servers
+                if self._target_of.get(s.source_server_id) == target and s.source_server_id in mine
+            ]
+            if checks:
+                yield checks
+        parts = {
+            target: _part(wave, {sid for sid in mine if self._target_of.get(sid) == target})
+            for target in self.gateways
+        }
+        streams = [
+            self._stream(t, p, config, busy or {}) for t, p in parts.items() if p.applications
+        ]
+        async for checks in _merged(streams):
+            yield checks
+        if self.blocked and not self.gateways:  # every account refused its reads
+            reasons = "; ".join(f"{t}: {why}" for t, why in self.blocked.items())
+            raise AccountError("NoTargetReachable", f"no account of the wave can run: {reasons}")
+
+    async def _stream(
+        self, target: Target, part: Wave, config: Config, busy: dict[str, str]
+    ) -> AsyncIterator[list[Check]]:
+        """One target's pre-flight; an account-wide refusal blocks the rest of its servers
+        (and the target: nothing more is sent there), not the other targets. Raises it when no
+        other target is left."""
+        seen: set[str] = set()
+        try:
+            async for checks in preflight_stream(
+                part, config, self.describe, self.instance_status, busy
+            ):
+                seen.update(c.source_server_id for c in checks)
+                yield checks
+        except AccountError as err:
+            self._block(target, str(err))
+            if not self.gateways:  # no account left to run: the wave stops (exit 4)
+                raise
+            why = f"account_access: {target}: {err}"
+            rest = [
+                Check(s, Decision.BLOCKED, why, None)
+                for s in part.servers
+                if s.source_server_id not in seen
+            ]
+            if rest:
+                yield rest
+
+
+async def _merged(streams: Sequence[AsyncIterator[list[Check]]]) -> AsyncIterator[list[Check]]:
+    """The items of every stream as they come, the streams read concurrently; the first error
+    of any stream is raised (and the others cancelled)."""
+    queue: asyncio.Queue[tuple[int, list[Check] | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[list[Check]]) -> None:
+        try:
+            async for item in stream:
+                await queue.put((index, item))
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # noqa: BLE001  # handed to the reader, who raises it
+            await queue.put((index, err))
+        else:
+            await queue.put((index, None))
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            _, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _part(wave: Wave, server_ids: set[str]) -> Wave:
+    apps = tuple(a for a in wave.applications if set(a.server_ids) <= server_ids and a.servers)
+    return replace(wave, applications=apps)

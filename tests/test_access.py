@@ -1,0 +1,105 @@
+"""Assumed-role sessions: one AssumeRole per account, refreshed before the credentials expire."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator import access
+from orchestrator.config import load_config
+from orchestrator.errors import AccountError
+from orchestrator.plan import Target
+
+
+def assumed_roles() -> list[Any]:
+    from moto.sts.models import sts_backends
+
+    return [
+        role
+        for regions in sts_backends.values()
+        for backend in regions.values()
+        for role in backend.assumed_roles
+    ]
+
+
+def test_session_name_names_the_wave_within_stss_rules() -> None:
+    """The RoleSessionName is mgn-cutover-<wave>, at most 64 of STS's allowed characters."""
+    assert access.session_name("wave-01") == "mgn-cutover-wave-01"
+    assert len(access.session_name("w" * 64)) == 64
+
+
+def test_assumed_credentials_refresh_before_they_expire(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch, fake_credentials: dict[str, str], tmp_path: Path
+) -> None:
+    """Credentials within minutes of expiry are replaced by a new AssumeRole on next use."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_url)
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(
+        "account_access: assume-role\nrole_arn: arn:aws:iam::{accountID}:role/R\n"
+    )
+    config = load_config(config_file, {}, {})
+    route = access.route(config, Target("222222222222", "eu-west-1"), pool=10)
+
+    async def scenario() -> tuple[str, str]:
+        session = await access.open_session(route, config, "night")
+        creds = session._session._credentials
+        first = (await creds.get_frozen_credentials()).access_key
+        # As if the night went on for 55 minutes: 5 minutes left, inside the mandatory window.
+        creds._expiry_time = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+        second = (await creds.get_frozen_credentials()).access_key
+        return first, second
+
+    first, second = asyncio.run(scenario())
+    assert first != second
+    roles = assumed_roles()
+    assert [r.access_key_id for r in roles] == [first, second]
+    assert {r.role_arn for r in roles} == {"arn:aws:iam::222222222222:role/R"}
+
+
+def test_a_failed_assume_role_is_an_account_error_naming_the_role(
+    monkeypatch: pytest.MonkeyPatch, fake_credentials: dict[str, str], tmp_path: Path
+) -> None:
+    """STS unreachable: AccountError naming the role; no credential in the message."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9")
+    config = load_config(None, {"MGN_CUTOVER_ROLE_ARN": "arn:aws:iam::{accountID}:role/R"}, {})
+    config = config.__class__(**{**config.__dict__, "account_access": "assume-role"})
+    route = access.route(config, Target("222222222222", "us-east-1"), pool=10)
+    with pytest.raises(AccountError) as info:
+        asyncio.run(access.open_session(route, config, "w"))
+    assert "AssumeRole arn:aws:iam::222222222222:role/R failed" in str(info.value)
+    assert fake_credentials["AWS_SECRET_ACCESS_KEY"] not in str(info.value)
+
+
+def test_routes_per_access_mode() -> None:
+    """global-view sends accountID; assume-role names the role; profiles picks the profile;
+    an application without an account uses the caller's own credentials."""
+    base = {"MGN_CUTOVER_REGION": "us-east-1"}
+    target = Target("222222222222", "eu-west-1")
+    view = access.route(load_config(None, base, {}), target, pool=10)
+    assert (view.settings.account_id, view.settings.region, view.role_arn) == (
+        "222222222222",
+        "eu-west-1",
+        None,
+    )
+    roles = load_config(
+        None,
+        {**base, "MGN_CUTOVER_ACCOUNT_ACCESS": "assume-role",
+         "MGN_CUTOVER_ROLE_ARN": "arn:aws:iam::{accountID}:role/M"},
+        {},
+    )  # fmt: skip
+    role = access.route(roles, target, pool=10)
+    assert (role.settings.account_id, role.role_arn) == (None, "arn:aws:iam::222222222222:role/M")
+    profiles = load_config(
+        None,
+        {**base, "MGN_CUTOVER_ACCOUNT_ACCESS": "profiles",
+         "MGN_CUTOVER_ACCOUNT_PROFILES": "222222222222=prod"},
+        {},
+    )  # fmt: skip
+    prof = access.route(profiles, target, pool=10)
+    assert (prof.settings.account_id, prof.settings.profile) == (None, "prod")
+    own = access.route(roles, Target(None, None), pool=10)
+    assert (own.settings.account_id, own.settings.region, own.role_arn) == (None, "us-east-1", None)
