@@ -776,10 +776,12 @@ def _journal_targets(
     found = []
     for sid in sorted(set(entries) | set(last)):
         app_id = entries[sid].application_id if sid in entries else last[sid].application_id
-        name = last[sid].application_name if sid in last else None
-        found.append(
-            status.Target(sid, app_id, name, account or config.account_id, region or config.region)
-        )
+        result = last.get(sid)
+        name = result.application_name if result else None
+        # Each server where the last run reached it (its own account and region), else the run's.
+        where_account = (result.account_id if result else None) or account or config.account_id
+        where_region = (result.region if result else None) or region or config.region
+        found.append(status.Target(sid, app_id, name, where_account, where_region))
     return found
 
 

@@ -88,8 +88,8 @@ def table(
     last: Mapping[str, ServerResult],
     views: Mapping[str, ServerView],
 ) -> list[str]:
-    """One row per server: the application, last outcome, journal state and since when, and
-    MGN's live state."""
+    """One row per server: the application, last outcome, journal state and since when, the
+    (account, region) it is read in, and MGN's live state there."""
     rows = [
         (
             "SERVER",
@@ -97,6 +97,8 @@ def table(
             "LAST_OUTCOME",
             "JOURNAL",
             "SINCE",
+            "ACCOUNT",
+            "REGION",
             "MGN_STATE",
             "REPLICATION",
         )
@@ -114,6 +116,8 @@ def table(
                 result.outcome.value if result else "-",
                 entry.status if entry else "-",
                 since(entry) if entry else "-",
+                t.account_id or "-",
+                t.region or "-",
                 (view.lifecycle_state if view else "not found") or "?",
                 (view.replication_state if view else "-") or "?",
             )

@@ -112,8 +112,10 @@ def test_global_view_finalizes_each_server_in_its_own_account(
     status = mgn_cutover(["status", "--wave", "multi", *dirs], cli_env(emulator.url))
     assert status.returncode == 0, status.stderr[-3000:]
     lines = [line.split() for line in status.stdout.splitlines()]
-    assert lines[0][4:6] == ["ACCOUNT", "REGION"]
-    assert {(row[0], row[6], row[4]) for row in lines[1:]} == {
+    header = next(line for line in lines if line and line[0] == "SERVER")
+    account, state = header.index("ACCOUNT"), header.index("MGN_STATE")
+    rows = [line for line in lines if line and line[0].startswith("s-")]
+    assert {(row[0], row[state], row[account]) for row in rows} == {
         (s, "CUTOVER", acct) for acct, ids in TWO.values() for s in ids
     }  # each server read back in its own account
 
