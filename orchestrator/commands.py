@@ -24,7 +24,7 @@ from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, W
 from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import JOURNAL_FILE, JournalEntry
-from orchestrator.ledger import Fate, Ledger
+from orchestrator.ledger import Fate, Ledger, record_approval
 from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
@@ -37,7 +37,7 @@ from orchestrator.report import (
     summarize,
     write_report,
 )
-from orchestrator.runner import RunState, recent_jobs, run_wave, utc_now_iso
+from orchestrator.runner import RunState, busy_servers, run_wave, utc_now_iso
 from orchestrator.state import open_journal, open_run_state
 from orchestrator.stop import Stop
 from orchestrator.targets import Targets, uncovered_accounts
@@ -322,15 +322,7 @@ async def plan_rows(wave: Wave, config: Config, gw: Gateway | Targets) -> list[P
         application_gate=config.application_gate,
     )
     views: dict[str, ServerView | None] = {}
-    busy: dict[str, str] = {}
-    if config.launch:
-        for night_gw in _gateways(gw):
-            busy.update(
-                (p.source_server_id, job.job_id)
-                for job in await recent_jobs(night_gw, night_gw.stop)
-                if job.active
-                for p in job.servers
-            )
+    busy = await busy_servers(gw, gw.stop) if config.launch else {}
     async for checks in gw.preflight(wave, config, busy):
         ledger.checked(checks)
         views.update((c.source_server_id, c.view) for c in checks)
@@ -571,11 +563,6 @@ def _awaited(notifier: notify.Notifier, wave: Wave) -> Callable[[str], None]:
     return tell
 
 
-def _gateways(gw: Gateway | Targets) -> list[Gateway]:
-    """Each (account, region)'s gateway."""
-    return list(gw.gateways.values()) if isinstance(gw, Targets) else [gw]
-
-
 def _app_name(wave: Wave, app_id: str) -> str | None:
     return next((a.name for a in wave.applications if a.application_id == app_id), None)
 
@@ -590,7 +577,7 @@ def cmd_approve(ns: argparse.Namespace) -> int:
     at = utc_now_iso()
     with open_journal(config, wave.name, create=True) as journal:
         for app in chosen:
-            journal.record_approval(app.application_id, by=by, at=at)
+            record_approval(journal, app.application_id, by=by, at=at)
             given = journal.approvals()[app.application_id]
             label = f"{app.name} ({app.application_id})" if app.name else app.application_id
             print(f"wave {wave.name}: {label} approved by {given[0]} at {given[1]}")

@@ -46,7 +46,7 @@ Rules the table encodes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -352,6 +352,7 @@ class Ledger:
         application_gate: bool = True,
         on_application: Callable[[str, str, str | None], None] | None = None,
         require_approval: bool = False,
+        where: Mapping[str, tuple[str | None, str | None]] | None = None,
     ) -> None:
         """`writer` None is a dry run: nothing is written and nothing will be sent.
 
@@ -376,6 +377,7 @@ class Ledger:
         self._held: dict[str, str] = {}  # application -> why nothing more is sent to it
         self._on_application = on_application
         self._require_approval = require_approval
+        self._where = where or {}  # server -> (account, region) it is reached in
         self._told: set[str] = set()  # applications on_application has heard of
         for server in wave.servers:
             row = _Row(server)
@@ -1033,6 +1035,8 @@ class Ledger:
             timeline=list(row.timeline),
             launch_job_id=row.launch_job_id,
             archived_at=row.archived_at,
+            account_id=self._where.get(server.source_server_id, (None, None))[0],
+            region=self._where.get(server.source_server_id, (None, None))[1],
         )
 
     @staticmethod
@@ -1146,3 +1150,18 @@ def _unconfirmed_reason(row: _Row) -> str:
     shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
     base = row.reason or "the call's outcome is unknown"
     return f"{base}; MGN last showed {shown}"
+
+
+class ApprovalBook(Protocol):
+    """Where approvals are kept: the wave's journal (either backend)."""
+
+    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
+        """Keep the first approval of an application."""
+
+
+def record_approval(book: ApprovalBook, application_id: str, *, by: str, at: str) -> None:
+    """The one way a person's approval enters the journal (`mgn-cutover approve`, from another
+    shell). It decides nothing: the running ledger reads it and moves the application's servers
+    (APPROVE), writing their approval steps itself. Raises StateWriteError if it cannot be kept.
+    """
+    book.record_approval(application_id, by=by, at=at)

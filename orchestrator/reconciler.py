@@ -66,10 +66,6 @@ class Reconciler:
         self._wake: asyncio.Event | None = None
         self.stats = ReconcileStats()
 
-    @property
-    def pending(self) -> frozenset[str]:
-        return frozenset(self._deadlines)
-
     def deadline(self) -> float | None:
         """When (on this reconciler's clock) the last pending server's wait ends; None if none."""
         return max(self._deadlines.values(), default=None)

@@ -24,7 +24,7 @@ from structlog.contextvars import bound_contextvars
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, ExitCode, MgnError, StateWriteError
 from orchestrator.gateway import Gateway
-from orchestrator.launcher import Approvals, Launcher, archive_converged
+from orchestrator.launcher import Approvals, Launcher, archive_converged, running
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import JobView
@@ -34,7 +34,7 @@ from orchestrator.pool import FinalizePool
 from orchestrator.reconciler import Reconciler
 from orchestrator.state import RunJournal
 from orchestrator.stop import Stop, Stopped, StopReason
-from orchestrator.targets import Targets, resolved
+from orchestrator.targets import Targets, by_target, gateway_for, resolved, target_in
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +115,11 @@ async def run_wave(
             application_gate=config.application_gate,
             on_application=on_application,
             require_approval=config.require_approval,
+            where={
+                sid: (t.account_id, t.region)
+                for t, ids in resolved(config, wave).items()
+                for sid in ids
+            },
         )
         state.ledger = ledger
         log.info("run_started", servers=len(ledger.in_run()), dry_run=state.dry_run)
@@ -188,7 +193,7 @@ def _record(
         exit_code=int(wave_code),
         interrupted=stop.reason is StopReason.SIGNAL,
         config=config.as_report_dict(),
-        servers=_with_targets(ledger.results(), wave, config),
+        servers=ledger.results(),
         account_error=stop.detail if stop.reason is StopReason.ACCOUNT else None,
         run_id=run_id,
         description=wave.description,
@@ -198,16 +203,6 @@ def _record(
         run_exit_code=int(run_code) if subset else None,
         warnings=list(state.warnings),
     )
-
-
-def _with_targets(results: list[ServerResult], wave: Wave, config: Config) -> list[ServerResult]:
-    """Each result with the (account, region) its server was reached in (report.json)."""
-    target_of = {sid: t for t, ids in resolved(config, wave).items() for sid in ids}
-    for result in results:
-        target = target_of.get(result.source_server_id)
-        if target is not None:
-            result.account_id, result.region = target.account_id, target.region
-    return results
 
 
 async def _execute(
@@ -261,14 +256,14 @@ async def _execute(
             clock=clock,
             sleep=sleep,
         )
-        for target, night_gw in _gateways(gateway).items()
+        for target, night_gw in by_target(gateway).items()
     }
 
     def hand_over(launch: list[str], watch: list[str]) -> None:
         """Give each launcher the servers of its (account, region)."""
         for target, launcher in launchers.items():
-            mine = [s for s in launch if _target(gateway, s) == target]
-            watched = [s for s in watch if _target(gateway, s) == target]
+            mine = [s for s in launch if target_in(gateway, s) == target]
+            watched = [s for s in watch if target_in(gateway, s) == target]
             if mine or watched:
                 launcher.add(mine, watched)
 
@@ -335,22 +330,7 @@ async def _execute(
     await _final_read(gateway, ledger, stop)
     if config.archive and not ledger.dry_run:
         state.phase = "archive"
-        await archive_converged(lambda sid: _gateway_of(gateway, sid), ledger, stop)
-
-
-def _gateways(gateway: Gateway | Targets) -> dict[object, Gateway]:
-    """Each (account, region)'s gateway (one, keyed None, without Targets)."""
-    if isinstance(gateway, Targets):
-        return {target: gw for target, gw in gateway.gateways.items()}
-    return {None: gateway}
-
-
-def _target(gateway: Gateway | Targets, server_id: str) -> object:
-    return gateway.target_of(server_id) if isinstance(gateway, Targets) else None
-
-
-def _gateway_of(gateway: Gateway | Targets, server_id: str) -> Gateway:
-    return gateway.gateway_of(server_id) if isinstance(gateway, Targets) else gateway
+        await archive_converged(lambda sid: gateway_for(gateway, sid), ledger, stop)
 
 
 async def recent_jobs(gateway: Gateway, stop: Stop) -> list[JobView]:
@@ -360,6 +340,14 @@ async def recent_jobs(gateway: Gateway, stop: Stop) -> list[JobView]:
         gateway.reads.call(lambda: gateway.client.describe_jobs(from_date=since))
     )
     return jobs
+
+
+async def busy_servers(gateway: Gateway | Targets, stop: Stop) -> dict[str, str]:
+    """Servers in launch jobs still running, in every (account, region): `plan --launch`."""
+    busy: dict[str, str] = {}
+    for night_gw in by_target(gateway).values():
+        busy.update(running(await recent_jobs(night_gw, stop)))
+    return busy
 
 
 def _narrow(wave: Wave, ledger: Ledger) -> Wave:

@@ -153,9 +153,7 @@ class Targets:
                 settings = route.settings
                 if self._endpoint_source is not None:
                     settings = replace(settings, endpoint_source=self._endpoint_source)
-                client = await self._stack.enter_async_context(
-                    MgnClient(settings, session=session)
-                )
+                client = await self._stack.enter_async_context(MgnClient(settings, session=session))
             except AccountError as err:
                 self._block(target, str(err))
                 return
@@ -360,3 +358,20 @@ async def _merged(streams: Sequence[AsyncIterator[list[Check]]]) -> AsyncIterato
 def _part(wave: Wave, server_ids: set[str]) -> Wave:
     apps = tuple(a for a in wave.applications if set(a.server_ids) <= server_ids and a.servers)
     return replace(wave, applications=apps)
+
+
+def by_target(gateway: Gateway | Targets) -> dict[Target | None, Gateway]:
+    """Each (account, region)'s gateway; a lone Gateway is keyed None."""
+    if isinstance(gateway, Targets):
+        return {target: gw for target, gw in gateway.gateways.items()}
+    return {None: gateway}
+
+
+def target_in(gateway: Gateway | Targets, server_id: str) -> Target | None:
+    """The (account, region) a server is reached in (None with a lone Gateway)."""
+    return gateway.target_of(server_id) if isinstance(gateway, Targets) else None
+
+
+def gateway_for(gateway: Gateway | Targets, server_id: str) -> Gateway:
+    """The gateway a server is reached through."""
+    return gateway.gateway_of(server_id) if isinstance(gateway, Targets) else gateway
