@@ -79,12 +79,14 @@ class Verdict:
     notes: tuple[tuple[str, str | None], ...] = ()
 
 
-def judge(launch: LaunchView | None, view: ServerView | None) -> Verdict:
+def judge(launch: LaunchView | None, view: ServerView | None, *, job_done: bool = True) -> Verdict:
     """The verdict on one launched server from its job's report and its source server record.
 
-    Verified: launch LAUNCHED (or, with no job report, an instance), first boot SUCCEEDED and
-    every post-launch action marked must-succeed SUCCESS. Failed: launch FAILED, first boot
-    STOPPED, a must-succeed action FAILED, or the server left CUTTING_OVER some other way.
+    Verified: launch LAUNCHED (or, with no job report, an instance), first boot SUCCEEDED,
+    every post-launch action marked must-succeed SUCCESS, and the job COMPLETED (`job_done`): a
+    job lists an action only once it has started, so until the job ends an action not yet
+    listed may still be one that must succeed. Failed: launch FAILED, first boot STOPPED, a
+    must-succeed action FAILED, or the server left CUTTING_OVER some other way.
     """
     notes: list[tuple[str, str | None]] = []
     instance = (launch.ec2_instance_id if launch else None) or (
@@ -117,8 +119,13 @@ def judge(launch: LaunchView | None, view: ServerView | None) -> Verdict:
             pending_actions = True
         elif action.status == "SUCCESS":
             notes.append(("post_launch_action", f"{action.name} SUCCESS"))
-    done = launched and first_boot == SUCCEEDED and not pending_actions
+    done = launched and first_boot == SUCCEEDED and not pending_actions and job_done
     return Verdict(verified=done, notes=tuple(notes))
+
+
+def running(jobs: Sequence[JobView]) -> dict[str, str]:
+    """The servers of the jobs still running, with each one's job ID."""
+    return {p.source_server_id: job.job_id for job in jobs if job.active for p in job.servers}
 
 
 class Launcher:
@@ -157,9 +164,6 @@ class Launcher:
         self._refused_at: float | None = None  # when MGN last refused a job on a quota
         self._max_batch = MAX_SERVERS_PER_JOB  # smaller once MGN shows a lower quota
         self._failed_at: dict[str, float] = {}  # application -> when its revert was due
-        self.jobs_started = 0
-        self.slots_used_s = 0.0  # server-seconds in active jobs, for the benchmark
-        self.launch_phase_s: float | None = None
 
     def add(self, launch: Sequence[str], watch: Sequence[str]) -> None:
         """Queue servers to launch (whole applications) and servers already launched."""
@@ -172,12 +176,10 @@ class Launcher:
     def busy(self, jobs: Sequence[JobView]) -> dict[str, str]:
         """Servers in jobs still running (found before the first launch): they count against
         the quotas and are not launched."""
-        out: dict[str, str] = {}
         for job in jobs:
             if job.active:
                 self._quota.active[job.job_id] = {p.source_server_id for p in job.servers}
-                out.update((p.source_server_id, job.job_id) for p in job.servers)
-        return out
+        return running(jobs)
 
     def close(self) -> None:
         """Nothing more will be added: end once everything added is settled."""
@@ -186,7 +188,6 @@ class Launcher:
 
     async def run(self) -> None:
         """Launch, watch, verify until done, or the run stops sending."""
-        started = self._clock()
         while not self._stop.sends_stopped:
             try:
                 await self._schedule()
@@ -200,8 +201,6 @@ class Launcher:
                 return
             except StateWriteError:
                 return  # the ledger has stopped the run
-            if not self._queue and self.launch_phase_s is None and self.jobs_started:
-                self.launch_phase_s = self._clock() - started
             if self._closed and self._idle():
                 return
             await self._nap(self._config.poll_interval_s)
@@ -295,7 +294,6 @@ class Launcher:
     def _accepted(self, batch: Sequence[str], job_id: str) -> None:
         self._ledger.launch_accepted(batch, job_id)
         self._quota.active.setdefault(job_id, set()).update(batch)
-        self.jobs_started += 1
         log.info("launch_job_started", jobID=job_id, servers=len(batch))
 
     def _requeue(self, batch: list[str], why: str) -> None:
@@ -366,7 +364,9 @@ class Launcher:
             known = jobs.get(in_job) if in_job else None
             parts = known.servers if known else ()
             launch = next((p for p in parts if p.source_server_id == sid), None)
-            verdict = judge(launch, views.get(sid))
+            # A job we cannot see (none recorded) cannot hold back actions we know nothing of.
+            job_done = known is None if in_job is None else known is not None and not known.active
+            verdict = judge(launch, views.get(sid), job_done=job_done)
             for event, detail in verdict.notes:
                 self._ledger.note(sid, event, detail)
             since = self._ledger.watching_since(sid, now)

@@ -369,3 +369,15 @@ def test_verify_instances_checks_the_launched_instances_on_ec2(
             for i in r["Instances"]
         }
         assert launched and launched <= running
+
+
+def test_a_server_is_verified_only_once_its_launch_job_ended() -> None:
+    """A job lists a post-launch action only once it starts: booted, no action listed yet and
+    the job still running is not verified (a must-succeed action may still come)."""
+    from orchestrator.launcher import judge
+    from orchestrator.mgn import LaunchView, ServerView
+
+    launch = LaunchView(sid(0, 0), "LAUNCHED", "i-0123456789abcdef0")
+    booted = ServerView(sid(0, 0), lifecycle_state="CUTTING_OVER", first_boot="SUCCEEDED")
+    assert not judge(launch, booted, job_done=False).verified
+    assert judge(launch, booted, job_done=True).verified
