@@ -26,7 +26,7 @@ from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import JOURNAL_FILE, JournalEntry
 from orchestrator.ledger import Fate, Ledger, record_approval
 from orchestrator.mgn import MgnClient, ServerView
-from orchestrator.outcome import Outcome, RunRecord, ServerResult, exit_meaning
+from orchestrator.outcome import Outcome, RunRecord, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.progress import Progress, Terminal, final_summary
 from orchestrator.publish import publish_report
@@ -736,7 +736,7 @@ def cmd_status(ns: argparse.Namespace) -> int:
     if wave is not None:
         server_targets = status.targets(wave)
     else:
-        server_targets = _journal_targets(config, entries, last, record)
+        server_targets = status.journal_targets(config, entries, last, record)
     views = _read_views(config, server_targets)
     running = status.run_in_progress(config.state_dir, ns.wave)
     print(status.render(ns.wave, server_targets, entries, last, views, running, waiting))
@@ -746,30 +746,6 @@ def cmd_status(ns: argparse.Namespace) -> int:
 def journal_path(state_dir: Path, wave: str) -> Path:
     """Where the wave's journal would be (it may not exist yet)."""
     return wave_dir(state_dir, wave) / JOURNAL_FILE
-
-
-def _journal_targets(
-    config: Config,
-    entries: dict[str, JournalEntry],
-    last: dict[str, ServerResult],
-    record: RunRecord | None,
-) -> list[status.Target]:
-    """Without a plan: the servers the journal and the last run know, in the last run's
-    account and region (the plan is needed for each application's own)."""
-    account = region = None
-    if record is not None:
-        account = str(record.config.get("account_id") or "") or None
-        region = str(record.config.get("region") or "") or None
-    found = []
-    for sid in sorted(set(entries) | set(last)):
-        app_id = entries[sid].application_id if sid in entries else last[sid].application_id
-        result = last.get(sid)
-        name = result.application_name if result else None
-        # Each server where the last run reached it (its own account and region), else the run's.
-        where_account = (result.account_id if result else None) or account or config.account_id
-        where_region = (result.region if result else None) or region or config.region
-        found.append(status.Target(sid, app_id, name, where_account, where_region))
-    return found
 
 
 def _read_views(config: Config, server_targets: list[status.Target]) -> dict[str, ServerView]:

@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.config import Config
 from orchestrator.files import wave_dir
 from orchestrator.journal import JournalEntry, StepEntry
 from orchestrator.lock import LOCK_FILE
 from orchestrator.mgn import ServerView
-from orchestrator.outcome import ServerResult
+from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 
 # Journal states whose finalize may have gone out and that MGN has not confirmed yet.
@@ -190,3 +191,27 @@ def render(
     if approvals:
         lines += ["", f"Waiting for approval: {len(approvals)}", *approvals]
     return "\n".join(lines)
+
+
+def journal_targets(
+    config: Config,
+    entries: dict[str, JournalEntry],
+    last: dict[str, ServerResult],
+    record: RunRecord | None,
+) -> list[Target]:
+    """Without a plan: the servers the journal and the last run know, in the last run's
+    account and region (the plan is needed for each application's own)."""
+    account = region = None
+    if record is not None:
+        account = str(record.config.get("account_id") or "") or None
+        region = str(record.config.get("region") or "") or None
+    found = []
+    for sid in sorted(set(entries) | set(last)):
+        app_id = entries[sid].application_id if sid in entries else last[sid].application_id
+        result = last.get(sid)
+        name = result.application_name if result else None
+        # Each server where the last run reached it (its own account and region), else the run's.
+        where_account = (result.account_id if result else None) or account or config.account_id
+        where_region = (result.region if result else None) or region or config.region
+        found.append(Target(sid, app_id, name, where_account, where_region))
+    return found
