@@ -85,10 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--concurrency", str(args.concurrency), "--finalize-rate", f"{args.quota:g}"]
         cmd += ["--describe-rate", "50", "--poll-interval", "0.5", "--log-format", "json"]
         cmd += ["--timeout", f"{max(120.0, 4 * bound_s):g}"]
+        emu_cpu = emu.cpu_s()
         run = bench.measure(
             cmd, bench.clean_env(emu.url, folder), folder, "run", timeout_s=120 + 4 * bound_s
         )
         stats = emu.get("stats")
+        emulator_cpu_s = emu.cpu_s() - emu_cpu
     report = folder / "reports" / "accounts" / "report.json"
     outcomes = Counter(s["outcome"] for s in json.loads(report.read_text())["servers"])
     calls = sum(stats["calls"].values())
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_s": round(run.cpu_s, 2),
         "cpu_ms_per_call": round(1000 * run.cpu_s / max(1, calls), 3),
         "peak_rss_mb": round(run.maxrss_kb / 1024, 1),
+        "emulator_cpu_s": round(emulator_cpu_s, 2),
         "folder": str(folder),
     }
     print(json.dumps(result))

@@ -59,8 +59,9 @@ async def call_with_retries(
 ) -> T:
     """Run `call` under `limiter` until it succeeds, fails for good, or the policy gives up.
 
-    `gate` (a semaphore) is held only around each attempt, not while backing off, so a
-    server waiting out `Retry-After` does not hold a concurrency slot.
+    `gate` (a semaphore) is held only around each attempt, not while waiting for the rate slot
+    or backing off, so a server waiting out `Retry-After` or its account's quota does not hold
+    a concurrency slot.
     Raises the last RetryableError when attempts or the deadline run out, any other error at
     once, and Stopped when `should_stop()` turns true before an attempt.
     """
@@ -68,10 +69,12 @@ async def call_with_retries(
     started: float | None = None
     attempt = 0
     while True:
+        if should_stop():
+            raise Stopped()
+        # The rate slot first, then the gate: a call waiting for its own (account, region)'s
+        # slot must not hold a concurrency slot that a call to another account could use.
+        await limiter.acquire()
         async with gate or contextlib.nullcontext():
-            if should_stop():
-                raise Stopped()
-            await limiter.acquire()
             if should_stop():
                 raise Stopped()
             attempt += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -143,3 +144,34 @@ async def test_throttling_slows_the_shared_limiter() -> None:
     )
     assert limiter.rate_per_s < 100
     assert limiter.throttle_count == 1
+
+
+async def test_a_call_waiting_for_its_accounts_rate_slot_holds_no_concurrency_slot() -> None:
+    """Two accounts share one gate of 2: the slow account's queue (1 call/s) must not keep the
+    fast account (100 calls/s) waiting behind it for gate slots."""
+    vt = VirtualTime()
+    gate = asyncio.Semaphore(2)
+    slow = RateLimiter(1, clock=vt.clock, sleep=vt.sleep)
+    fast = RateLimiter(100, clock=vt.clock, sleep=vt.sleep)
+    done: dict[str, list[float]] = {"slow": [], "fast": []}
+
+    def one(name: str, limiter: RateLimiter) -> object:
+        async def call() -> str:
+            await vt.sleep(0.01)  # 10 ms on the wire
+            done[name].append(vt.now)
+            return "ok"
+
+        return call_with_retries(
+            call, policy=RetryPolicy(), limiter=limiter, sleep=vt.sleep, clock=vt.clock, gate=gate
+        )
+
+    async def both() -> None:
+        slow_calls = [one("slow", slow) for _ in range(10)]
+        fast_calls = [one("fast", fast) for _ in range(10)]
+        await asyncio.gather(*slow_calls, *fast_calls)  # type: ignore[arg-type]
+
+    await vt.run(both())
+    assert len(done["fast"]) == 10 and len(done["slow"]) == 10
+    # The fast account is done within its own pace (10 calls at 100/s + latency), not ~9 s later.
+    assert max(done["fast"]) < 0.5, done["fast"]
+    assert max(done["slow"]) >= 9.0
