@@ -1,8 +1,10 @@
 """The AWS boundary: every botocore call this project makes, and every botocore error translated.
 
-Nothing else in the package imports botocore, boto3 or aioboto3. Each method makes exactly one
-attempt (botocore's own retries are off because botocore ignores `Retry-After`); retrying is the
-caller's business (`orchestrator.retry`).
+Nothing else in the package imports botocore, boto3 or aioboto3, but `wire`, which sends the
+calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID) through this client's
+endpoint, credentials and connection pool without botocore's per-request machinery. Each method
+makes exactly one attempt (botocore's own retries are off because botocore ignores
+`Retry-After`); retrying is the caller's business (`orchestrator.retry`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import botocore.session
 from aiobotocore.config import AioConfig
 from botocore.parsers import ResponseParserError
 
-from orchestrator.answers import PROBLEM_KEY, make_hook
+from orchestrator import __version__
+from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook
 from orchestrator.errors import (
     AccountError,
     ConfigError,
@@ -34,6 +37,7 @@ from orchestrator.errors import (
     RetryableError,
     ThrottledError,
 )
+from orchestrator.wire import AnswerError, Wire, WireError
 
 MAX_IDS_PER_DESCRIBE = 200  # DescribeSourceServers filters.sourceServerIDs max
 MAX_IDS_PER_INSTANCE_STATUS = 100
@@ -354,7 +358,11 @@ def translate(exc: BaseException) -> MgnCutoverError:
 
 
 def _translate_client_error(exc: bce.ClientError) -> MgnCutoverError:
-    response: dict[str, Any] = exc.response
+    return translate_response(exc.response)
+
+
+def translate_response(response: dict[str, Any]) -> MgnCutoverError:
+    """An error answer shaped as botocore's ClientError.response, in the project's tree."""
     error = response.get("Error", {})
     code = str(error.get("Code") or "Unknown")
     message = _one_line(str(error.get("Message") or response.get("message") or code))
@@ -393,6 +401,20 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+def _page(answer: Any) -> dict[str, Any]:
+    """A DescribeSourceServers page whose frame fits the model (its items are checked one by
+    one later); raises the ambiguous ResponseParserError botocore's parser would raise."""
+    items = answer.get("items") if isinstance(answer, dict) else None
+    token = answer.get("nextToken") if isinstance(answer, dict) else None
+    if not isinstance(answer, dict) or (items is not None and not isinstance(items, list)) or (
+        token is not None and not isinstance(token, str)
+    ):
+        raise RetryableError(
+            "ResponseParserError", "DescribeSourceServers: the page is off-model", ambiguous=True
+        )
+    return answer
+
+
 class MgnClient:
     """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
 
@@ -403,6 +425,7 @@ class MgnClient:
         self._client: Any = None
         self._ec2: Any = None
         self._session: Any = session
+        self._wire: Wire | None = None
 
     async def __aenter__(self) -> MgnClient:
         s = self.settings
@@ -418,14 +441,18 @@ class MgnClient:
             await self._stack.aclose()
             raise self._located(translate(exc)) from exc
         self._check_answers(self._client)
+        user_agent = f"mgn-cutover/{__version__} botocore/{botocore.__version__}"
+        self._wire = Wire(self._client, user_agent)
         return self
 
-    @staticmethod
-    def _check_answers(client: Any) -> None:
-        """Catch off-model SourceServer answers before botocore's parser sees them."""
+    def _check_answers(self, client: Any) -> None:
+        """Catch off-model SourceServer answers: in the lean calls' JSON, and before
+        botocore's parser sees them in the others."""
         model = client.meta.service_model
         use_model(model)
         server_shape = model.shape_for("SourceServer")
+        self._check_answer = compile_check(server_shape, "answer")
+        self._check_item = compile_check(server_shape, "item")
         events = client.meta.events
         events.register(
             "before-parse.mgn.DescribeSourceServers", make_hook(server_shape, single=False)
@@ -460,6 +487,21 @@ class MgnClient:
         except Exception as exc:
             raise self._located(translate(exc)) from exc
         return response
+
+    async def _send(self, operation: str, params: dict[str, Any]) -> Any:
+        """One lean call (`wire`); errors translated exactly as `_call` translates them."""
+        assert self._wire is not None, "MgnClient used outside `async with`"
+        try:
+            return await self._wire.call(operation, params)
+        except asyncio.CancelledError:
+            raise
+        except WireError as err:
+            raise self._located(translate_response(err.response)) from None
+        except AnswerError as err:
+            # An answer we cannot read: for a mutating call it may still have taken effect.
+            raise RetryableError("ResponseParserError", str(err), ambiguous=True) from None
+        except Exception as exc:
+            raise self._located(translate(exc)) from exc
 
     def _located(self, err: MgnCutoverError) -> MgnCutoverError:
         """The error with what a person needs to act on it: which endpoint setting was used for
@@ -501,8 +543,9 @@ class MgnClient:
             **self._account(),
         }
         while True:
-            page = await self._call(self._client, "describe_source_servers", **params)
-            problems = page.get(PROBLEM_KEY) or {}
+            page, problems = check_items(
+                _page(await self._send("DescribeSourceServers", params)), self._check_item
+            )
             for item in page.get("items") or []:
                 if isinstance(item, dict):
                     if item.get("sourceServerID") in problems:
@@ -575,9 +618,11 @@ class MgnClient:
     async def finalize(self, server_id: str) -> ServerView | None:
         """FinalizeCutover for one server. Irreversible. Returns MGN's answer as a view (None
         when the answer had no readable server). Raises MgnError subclasses."""
-        answer = await self._call(
-            self._client, "finalize_cutover", sourceServerID=server_id, **self._account()
+        answer = await self._send(
+            "FinalizeCutover", {"sourceServerID": server_id, **self._account()}
         )
+        if not isinstance(answer, dict) or self._check_answer(answer) is not None:
+            return None  # accepted, but off-model: the reconciler reads the server instead
         return parse_server(answer)
 
     async def start_cutover(self, server_ids: Sequence[str]) -> JobView | None:

@@ -1,0 +1,192 @@
+"""The calls a night makes by the thousand, sent without botocore's per-request machinery.
+
+FinalizeCutover (once per server) and DescribeSourceServers by ID (pre-flight and polling) are
+most of a run's requests. Through the botocore client each costs ~1.6 ms of CPU here (event
+hooks, parameter validation, a user agent rebuilt per request, signing, and a parse of the whole
+SourceServer record), more than the run's whole budget per call. `Wire` sends them lean:
+
+- the request: the operation's method and path from the client's own service model, the body
+  as compact JSON (the emulator checks every request against that model);
+- signing: SigV4 with a per-day signing key (`sign`, checked against botocore's `SigV4Auth` in
+  tests/test_wire.py), with the client's own credentials object, so refreshable (assumed-role)
+  credentials refresh as they do for the client;
+- sending: through the client's own HTTP session: the same connection pool, timeouts, proxies
+  and TLS settings, and the same botocore exceptions for a failed connection;
+- answers: read as JSON; an error keeps botocore's wire rules (`x-amzn-ErrorType` first, then the
+  body's `code`) and becomes the same botocore-shaped error response the client would raise.
+
+Every other call goes through the botocore client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http
+import json
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from botocore.awsrequest import AWSPreparedRequest
+from botocore.exceptions import NoCredentialsError
+
+_ALGORITHM = "AWS4-HMAC-SHA256"
+_STATUSES = frozenset(s.value for s in http.HTTPStatus)
+
+
+class WireError(Exception):
+    """MGN answered with an error: `response` is shaped as botocore's ClientError.response."""
+
+    def __init__(self, response: dict[str, Any]) -> None:
+        super().__init__(response["Error"]["Code"])
+        self.response = response
+
+
+class AnswerError(Exception):
+    """MGN answered 2xx with a body that is not JSON."""
+
+
+def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    """SigV4's derived key for one day, region and service."""
+    key = hmac.new(f"AWS4{secret_key}".encode(), date.encode(), hashlib.sha256).digest()
+    for part in (region, service, "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return key
+
+
+def sign(
+    *,
+    method: str,
+    host: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    amz_date: str,
+    access_key: str,
+    key: bytes,
+    scope: str,
+) -> str:
+    """The `Authorization` header of a SigV4 request with no query string, signing `host` and
+    every header in `headers` (names as given; values trimmed, as botocore does)."""
+    signed = {"host": host, **{k.lower(): " ".join(v.split()) for k, v in headers.items()}}
+    names = sorted(signed)
+    canonical = "\n".join(
+        (
+            method,
+            path,
+            "",
+            "".join(f"{name}:{signed[name]}\n" for name in names),
+            ";".join(names),
+            hashlib.sha256(body).hexdigest(),
+        )
+    )
+    to_sign = "\n".join(
+        (_ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest())
+    )
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return (
+        f"{_ALGORITHM} Credential={access_key}/{scope}, SignedHeaders={';'.join(names)}, "
+        f"Signature={signature}"
+    )
+
+
+class Wire:
+    """Lean REST-JSON calls through one botocore MGN client's endpoint, credentials and pool."""
+
+    def __init__(self, client: Any, user_agent: str) -> None:
+        meta = client.meta
+        self._url = meta.endpoint_url.rstrip("/")
+        parts = urlsplit(self._url)
+        default_port = {"https": 443, "http": 80}.get(parts.scheme)
+        self._host = parts.hostname or ""
+        if parts.port is not None and parts.port != default_port:
+            self._host = f"{self._host}:{parts.port}"
+        self._prefix = parts.path.rstrip("/")
+        self._region = meta.region_name
+        self._service = meta.service_model.signing_name
+        self._routes = {
+            name: (op.http["method"], op.http["requestUri"])
+            for name in ("FinalizeCutover", "DescribeSourceServers")
+            for op in (meta.service_model.operation_model(name),)
+        }
+        # aiobotocore keeps these private; they are what the client itself sends with.
+        self._http = client._endpoint.http_session
+        self._credentials = client._request_signer._credentials
+        self._user_agent = user_agent
+        self._key: tuple[str, str, bytes] | None = None  # (secret, date, derived key)
+
+    async def call(self, operation: str, params: dict[str, Any]) -> Any:
+        """One request; the answer's JSON, any JSON value (the caller checks its shape).
+
+        Raises WireError for an error answer, AnswerError for a 2xx answer that is not JSON,
+        botocore exceptions for connection failures and missing or unrefreshable credentials.
+        """
+        method, route = self._routes[operation]
+        path = self._prefix + route
+        body = json.dumps(params, separators=(",", ":")).encode()
+        credentials = None
+        if self._credentials is not None:
+            credentials = await self._credentials.get_frozen_credentials()
+        if credentials is None or not credentials.access_key:
+            raise NoCredentialsError()
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        date = amz_date[:8]
+        key = self._key
+        if key is None or key[0] != credentials.secret_key or key[1] != date:
+            derived = signing_key(credentials.secret_key, date, self._region, self._service)
+            key = self._key = (credentials.secret_key, date, derived)
+        headers = {"Content-Type": "application/json", "X-Amz-Date": amz_date}
+        if credentials.token:
+            headers["X-Amz-Security-Token"] = credentials.token
+        headers["Authorization"] = sign(
+            method=method,
+            host=self._host,
+            path=path,
+            headers=headers,
+            body=body,
+            amz_date=amz_date,
+            access_key=credentials.access_key,
+            key=key[2],
+            scope=f"{date}/{self._region}/{self._service}/aws4_request",
+        )
+        headers["User-Agent"] = self._user_agent
+        request = AWSPreparedRequest(method, self._url + route, headers, body, False)
+        response = await self._http.send(request)
+        raw = await response.content
+        status = int(response.status_code)
+        if status >= 300:
+            raise WireError(error_response(status, dict(response.headers), raw))
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            raise AnswerError(f"{operation}: the answer is not JSON: {exc}") from None
+        return answer
+
+
+def error_response(status: int, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+    """An error answer as botocore's REST-JSON parser shapes it (tests/test_wire.py compares
+    the two): a 5xx with an empty or HTML body is generic (the status and its reason); else the
+    code from the `x-amzn-ErrorType` header, else the body's `code`/`Code`, else its `__type`,
+    else the status; the message from the body (or the body's text when it is not JSON)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    meta = {"HTTPStatusCode": status, "HTTPHeaders": lowered}
+    stripped = raw.strip()
+    if status >= 500 and (not stripped or stripped.startswith(b"<html>")):
+        reason = http.HTTPStatus(status).phrase if status in _STATUSES else ""
+        return {"Error": {"Code": str(status), "Message": reason}, "ResponseMetadata": meta}
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        body = json.loads(text) if raw else {}
+    except ValueError:
+        body = {"message": text}
+    if not isinstance(body, dict):
+        body = {}
+    message = body.get("message", body.get("Message", ""))
+    code = body.get("__type", str(status))
+    if "x-amzn-errortype" in lowered:
+        code = lowered["x-amzn-errortype"]
+    elif "code" in body or "Code" in body:
+        code = body.get("code", body.get("Code", ""))
+    code = str(code).split(":", 1)[0].rsplit("#", 1)[-1]
+    return {"Error": {"Code": code, "Message": str(message)}, "ResponseMetadata": meta}
