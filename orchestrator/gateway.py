@@ -65,6 +65,11 @@ class Gateway:
             limiter=self.finalize_limiter, should_stop=lambda: self.stop.sends_stopped
         )
 
+    def stop_of(self, server_id: str) -> Stop:
+        """The stop that governs a server reached through this gateway: its own."""
+        del server_id
+        return self.stop
+
     async def describe(
         self, server_ids: Sequence[str], states: Sequence[str] = ()
     ) -> list[ServerView]:

@@ -478,14 +478,15 @@ class Launcher:
 
 
 async def archive_converged(
-    gateway_of: Callable[[str], Gateway], ledger: Ledger, stop: Stop
+    gateway_of: Callable[[str], Gateway], ledger: Ledger, stop_of: Callable[[str], Stop]
 ) -> None:
     """`--archive`: MarkAsArchived each server MGN shows CUTOVER + DISCONNECTED (through the
-    gateway of its account and region)."""
+    gateway of its account and region), unless the stop that governs it (the run's, or its
+    target's part) has stopped sending; an account error stops that part only."""
     for sid in ledger.to_archive():
-        gateway = gateway_of(sid)
+        gateway, stop = gateway_of(sid), stop_of(sid)
         if stop.sends_stopped:
-            return
+            continue
         try:
             ledger.archive_started(sid)
         except StateWriteError:
@@ -493,10 +494,9 @@ async def archive_converged(
         try:
             await stop.guard(gateway.reads.call(functools.partial(gateway.client.archive, sid)))
         except Stopped:
-            return
+            continue
         except AccountError as err:
             stop.request(StopReason.ACCOUNT, str(err))
-            return
         except MgnError as err:
             ledger.archive_failed(sid, err)
         else:

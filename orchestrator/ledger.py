@@ -353,6 +353,7 @@ class Ledger:
         on_application: Callable[[str, str, str | None], None] | None = None,
         require_approval: bool = False,
         where: Mapping[str, tuple[str | None, str | None]] | None = None,
+        stop_of: Callable[[str], Stop] | None = None,
     ) -> None:
         """`writer` None is a dry run: nothing is written and nothing will be sent.
 
@@ -361,12 +362,16 @@ class Ledger:
 
         `covered`: the application IDs this run works on (None: all); the other servers keep
         their `carried` row (their last known outcome) in the report.
+
+        `stop_of`: the stop that governs a server (its (account, region)'s part of `stop`, which
+        an account error stops alone); `stop` itself by default.
         """
         self.wave = wave
         self.dry_run = writer is None
         self._writer = writer
         self._run_id = run_id
         self._stop = stop
+        self._stop_of = stop_of or (lambda _server_id: stop)
         self._now = now_iso
         self._gate = application_gate
         self._entries = entries or {}
@@ -937,19 +942,14 @@ class Ledger:
             self._move(row, Event.EXPIRED, F.TIMED_OUT, self._late_reason(row))
 
     def settle(self) -> None:
-        """End of run: give every server not yet final its final state, with why."""
-        stop = self._stop
-        stopped_why = (
-            {
-                StopReason.SIGNAL: "run interrupted",
-                StopReason.ACCOUNT: f"account error ({stop.detail})",
-                StopReason.LOCAL_STATE: "local state could not be written",
-                StopReason.WINDOW: "window closed",
-            }.get(stop.reason, "run ended")
-            if stop.reason
-            else "run ended"
-        )
+        """End of run: give every server not yet final its final state, with why (the stop
+        that governs it: the run's, or an account error that stopped its target only)."""
         for row in self._rows.values():
+            stop = self._stop_of(row.server.source_server_id)
+            stopped_why = _stopped_why(stop)
+            failed = stop.failure is not None  # its target stopped alone; the rest went on
+            if failed and row.fate is F.UNCHECKED:
+                row.reason = f"{stopped_why} before this server was read; rerun the wave"
             if row.fate is F.UNCHECKED:
                 self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, row.reason)
             elif row.fate is F.READY:
@@ -962,7 +962,8 @@ class Ledger:
                 else:
                     self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, stopped_why)
             elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
-                self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row))
+                unread = stopped_why if failed else None  # no longer polled: MGN unreadable
+                self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row, unread))
             elif row.fate is F.LAUNCH_READY:
                 why = f"{stopped_why} before StartCutover was sent; rerun the wave"
                 self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
@@ -979,6 +980,8 @@ class Ledger:
                 row.reason = self._late_reason(row)  # from MGN's last word, read at the end
             elif row.fate is F.UNCONFIRMED and row.view is not None:
                 row.reason = _unconfirmed_reason(row)
+            if failed and row.fate is F.UNCONFIRMED and "account error" not in (row.reason or ""):
+                row.reason = f"{row.reason}; {stopped_why}: MGN could no longer be read to confirm"
 
     def not_checked(self, why: str) -> None:
         """The pre-flight could not read these servers: say why they were never checked."""
@@ -994,13 +997,20 @@ class Ledger:
 
     def exit_code(self, *, covered_only: bool) -> ExitCode:
         """0 only when every server (of the covered applications, or of the whole wave)
-        converged and nothing stopped the run; the stop reason's code first."""
+        converged and nothing stopped the run; the stop reason's code first, then 4 when an
+        account error that stopped one target left a server of it undone."""
         if self._stop.exit_code is not None and self._stop.reason is not StopReason.WINDOW:
             return self._stop.exit_code
         rows = self.results()
         if covered_only and self.covered is not None:
             rows = [r for r in rows if r.application_id in self.covered]
-        converged = all(r.outcome in CONVERGED_OUTCOMES for r in rows)
+        undone = [r.source_server_id for r in rows if r.outcome not in CONVERGED_OUTCOMES]
+        if any(
+            self._rows[sid].fate is not F.UNCOVERED and self._stop_of(sid).failure is not None
+            for sid in undone
+        ):
+            return ExitCode.ACCOUNT
+        converged = not undone
         return ExitCode.OK if converged else ExitCode.NOT_CONVERGED
 
     def _result(self, row: _Row) -> ServerResult:
@@ -1126,15 +1136,34 @@ class Ledger:
         return new if new is not None else old
 
     @staticmethod
-    def _late_reason(row: _Row) -> str:
+    def _late_reason(row: _Row, unread: str | None = None) -> str:
+        """Why MGN has not confirmed it; `unread`: why MGN could no longer be read."""
         view = row.view
         shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
+        if unread is not None:
+            done = "finalize accepted" if row.ours or row.ambiguous else "cut over outside this run"
+            return (
+                f"{done}; {unread}: MGN could no longer be read to confirm it (it last showed "
+                f"{shown}); rerun later: it only polls, never finalizes again"
+            )
         if not (row.ours or row.ambiguous):
             return f"cut over outside this run; MGN still shows {shown}; rerun later to confirm"
         return (
             f"finalize accepted; MGN still shows {shown}; rerun later: "
             "it only polls, never finalizes again"
         )
+
+
+def _stopped_why(stop: Stop) -> str:
+    """Why the run ended early for the servers `stop` governs ("run ended" if it did not)."""
+    if stop.reason is None:
+        return "run ended"
+    return {
+        StopReason.SIGNAL: "run interrupted",
+        StopReason.ACCOUNT: f"account error ({stop.detail})",
+        StopReason.LOCAL_STATE: "local state could not be written",
+        StopReason.WINDOW: "window closed",
+    }[stop.reason]
 
 
 def _refusal_reason(err: MgnError, attempts: int) -> str:

@@ -28,7 +28,7 @@ EXIT_MEANINGS = {
     "or the run was interrupted",
     2: "bad input, config or journal",
     3: "another run holds this wave's lock",
-    4: "account or credential error: nothing more was sent for this wave",
+    4: "account or credential error: nothing more was sent to that account",
     5: "local state (the journal) could not be written: nothing more was sent",
     6: "started outside its cutover window: nothing was sent",
 }

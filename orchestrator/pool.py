@@ -5,7 +5,8 @@ place, `_finalize_one`, catches every per-server failure and reports it as an ev
 attempt it asks the ledger whether the server may still be sent (its application may be held)
 and has the ledger journal the intent. Once the run stops, nothing new is sent: servers waiting
 for a slot, a rate-limit token or a backoff stop at once; calls on the wire are awaited
-`GRACE_S` when the run halts, then abandoned as ambiguous.
+`GRACE_S` when the run halts, then abandoned as ambiguous. A server's own stop (`stop_of`, its
+(account, region)'s part of the run's stop) does the same for that target's servers only.
 """
 
 from __future__ import annotations
@@ -60,10 +61,12 @@ class FinalizePool:
         concurrency: int,
         stop: Stop,
         on_waiting: Callable[[str], None],
+        stop_of: Callable[[str], Stop] | None = None,
         grace_s: float = GRACE_S,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        """`on_waiting`: called for each server the reconciler must now watch."""
+        """`on_waiting`: called for each server the reconciler must now watch; `stop_of`: the
+        stop that governs a server (its target's part of `stop`; `stop` itself by default)."""
         self._finalize = finalize
         self._describe = describe
         self._ledger = ledger
@@ -71,6 +74,8 @@ class FinalizePool:
         self._reads = _per_server(reads)
         self._sem = asyncio.Semaphore(concurrency)
         self._stop = stop
+        self._stop_of = stop_of or (lambda _server_id: stop)
+        self._watchers: dict[Stop, asyncio.Future[None]] = {}
         self._on_waiting = on_waiting
         self._grace_s = grace_s
         self._sleep = sleep
@@ -97,7 +102,7 @@ class FinalizePool:
 
     async def run(self) -> None:
         """Work until the intake is closed and every submitted server has been reported."""
-        watcher = asyncio.ensure_future(self._watch_stop())
+        self._watch(self._stop)
         try:
             while True:
                 pending = [t for t in self._tasks if not t.done()]
@@ -109,37 +114,52 @@ class FinalizePool:
                 self._more.clear()
                 await self._more.wait()
         finally:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+            watchers = list(self._watchers.values())
+            for watcher in watchers:
+                watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
 
-    async def _watch_stop(self) -> None:
-        """Once the run stops: release every waiting server; once it halts: give the calls on
-        the wire `grace_s`, then abandon them."""
-        await self._stop.wait_sends_stopped()
-        self._cancel_waiting()
-        await self._stop.wait_halted()
-        self._cancel_waiting()
-        if self._wire:
+    def _watch(self, stop: Stop) -> None:
+        """Watch `stop` (the run's, or one target's part of it) once."""
+        if stop not in self._watchers:
+            self._watchers[stop] = asyncio.ensure_future(self._watch_stop(stop))
+
+    async def _watch_stop(self, stop: Stop) -> None:
+        """Once `stop` stops: release every waiting server it governs; once it halts: give
+        their calls on the wire `grace_s`, then abandon them."""
+
+        def governed(server_id: str) -> bool:
+            return stop is self._stop or self._stop_of(server_id) is stop
+
+        await stop.wait_sends_stopped()
+        self._cancel_waiting(governed)
+        await stop.wait_halted()
+        self._cancel_waiting(governed)
+        wire = {sid: call for sid, call in self._wire.items() if governed(sid)}
+        if wire:
             grace = asyncio.ensure_future(self._sleep(self._grace_s))
-            calls = asyncio.ensure_future(asyncio.wait(list(self._wire.values())))
+            calls = asyncio.ensure_future(asyncio.wait(list(wire.values())))
             try:
                 await asyncio.wait({grace, calls}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 grace.cancel()
                 calls.cancel()
                 await asyncio.gather(grace, calls, return_exceptions=True)
-        for call in list(self._wire.values()):
+        for call in wire.values():
             call.cancel()
 
-    def _cancel_waiting(self) -> None:
+    def _cancel_waiting(self, governed: Callable[[str], bool]) -> None:
         # Only loops parked in a limiter slot, a backoff or the semaphore: never a sent call.
         for server_id, retrying in self._retrying.items():
-            if server_id not in self._wire and server_id not in self._reading_back:
+            busy = server_id in self._wire or server_id in self._reading_back
+            if not busy and governed(server_id):
                 retrying.cancel()
 
     async def _finalize_one(self, server_id: str) -> None:
         ledger = self._ledger
         app_id = ledger.application_of(server_id)
+        stop = self._stop_of(server_id)
+        self._watch(stop)
         with bound_contextvars(sourceServerID=server_id, applicationID=app_id):
             retrying = asyncio.ensure_future(self._attempts(server_id))
             self._retrying[server_id] = retrying
@@ -147,11 +167,11 @@ class FinalizePool:
                 await retrying
             except asyncio.CancelledError:
                 me = asyncio.current_task()
-                if not retrying.cancelled() or not self._stop.sends_stopped:
+                if not retrying.cancelled() or not stop.sends_stopped:
                     raise
                 if me is not None and me.cancelling():
                     raise
-                ledger.stopped(server_id, self._stop_why())
+                ledger.stopped(server_id, _stop_why(stop))
             finally:
                 del self._retrying[server_id]
             if ledger.fate(server_id) in POLLED:
@@ -164,6 +184,7 @@ class FinalizePool:
         sibling waiting for a slot can never be sent before a refusal holds its application.
         """
         ledger = self._ledger
+        stop = self._stop_of(server_id)
         try:
             writes = self._writes(server_id)
             view = await writes.call(lambda: self._attempt(server_id), gate=self._sem)
@@ -172,12 +193,12 @@ class FinalizePool:
         except (_Settled, StateWriteError):
             pass  # the ledger has settled it
         except Stopped:
-            ledger.stopped(server_id, self._stop_why())
+            ledger.stopped(server_id, _stop_why(stop))
         except _AbandonedOnWire:
-            why = f"{self._stop_why()} while FinalizeCutover was on the wire"
+            why = f"{_stop_why(stop)} while FinalizeCutover was on the wire"
             ledger.unconfirmed(server_id, None, why)
         except AccountError as err:
-            self._stop.request(StopReason.ACCOUNT, str(err))
+            stop.request(StopReason.ACCOUNT, str(err))
             ledger.stopped(server_id, f"account error: {err}")
         except RetryableError as err:
             if ledger.is_ambiguous(server_id):
@@ -193,14 +214,6 @@ class FinalizePool:
         else:
             ledger.answered(server_id, view)
 
-    def _stop_why(self) -> str:
-        return {
-            StopReason.SIGNAL: "run interrupted",
-            StopReason.ACCOUNT: "account error",
-            StopReason.LOCAL_STATE: "local state could not be written",
-            StopReason.WINDOW: "window closed",
-        }.get(self._stop.reason or StopReason.SIGNAL, "run stopped")
-
     async def _attempt(self, server_id: str) -> ServerView | None:
         """One FinalizeCutover, sent only if the ledger still allows it, its intent journaled.
 
@@ -209,12 +222,13 @@ class FinalizePool:
         """
         ledger = self._ledger
         app_id = ledger.application_of(server_id)
+        stop = self._stop_of(server_id)
         while self._deciding.get(app_id):  # a sibling's 409 is being read back: wait for it
             await self._decided.wait()
         if not ledger.may_send(server_id):
             raise _Settled()
         await ledger.sending_soon(server_id)  # the intent, journaled before the call
-        if self._stop.sends_stopped:  # stopped while the intent was being written
+        if stop.sends_stopped:  # stopped while the intent was being written
             raise Stopped()
         if not ledger.may_send(server_id):  # a sibling was refused meanwhile
             raise _Settled()
@@ -233,7 +247,7 @@ class FinalizePool:
         except RetryableError as err:
             if _ambiguous(err):  # it may have reached MGN and taken effect
                 ledger.ambiguous(server_id)
-            if self._stop.sends_stopped:  # stopped while this call was out: no retry
+            if stop.sends_stopped:  # stopped while this call was out: no retry
                 if ledger.is_ambiguous(server_id):
                     raise _AbandonedOnWire() from err
                 raise Stopped() from err
@@ -260,18 +274,30 @@ class FinalizePool:
 
     async def _read_back(self, server_id: str) -> ServerView | None:
         """After a ConflictException: MGN's view of the server, or None if it cannot be read."""
+        stop = self._stop_of(server_id)
         try:
             reads = self._reads(server_id)
-            views = await self._stop.guard(reads.call(lambda: self._describe([server_id])))
+            views = await stop.guard(reads.call(lambda: self._describe([server_id])))
         except asyncio.CancelledError:
             raise
         except AccountError as err:
-            self._stop.request(StopReason.ACCOUNT, str(err))
+            stop.request(StopReason.ACCOUNT, str(err))
             return None
         except (MgnError, Stopped) as err:
             log.warning("conflict_read_back_failed", error=str(err))
             return None
         return next((v for v in views if v.source_server_id == server_id), None)
+
+
+def _stop_why(stop: Stop) -> str:
+    """Why a stopped server was not sent (or not answered), for its report row."""
+    if stop.reason is StopReason.ACCOUNT:
+        return f"account error: {stop.detail}"
+    return {
+        StopReason.SIGNAL: "run interrupted",
+        StopReason.LOCAL_STATE: "local state could not be written",
+        StopReason.WINDOW: "window closed",
+    }.get(stop.reason or StopReason.SIGNAL, "run stopped")
 
 
 def _per_server(retrier: PerServer) -> Callable[[str], Retrier]:

@@ -5,7 +5,10 @@ deadline passes; what each means is the ledger's business (`on_seen`, `on_expire
 every `poll_interval_s`, drift-corrected, with one DescribeSourceServers per 200 pending servers
 (a quarter interval for the last 200 once nothing more will be added). It never sends anything
 mutating. It ends when closed with nothing pending, or at once when the run halts; a closed
-cutover window does not stop it (it polls until its own deadlines).
+cutover window does not stop it (it polls until its own deadlines). Servers are polled per stop
+that governs them (`stop_of`: their (account, region)'s part of the run's stop): an account error
+stops that part, whose servers are no longer polled (the ledger says why at the end), and the
+others go on.
 """
 
 from __future__ import annotations
@@ -50,15 +53,18 @@ class Reconciler:
         on_seen: Callable[[ServerView], None],
         on_expired: Callable[[str], None],
         stop: Stop | None = None,
+        stop_of: Callable[[str], Stop] | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        """`stop_of`: the stop that governs a server (`stop` itself by default)."""
         self._describe = describe
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self._on_seen = on_seen
         self._on_expired = on_expired
         self._stop = stop or Stop()
+        self._stop_of = stop_of or (lambda _server_id: self._stop)
         self._clock = clock
         self._sleep = sleep
         self._deadlines: dict[str, float] = {}
@@ -83,8 +89,8 @@ class Reconciler:
     async def run(self) -> None:
         """Poll until closed and nothing is pending, or the run halts.
 
-        An account-wide error stops the run (AccountError is not raised: the stop carries it);
-        other read failures are logged and retried next cycle.
+        An account-wide error stops the servers' part of the run, or the run (AccountError is
+        not raised: the stop carries it); other read failures are logged and retried next cycle.
         """
         self._wake = asyncio.Event()
         next_tick = self._clock()
@@ -95,9 +101,6 @@ class Reconciler:
                 try:
                     await self.poll_once()
                 except Stopped:
-                    return
-                except AccountError as err:
-                    self._stop.request(StopReason.ACCOUNT, str(err))
                     return
             next_tick += self._interval_s()
             now = self._clock()
@@ -125,10 +128,38 @@ class Reconciler:
     async def poll_once(self) -> None:
         """One cycle: describe every pending server, report what MGN shows, expire the late.
 
-        Raises Stopped when the run halts mid-read, AccountError for an account-wide error.
+        Servers whose stop has halted are no longer watched; an account error stops the
+        polled servers' part (or the run). Raises Stopped when the run halts.
         """
-        pending = sorted(self._deadlines)
         self.stats.cycles += 1
+        groups: dict[Stop, list[str]] = {}
+        for server_id in sorted(self._deadlines):
+            groups.setdefault(self._stop_of(server_id), []).append(server_id)
+        for stop, pending in groups.items():
+            try:
+                await self._poll_part(stop, pending)
+            except AccountError as err:
+                stop.request(StopReason.ACCOUNT, str(err))
+            except Stopped:
+                pass
+            if self._stop.halted:
+                raise Stopped()
+            if stop.halted:  # that target is stopped: its servers are no longer watched
+                for server_id in pending:
+                    self._deadlines.pop(server_id, None)
+        now = self._clock()
+        for server_id, deadline in list(self._deadlines.items()):
+            if now >= deadline:
+                del self._deadlines[server_id]
+                self._on_expired(server_id)
+
+    async def _poll_part(self, stop: Stop, pending: list[str]) -> None:
+        """Describe the pending servers one stop governs, unless it has halted.
+
+        Raises Stopped when it halts mid-read, AccountError for an account-wide error.
+        """
+        if stop.halted:
+            return
         for batch in chunks(pending, MAX_IDS_PER_DESCRIBE):
             try:
                 views = await self._describe(batch)
@@ -146,8 +177,3 @@ class Reconciler:
                 if view.converged:
                     del self._deadlines[view.source_server_id]
                 self._on_seen(view)
-        now = self._clock()
-        for server_id, deadline in list(self._deadlines.items()):
-            if now >= deadline:
-                del self._deadlines[server_id]
-                self._on_expired(server_id)

@@ -120,6 +120,7 @@ async def run_wave(
                 for t, ids in resolved(config, wave).items()
                 for sid in ids
             },
+            stop_of=gateway.stop_of,
         )
         state.ledger = ledger
         log.info("run_started", servers=len(ledger.in_run()), dry_run=state.dry_run)
@@ -194,7 +195,7 @@ def _record(
         interrupted=stop.reason is StopReason.SIGNAL,
         config=config.as_report_dict(),
         servers=ledger.results(),
-        account_error=stop.detail if stop.reason is StopReason.ACCOUNT else None,
+        account_error=stop.account_error(),
         run_id=run_id,
         description=wave.description,
         stop_reason=stop.reason.value if stop.reason else None,
@@ -227,6 +228,7 @@ async def _execute(
         on_seen=ledger.observed,
         on_expired=ledger.expired,
         stop=stop,
+        stop_of=gateway.stop_of,
         clock=clock,
         sleep=sleep,
     )
@@ -240,16 +242,18 @@ async def _execute(
         concurrency=config.concurrency,
         stop=stop,
         on_waiting=reconciler.add,
+        stop_of=gateway.stop_of,
         sleep=sleep,
     )
     night = config.launch and not ledger.dry_run
-    # One launcher (its own job-quota scheduler) per (account, region): MGN's quotas are there.
+    # One launcher (its own job-quota scheduler) per (account, region): MGN's quotas are there;
+    # an account error stops that (account, region)'s part of the run only.
     launchers = {
         target: Launcher(
             gateway=night_gw,
             ledger=ledger,
             config=config,
-            stop=stop,
+            stop=stop if target is None else night_gw.stop,
             submit=pool.submit,
             approvals=approvals,
             on_approval_awaited=on_approval_awaited,
@@ -330,7 +334,7 @@ async def _execute(
     await _final_read(gateway, ledger, stop)
     if config.archive and not ledger.dry_run:
         state.phase = "archive"
-        await archive_converged(lambda sid: gateway_for(gateway, sid), ledger, stop)
+        await archive_converged(lambda sid: gateway_for(gateway, sid), ledger, gateway.stop_of)
 
 
 async def recent_jobs(gateway: Gateway, stop: Stop) -> list[JobView]:

@@ -10,12 +10,17 @@ only in the log. The pool and the reconciler only *check* it:
 | ACCOUNT      | none                | awaited `grace_s`, then ambiguous | stop at once  |
 | LOCAL_STATE  | none                | awaited `grace_s`, then ambiguous | stop at once  |
 | WINDOW       | none                | finish                   | go on until their deadline |
+
+A run spanning many (account, region) targets gives each one a *part* (`Stop.part`): an account
+error requested on a part stops that part only (the table's ACCOUNT row, for that target's work),
+every other reason goes to the whole run, and every stop of the run reaches every part. When
+every part has failed, the run itself stops for ACCOUNT.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Hashable
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -68,9 +73,13 @@ class Stopped(Exception):
 class Stop:
     """The run's stop reason and the events tasks wait on. No loop is bound at construction."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, parent: Stop | None = None, name: str = "") -> None:
+        """`parent`, `name`: this is a part of `parent`'s run (use `parent.part(key)`)."""
         self.reason: StopReason | None = None
         self.detail: str = ""
+        self.failure: str | None = None  # a part's own account error, if one stopped it
+        self._parent, self._name = parent, name
+        self._parts: dict[Hashable, Stop] = {}
         self._sends: asyncio.Event | None = None
         self._halt: asyncio.Event | None = None
         self._guarded: set[asyncio.Task[Any]] = set()  # tasks awaiting work under guard()
@@ -85,25 +94,70 @@ class Stop:
                     self._halt.set()
         return self._sends, self._halt
 
+    def part(self, key: Hashable) -> Stop:
+        """The stop of one part of this run (an (account, region)), made on first use."""
+        found = self._parts.get(key)
+        if found is None:
+            found = self._parts[key] = Stop(parent=self, name=str(key))
+            if self.reason is not None:
+                found._apply(self.reason, self.detail)
+        return found
+
+    def failures(self) -> dict[Hashable, str]:
+        """Each part an account error stopped, with the error."""
+        return {k: p.failure for k, p in self._parts.items() if p.failure is not None}
+
+    def account_error(self) -> str | None:
+        """The account error that stopped the run, else the parts' (each named), else None."""
+        if self.reason is StopReason.ACCOUNT:
+            return self.detail
+        failed = self.failures()
+        return "; ".join(f"{key}: {why}" for key, why in failed.items()) or None
+
     def request(self, reason: StopReason, detail: str = "") -> None:
-        """Stop for `reason` unless the run is already stopping for another one."""
-        if self.reason is not None:
-            if reason in HALTING and self.reason not in HALTING:
-                # The window closed earlier; a signal now must still halt the reads.
-                self.reason, self.detail = reason, detail or self.detail
-                if self._halt is not None:
-                    self._halt.set()
-                self._halt_guarded()
-            log.info("stop_also", reason=reason.value, detail=detail)
+        """Stop for `reason` unless already stopping for another one. On a part, only an
+        account error stays in the part; any other reason stops the whole run."""
+        parent = self._parent
+        if parent is None:
+            self._apply(reason, detail)
+        elif reason is not StopReason.ACCOUNT:
+            parent.request(reason, detail)
+        elif self.failure is None:
+            self.failure = detail
+            self._apply(reason, detail)
+            parent._part_failed()
+
+    def _part_failed(self) -> None:
+        """Every part failed: the run has nothing left to do anywhere (exit 4)."""
+        failed = self.failures()
+        if len(failed) < len(self._parts):
             return
-        self.reason, self.detail = reason, detail
-        log.warning("run_stopping", reason=reason.value, detail=detail)
-        if self._sends is not None and self._halt is not None:
-            self._sends.set()
-            if reason in HALTING:
+        detail = next(iter(failed.values())) if len(failed) == 1 else self.account_error()
+        self._apply(StopReason.ACCOUNT, detail or "")
+
+    def _apply(self, reason: StopReason, detail: str) -> None:
+        where = {"part": self._name} if self._parent is not None else {}
+        if self.reason is not None:
+            if not (reason in HALTING and self.reason not in HALTING):
+                log.info("stop_also", reason=reason.value, detail=detail, **where)
+                return
+            # The window closed earlier; a signal now must still halt the reads.
+            self.reason, self.detail = reason, detail or self.detail
+            if self._halt is not None:
                 self._halt.set()
+            log.info("stop_also", reason=reason.value, detail=detail, **where)
+        else:
+            self.reason, self.detail = reason, detail
+            event = "part_stopping" if self._parent is not None else "run_stopping"
+            log.warning(event, reason=reason.value, detail=detail, **where)
+            if self._sends is not None and self._halt is not None:
+                self._sends.set()
+                if reason in HALTING:
+                    self._halt.set()
         if reason in HALTING:
             self._halt_guarded()
+        for part in self._parts.values():
+            part._apply(reason, detail)
 
     @property
     def sends_stopped(self) -> bool:

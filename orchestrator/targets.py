@@ -30,7 +30,7 @@ from orchestrator.outcome import ServerResult
 from orchestrator.plan import Application, Server, Target, Wave
 from orchestrator.preflight import Check, Decision, preflight_stream, read_views
 from orchestrator.retry import Retrier
-from orchestrator.stop import Stop
+from orchestrator.stop import Stop, Stopped, StopReason
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +122,8 @@ class Targets:
         self._target_of = {sid: t for t, ids in self._servers.items() for sid in ids}
         self.gateways: dict[Target, Gateway] = {}
         self.blocked: dict[Target, str] = {}
+        # Each opened target's part of the run's stop: an account error mid-run stops only it.
+        self._stops: dict[Target, Stop] = {}
         self._instances: dict[str, Target] = {}  # EC2 instance -> target, learned from reads
         self._stack = contextlib.AsyncExitStack()
 
@@ -157,8 +159,9 @@ class Targets:
             except AccountError as err:
                 self._block(target, str(err))
                 return
+            self._stops[target] = self.stop.part(target)
             self.gateways[target] = Gateway(
-                client, self.config, stop=self.stop, clock=self._clock, sleep=self._sleep
+                client, self.config, stop=self._stops[target], clock=self._clock, sleep=self._sleep
             )
 
         await asyncio.gather(*(one(t) for t in self._servers))
@@ -194,6 +197,16 @@ class Targets:
     def target_of(self, server_id: str) -> Target | None:
         return self._target_of.get(server_id)
 
+    def stop_of(self, server_id: str) -> Stop:
+        """The stop that governs the server: its target's part, or the run's."""
+        target = self._target_of.get(server_id)
+        return self._stops.get(target, self.stop) if target is not None else self.stop
+
+    def _failure(self, target: Target) -> str | None:
+        """Why an account error stopped the target mid-run, or None."""
+        part = self._stops.get(target)
+        return part.failure if part is not None else None
+
     def gateway_of(self, server_id: str) -> Gateway:
         """The gateway of the server's target. Raises AccountError when that target is blocked."""
         target = self._target_of.get(server_id)
@@ -210,11 +223,15 @@ class Targets:
     def reads(self, server_id: str) -> Retrier:
         return self.gateway_of(server_id).reads
 
-    def _split(self, server_ids: Sequence[str]) -> dict[Target, list[str]]:
+    def _split(self, server_ids: Sequence[str], *, failed: bool = False) -> dict[Target, list[str]]:
+        """The servers by reachable target; those of targets an account error stopped only
+        with `failed`."""
         groups: dict[Target, list[str]] = {}
         for sid in server_ids:
             target = self._target_of.get(sid)
-            if target is not None and target in self.gateways:
+            if target is None or target not in self.gateways:
+                continue
+            if failed or self._failure(target) is None:
                 groups.setdefault(target, []).append(sid)
         return groups
 
@@ -222,8 +239,16 @@ class Targets:
         self, server_ids: Sequence[str], states: Sequence[str] = ()
     ) -> list[ServerView]:
         """DescribeSourceServers through each server's target (servers of blocked targets and
-        unplanned IDs are left out)."""
-        groups = self._split(server_ids)
+        unplanned IDs are left out).
+
+        Raises AccountError (TargetStopped) when one of the servers' targets was stopped by an
+        account error: nothing more is read there.
+        """
+        groups = self._split(server_ids, failed=True)
+        for target in groups:
+            failure = self._failure(target)
+            if failure is not None:
+                raise AccountError("TargetStopped", f"{target}: {failure}")
         answers = await asyncio.gather(
             *(self.gateways[t].describe(ids, states) for t, ids in groups.items())
         )
@@ -239,11 +264,23 @@ class Targets:
         return await self.describe(server_ids, ("CUTOVER",))
 
     async def read(self, server_ids: Sequence[str]) -> dict[str, ServerView]:
-        """MGN's view of any number of servers, 200 per call per target, concurrently."""
+        """MGN's view of any number of servers, 200 per call per target, concurrently. An
+        account error stops that target only (its servers are left out); Stopped when the run
+        halts."""
         groups = self._split(server_ids)
+
+        async def one(target: Target, ids: list[str]) -> dict[str, ServerView]:
+            try:
+                return await read_views(ids, self.describe)
+            except AccountError as err:
+                self._stops[target].request(StopReason.ACCOUNT, str(err))
+            except Stopped:
+                if self.stop.halted:
+                    raise
+            return {}  # this target stopped meanwhile
+
         found: dict[str, ServerView] = {}
-        answers = await asyncio.gather(*(read_views(ids, self.describe) for ids in groups.values()))
-        for views in answers:
+        for views in await asyncio.gather(*(one(t, ids) for t, ids in groups.items())):
             found.update(views)
         return found
 
@@ -252,7 +289,7 @@ class Targets:
         groups: dict[Target, list[str]] = {}
         for instance_id in instance_ids:
             target = self._instances.get(instance_id)
-            if target is not None and target in self.gateways:
+            if target is not None and target in self.gateways and not self._failure(target):
                 groups.setdefault(target, []).append(instance_id)
         answers = await asyncio.gather(
             *(self.gateways[t].instance_status(ids) for t, ids in groups.items())
@@ -308,18 +345,27 @@ class Targets:
             ):
                 seen.update(c.source_server_id for c in checks)
                 yield checks
+        except Stopped:
+            failure = self._failure(target)
+            if failure is None or self.stop.halted:
+                raise
+            # An account error stopped this target mid-run (elsewhere): the rest is not read.
+            self._block(target, failure)
+            why = f"account_access: {target}: stopped mid-run: {failure}"
         except AccountError as err:
             self._block(target, str(err))
             if not self.gateways:  # no account left to run: the wave stops (exit 4)
                 raise
             why = f"account_access: {target}: {err}"
-            rest = [
-                Check(s, Decision.BLOCKED, why, None)
-                for s in part.servers
-                if s.source_server_id not in seen
-            ]
-            if rest:
-                yield rest
+        else:
+            return
+        rest = [
+            Check(s, Decision.BLOCKED, why, None)
+            for s in part.servers
+            if s.source_server_id not in seen
+        ]
+        if rest:
+            yield rest
 
 
 async def _merged(streams: Sequence[AsyncIterator[list[Check]]]) -> AsyncIterator[list[Check]]:

@@ -322,3 +322,43 @@ def test_plan_reads_each_account_and_sends_nothing(emulator: Any, work_dir: Path
     doc = json.loads(out.stdout)
     assert doc["counts"] == {"total": 6, "finalize": 6, "already_cutover": 0, "blocked": 0}
     assert emulator.calls("FinalizeCutover") == 0
+
+
+def test_an_account_whose_credentials_expire_mid_run_stops_alone(
+    emulator: Any, work_dir: Path
+) -> None:
+    """Account B's calls are denied after its first FinalizeCutover: nothing more is sent to B,
+    its servers are reported with the account error, account A is finalized to the end; exit 4
+    and report.json names B."""
+    apps = {
+        aid(1): (ACCT_A, [sid(1, n) for n in range(4)]),
+        aid(2): (ACCT_B, [sid(2, n) for n in range(4)]),
+    }
+    seed_accounts(emulator, apps)
+    emulator.set_faults(denied_after={ACCT_B: 2})  # its pre-flight read and one finalize
+    plan = write_wave(work_dir, "expiry", apps)
+    args = run_args(plan, "expiry", work_dir, "--concurrency", "1")
+    out = mgn_cutover(args, cli_env(emulator.url))
+    assert out.returncode == 4, out.stderr[-3000:]
+    rep = report(work_dir, "expiry")
+    rows = {r["sourceServerID"]: r for r in rep["servers"]}
+    for s in apps[aid(1)][1]:
+        assert rows[s]["outcome"] == "finalized", rows[s]
+        assert emulator.server(s, ACCT_A)["lifeCycle"]["state"] == "CUTOVER"
+    b_ids = apps[aid(2)][1]
+    sent_b = [s for s in b_ids if emulator.calls_for(s, "FinalizeCutover")]
+    assert len(sent_b) == 2  # the one answered, the one denied; nothing after the denial
+    cut_over = [s for s in b_ids if emulator.server(s, ACCT_B)["lifeCycle"]["state"] == "CUTOVER"]
+    assert len(cut_over) == 1
+    for s in b_ids:
+        assert rows[s]["outcome"] != "finalized", rows[s]
+        assert "account error" in str(rows[s]["reason"]), rows[s]
+        assert "has expired (emulated)" in str(rows[s]["reason"]), rows[s]
+    assert {rows[s]["outcome"] for s in b_ids if s not in cut_over} == {"not_attempted"}
+    assert ACCT_B in str(rep["account_error"]) and ACCT_A not in str(rep["account_error"])
+    assert "AccessDeniedException" in str(rep["account_error"])
+    denied_at = min(
+        e["t"] for e in emulator.request_log() if e["accountID"] == ACCT_B and e["status"] == 403
+    )
+    later_b = [e for e in emulator.request_log() if e["accountID"] == ACCT_B and e["t"] > denied_at]
+    assert all(e["op"] != "FinalizeCutover" for e in later_b)

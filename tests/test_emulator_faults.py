@@ -111,6 +111,10 @@ def test_set_faults_keeps_unchanged_buckets(fake_clock: Any) -> None:
         ({"max_active_jobs": 0}, "max_active_jobs"),
         ({"post_launch_actions": [{"actionName": "x"}]}, "ssmDocumentName"),
         ({"post_launch_actions": [{"actionName": "x", "ssmDocumentName": "d1", "so": 1}]}, "so"),
+        ({"denied_after": {"2222": 1}}, "12-digit accountID"),
+        ({"denied_after": {"222222222222": -1}}, "whole number of calls"),
+        ({"denied_after": {"222222222222": True}}, "whole number of calls"),
+        ({"denied_after": [1]}, "map accountID"),
     ],
 )
 def test_night_settings_are_checked(changes: dict[str, Any], words: str) -> None:
@@ -145,3 +149,13 @@ def test_stuck_jobs_are_decided_per_job_id(fake_clock: Any) -> None:
     assert FaultInjector(Faults(), 0, fake_clock).is_stuck_job("mgnjob-x", []) is False
     named = FaultInjector(Faults(stuck_job_servers=frozenset({"s-1"})), 0, fake_clock)
     assert named.is_stuck_job("mgnjob-x", ["s-0", "s-1"]) is True
+
+
+def test_denied_after_counts_each_account_s_calls(fake_clock: Any) -> None:
+    """An account's first N calls pass, every later one is denied; other accounts are not
+    counted; changing the setting starts the count again."""
+    inj = FaultInjector(Faults().updated({"denied_after": {"222222222222": 2}}), 0, fake_clock)
+    assert [inj.denied("222222222222") for _ in range(4)] == [False, False, True, True]
+    assert not inj.denied("333333333333") and not inj.denied(None)
+    inj.set_faults(inj.faults.updated({"denied_after": {"222222222222": 1}}))
+    assert [inj.denied("222222222222") for _ in range(2)] == [False, True]

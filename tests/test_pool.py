@@ -16,6 +16,7 @@ from orchestrator.config import Config
 from orchestrator.errors import (
     AccountError,
     ConflictError,
+    ExitCode,
     NotFoundError,
     RequestRejectedError,
     RetryableError,
@@ -67,6 +68,7 @@ class FakeMgn:
         self.apply_before_error: set[str] = set()
         self.stale: dict[str, str] = {}  # what lagging reads still show
         self.hang: set[str] = set()  # calls that never answer
+        self.describe_errors: list[Exception] = []  # raised by the next reads, in order
 
     async def finalize(self, sid: str) -> ServerView | None:
         self.finalize_calls.append((self.vt.now, sid))
@@ -93,6 +95,8 @@ class FakeMgn:
         return view
 
     async def describe(self, ids: Sequence[str], states: Sequence[str] = ()) -> list[ServerView]:
+        if self.describe_errors:
+            raise self.describe_errors.pop(0)
         views = [self.view(sid) for sid in ids if sid in self.state]
         return [v for v in views if not states or v.lifecycle_state in states]
 
@@ -110,7 +114,10 @@ class Night:
         rate: float = 1000,
         concurrency: int = 8,
         grace_s: float = 2.0,
+        parts: dict[str, str] | None = None,
     ) -> None:
+        """`parts`: application -> the (account, region) part of the run's stop it runs in,
+        each with its own finalize limiter, as Targets gives each target its own."""
         self.vt, self.mgn = vt, mgn
         self.wave = Wave(
             "wave-t",
@@ -120,6 +127,8 @@ class Night:
             ),
         )
         self.stop = Stop()
+        stops = {app: self.stop.part(key) for app, key in (parts or {}).items()}
+        self.stop_of: Callable[[str], Stop] = lambda sid: stops.get(mgn.app_of[sid], self.stop)
         self.ledger = Ledger(
             self.wave,
             writer=journal,
@@ -127,6 +136,7 @@ class Night:
             stop=self.stop,
             now_iso=lambda: f"t={vt.now:.3f}",
             entries=journal.entries(),
+            stop_of=self.stop_of,
         )
         self.reconciler = Reconciler(
             lambda ids: mgn.describe(ids, ("CUTOVER",)),
@@ -135,6 +145,7 @@ class Night:
             on_seen=self.ledger.observed,
             on_expired=self.ledger.expired,
             stop=self.stop,
+            stop_of=self.stop_of,
             clock=vt.clock,
             sleep=vt.sleep,
         )
@@ -145,19 +156,23 @@ class Night:
             clock=vt.clock,
             rng=random.Random(7),
         )
-        writes = reads.copy(
-            limiter=RateLimiter(rate, clock=vt.clock, sleep=vt.sleep),
-            should_stop=lambda: self.stop.sends_stopped,
-        )
+        writes = {
+            stop: reads.copy(
+                limiter=RateLimiter(rate, clock=vt.clock, sleep=vt.sleep),
+                should_stop=lambda stop=stop: stop.sends_stopped,
+            )
+            for stop in {self.stop, *stops.values()}
+        }
         self.pool = FinalizePool(
             finalize=mgn.finalize,
             describe=mgn.describe,
             ledger=self.ledger,
-            writes=writes,
+            writes=lambda sid: writes[self.stop_of(sid)],
             reads=reads,
             concurrency=concurrency,
             stop=self.stop,
             on_waiting=self.reconciler.add,
+            stop_of=self.stop_of,
             grace_s=grace_s,
             sleep=vt.sleep,
         )
@@ -383,6 +398,68 @@ async def test_account_error_stops_the_pool(journal: Journal) -> None:
     not_attempted = [r for r in results.values() if r.outcome is Outcome.NOT_ATTEMPTED]
     assert len(not_attempted) == len(IDS) - len(sent) + 1  # the denied one was not applied
     assert all(r.source_server_id not in sent[:-2] for r in not_attempted if r.attempts == 0)
+
+
+async def test_an_account_error_stops_only_its_own_target(journal: Journal) -> None:
+    """Two targets, each its own part of the run's stop: AccessDenied in B stops B alone (its
+    waiting servers not_attempted with the error, nothing more sent there, its accepted ones no
+    longer polled), A is finalized to the end; the run itself is not stopped, exit 4."""
+    vt = VirtualTime()
+    a_ids, b_ids = IDS[:10], IDS[10:20]
+    apps = {APP_A: a_ids, APP_B: b_ids}
+    mgn = FakeMgn(vt, apps)
+    mgn.script[b_ids[3]] = [AccountError("AccessDeniedException", "token expired")]
+    mgn.stale.update(dict.fromkeys(b_ids, "CUTTING_OVER"))  # B's reads lag: never confirmed
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=2, parts={APP_A: "a", APP_B: "b"})
+    results = await vt.run(night.run())
+    b_stop = night.stop_of(b_ids[0])
+    assert night.stop.reason is None and night.stop_of(a_ids[0]).reason is None
+    assert b_stop.reason is StopReason.ACCOUNT and b_stop.failure is not None
+    assert "token expired" in b_stop.failure
+    assert night.stop.account_error() == f"b: {b_stop.failure}"
+    assert all(results[s].outcome is Outcome.FINALIZED for s in a_ids)
+    denied_at = next(t for t, sid in mgn.finalize_calls if sid == b_ids[3])
+    assert not [sid for t, sid in mgn.finalize_calls if sid in b_ids and t > denied_at]
+    for sid in b_ids:
+        assert results[sid].outcome is not Outcome.FINALIZED
+        assert "account error" in (results[sid].reason or ""), results[sid]
+    assert results[b_ids[3]].outcome is Outcome.NOT_ATTEMPTED
+    assert results[b_ids[-1]].outcome is Outcome.NOT_ATTEMPTED
+    assert night.ledger.exit_code(covered_only=False) is ExitCode.ACCOUNT
+    assert vt.now < 30.0  # B's accepted servers were dropped, not polled to the deadline
+
+
+async def test_every_target_failing_stops_the_run(journal: Journal) -> None:
+    """When the account error reaches every target, the run stops for it as one account does."""
+    vt = VirtualTime()
+    apps = {APP_A: IDS[:4], APP_B: IDS[4:8]}
+    mgn = FakeMgn(vt, apps)
+    mgn.script[IDS[0]] = [AccountError("AccessDeniedException", "a denied")]
+    mgn.script[IDS[4]] = [AccountError("AccessDeniedException", "b denied")]
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=2, parts={APP_A: "a", APP_B: "b"})
+    results = await vt.run(night.run())
+    assert night.stop.reason is StopReason.ACCOUNT
+    assert "a: " in night.stop.detail and "b: " in night.stop.detail
+    assert len(mgn.finalize_calls) == 2
+    assert {r.outcome for r in results.values()} == {Outcome.NOT_ATTEMPTED}
+
+
+async def test_an_account_error_reading_back_a_conflict_stops_the_run(journal: Journal) -> None:
+    """A 409 whose read-back is denied: the run stops for the account, the server fails with
+    the 409 (unread), nothing more of its application is sent."""
+    vt = VirtualTime()
+    apps = {APP_A: IDS[:6]}
+    mgn = FakeMgn(vt, apps)
+    mgn.script[IDS[0]] = [ConflictError("ConflictException", "wrong state", 409)]
+    mgn.describe_errors.append(AccountError("AccessDeniedException", "read denied"))
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=1)
+    results = await vt.run(night.run())
+    assert night.stop.reason is StopReason.ACCOUNT and "read denied" in night.stop.detail
+    assert _sent(mgn) == [IDS[0]]
+    assert results[IDS[0]].outcome is Outcome.FAILED
+    assert results[IDS[0]].error_code == "ConflictException"
+    assert {results[s].outcome for s in IDS[1:6]} == {Outcome.NOT_ATTEMPTED}
+    assert night.ledger.exit_code(covered_only=False) is ExitCode.ACCOUNT
 
 
 async def test_a_signal_lets_calls_on_the_wire_finish_and_sends_nothing_new(

@@ -218,6 +218,12 @@ class Emulator:
                 "User is not authorized to perform this action (emulated)",
                 code="AccessDeniedException",
             )
+        if inj.denied(account_id):
+            raise ApiError(
+                "AccessDeniedException",
+                f"The security token for account {account_id} has expired (emulated)",
+                code="AccessDeniedException",
+            )
         wait = inj.throttle_wait_s(op, account_id)
         if wait > 0:
             raise ApiError(

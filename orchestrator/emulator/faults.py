@@ -1,6 +1,8 @@
 """Fault injection: what can go wrong per run (`Faults`) and the seeded dice that decide it.
 
-Per request, in this order (see engine.py): latency, AccessDeniedException (403), quota (429
+Per request, in this order (see engine.py): latency, AccessDeniedException (403: `access_denied`
+for every call, or `denied_after` an account's first N calls, as when its credentials expire
+mid-run), quota (429
 ThrottlingException), injected InternalServerException (500), validation,
 UninitializedAccountException (400), then a dropped connection. A drop on a read, or a drop chosen
 "before apply" on a mutating operation, closes the connection before anything changes; a drop
@@ -65,6 +67,9 @@ class Faults:
     first_boot_delay_s: float = 0.0
     uninitialized: bool = False
     access_denied: bool = False
+    # accountID -> how many of its calls are answered before every later one is denied
+    # (AccessDeniedException), as when that account's credentials expire mid-run.
+    denied_after: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # The cutover night (jobs.py): emulated seconds per clock second, durations, outcomes.
     time_scale: float = 1.0
     launch_s: Range = (0.0, 0.0)
@@ -95,6 +100,7 @@ class Faults:
                 raise FaultsError(f"faults: quota for {op} must be positive, got {rate!r}")
         for op in self.fault_ops or ():
             _check_operation(op, "fault_ops")
+        object.__setattr__(self, "denied_after", _denied_after(self.denied_after))
         for name in RANGES:
             object.__setattr__(self, name, _range(name, getattr(self, name)))
         if not self.time_scale > 0:
@@ -134,6 +140,8 @@ class Faults:
                 value = tuple(value)
             elif name == "quota_per_s":
                 value = _frozen_map({str(k): float(v) for k, v in dict(value).items()})
+            elif name == "denied_after" and isinstance(value, Mapping):
+                value = MappingProxyType(dict(value))
             converted[name] = value
         return replace(self, **converted)
 
@@ -162,6 +170,21 @@ def _check_operation(op: str, what: str) -> None:
         f"faults: {what} names unknown operation {op!r}{hint}"
         f" (the emulator serves {', '.join(OPERATIONS)})"
     )
+
+
+def _denied_after(value: Any) -> Mapping[str, int]:
+    """accountID -> calls answered before the rest are denied; FaultsError unless each key is
+    a 12-digit account ID and each count a whole number >= 0."""
+    if not isinstance(value, Mapping):
+        raise FaultsError(f"faults: denied_after must map accountID to a call count, got {value!r}")
+    for account, calls in value.items():
+        if not (isinstance(account, str) and len(account) == 12 and account.isdigit()):
+            raise FaultsError(f"faults: denied_after: {account!r} is not a 12-digit accountID")
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise FaultsError(
+                f"faults: denied_after: {account} needs a whole number of calls >= 0, got {calls!r}"
+            )
+    return MappingProxyType(dict(value))
 
 
 def _range(name: str, value: Any) -> Range:
@@ -214,11 +237,15 @@ class FaultInjector:
         self._rng = random.Random(seed)
         # (operation, account) -> its bucket: MGN's quotas are per account (and region).
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
+        self._account_calls: dict[str, int] = {}  # calls per account since denied_after was set
         self.faults = faults
         self.set_faults(faults)
 
     def set_faults(self, faults: Faults) -> None:
-        """Switch to new faults, keeping the buckets whose rate did not change."""
+        """Switch to new faults, keeping the buckets whose rate did not change (and the call
+        counts of `denied_after` unless it changed)."""
+        if faults.denied_after != self.faults.denied_after:
+            self._account_calls = {}
         self.faults = faults
         self._buckets = {
             key: bucket
@@ -244,6 +271,14 @@ class FaultInjector:
         if bucket is None:
             bucket = self._buckets[(op, account_id)] = TokenBucket(rate, self._clock)
         return bucket.try_take()
+
+    def denied(self, account_id: str | None) -> bool:
+        """Whether this call of `account_id` is past the calls `denied_after` lets through."""
+        allowed = self.faults.denied_after.get(account_id) if account_id is not None else None
+        if allowed is None or account_id is None:
+            return False
+        count = self._account_calls[account_id] = self._account_calls.get(account_id, 0) + 1
+        return count > allowed
 
     def inject_error(self, op: str) -> bool:
         """Whether to answer this request with an injected InternalServerException."""
