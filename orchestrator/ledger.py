@@ -1001,17 +1001,24 @@ class Ledger:
         account error that stopped one target left a server of it undone."""
         if self._stop.exit_code is not None and self._stop.reason is not StopReason.WINDOW:
             return self._stop.exit_code
-        rows = self.results()
+        rows: Iterable[_Row] = self._rows.values()
         if covered_only and self.covered is not None:
-            rows = [r for r in rows if r.application_id in self.covered]
-        undone = [r.source_server_id for r in rows if r.outcome not in CONVERGED_OUTCOMES]
+            rows = [r for r in rows if r.server.application_id in self.covered]
+        undone = [r for r in rows if self._final_outcome(r) not in CONVERGED_OUTCOMES]
         if any(
-            self._rows[sid].fate is not F.UNCOVERED and self._stop_of(sid).failure is not None
-            for sid in undone
+            r.fate is not F.UNCOVERED and self._stop_of(r.server.source_server_id).failure
+            is not None
+            for r in undone
         ):
             return ExitCode.ACCOUNT
         converged = not undone
         return ExitCode.OK if converged else ExitCode.NOT_CONVERGED
+
+    def _final_outcome(self, row: _Row) -> Outcome:
+        """The outcome `_result` gives the row, without building the row."""
+        if row.fate is F.UNCOVERED:
+            return row.carried.outcome if row.carried is not None else Outcome.NOT_ATTEMPTED
+        return self._outcome(row)
 
     def _result(self, row: _Row) -> ServerResult:
         server = row.server

@@ -465,6 +465,8 @@ class MgnClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._wire is not None:
+            self._wire.close()
         await self._stack.aclose()
 
     def _config(self) -> AioConfig:

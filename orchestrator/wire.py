@@ -10,8 +10,10 @@ SourceServer record), more than the run's whole budget per call. `Wire` sends th
 - signing: SigV4 with a per-day signing key (`sign`, checked against botocore's `SigV4Auth` in
   tests/test_wire.py), with the client's own credentials object, so refreshable (assumed-role)
   credentials refresh as they do for the client;
-- sending: through the client's own HTTP session: the same connection pool, timeouts, proxies
-  and TLS settings, and the same botocore exceptions for a failed connection;
+- sending: with `http1`, a small keep-alive client (~0.1 ms a request instead of ~0.4 ms
+  through aiohttp's session), with the client's timeouts, pool size and TLS trust; through the
+  client's own HTTP session where it needs a proxy or a client certificate. Failed connections
+  raise the botocore exceptions the client raises, so they mean the same (sent or not);
 - answers: read as JSON; an error keeps botocore's wire rules (`x-amzn-ErrorType` first, then the
   body's `code`) and becomes the same botocore-shaped error response the client would raise.
 
@@ -24,12 +26,22 @@ import hashlib
 import hmac
 import http
 import json
+import ssl
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 from botocore.awsrequest import AWSPreparedRequest
-from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.httpsession import get_cert_path
+
+from orchestrator.http1 import Dropped, Http1, NotSent
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _STATUSES = frozenset(s.value for s in http.HTTPStatus)
@@ -115,6 +127,12 @@ class Wire:
         self._credentials = client._request_signer._credentials
         self._user_agent = user_agent
         self._key: tuple[str, str, bytes] | None = None  # (secret, date, derived key)
+        self._lean = _lean_http(self._http, parts, meta.config)
+
+    def close(self) -> None:
+        """Close the lean client's idle connections (the botocore session closes its own)."""
+        if self._lean is not None:
+            self._lean.close()
 
     async def call(self, operation: str, params: dict[str, Any]) -> Any:
         """One request; the answer's JSON, any JSON value (the caller checks its shape).
@@ -151,17 +169,68 @@ class Wire:
             scope=f"{date}/{self._region}/{self._service}/aws4_request",
         )
         headers["User-Agent"] = self._user_agent
-        request = AWSPreparedRequest(method, self._url + route, headers, body, False)
-        response = await self._http.send(request)
-        raw = await response.content
-        status = int(response.status_code)
+        if self._lean is not None:
+            status, answer_headers, raw = await self._send_lean(method, path, headers, body)
+        else:
+            request = AWSPreparedRequest(method, self._url + route, headers, body, False)
+            response = await self._http.send(request)
+            raw = await response.content
+            status, answer_headers = int(response.status_code), dict(response.headers)
         if status >= 300:
-            raise WireError(error_response(status, dict(response.headers), raw))
+            raise WireError(error_response(status, answer_headers, raw))
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError as exc:
             raise AnswerError(f"{operation}: the answer is not JSON: {exc}") from None
         return answer
+
+
+    async def _send_lean(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        assert self._lean is not None
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [f"Content-Length: {len(body)}", "Accept-Encoding: identity", "", ""]
+        try:
+            response = await self._lean.request("\r\n".join(lines).encode(), body)
+        except NotSent as err:
+            if err.timed_out:
+                raise ConnectTimeoutError(endpoint_url=self._url, error=str(err)) from None
+            raise EndpointConnectionError(endpoint_url=self._url, error=str(err)) from None
+        except Dropped as err:
+            if err.timed_out:
+                raise ReadTimeoutError(endpoint_url=self._url, error=str(err)) from None
+            raise ConnectionClosedError(endpoint_url=self._url, error=str(err)) from None
+        return response.status, response.headers, response.body
+
+
+def _lean_http(http_session: Any, parts: Any, config: Any) -> Http1 | None:
+    """The lean client for this endpoint, or None where botocore's session must send: a proxy
+    for the URL, a client certificate, or a scheme other than http(s)."""
+    url = parts.geturl()
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if http_session._proxy_config.proxy_url_for(url) or http_session._cert_file:
+        return None
+    context: ssl.SSLContext | None = None
+    if parts.scheme == "https":
+        verify = http_session._verify
+        if verify is False:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=get_cert_path(verify))
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Http1(
+        parts.hostname,
+        port,
+        ssl_context=context,
+        max_connections=int(config.max_pool_connections or 10),
+        connect_timeout_s=float(config.connect_timeout or 60),
+        read_timeout_s=float(config.read_timeout or 60),
+    )
 
 
 def error_response(status: int, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
