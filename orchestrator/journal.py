@@ -4,9 +4,18 @@ FinalizeCutover cannot be undone, so a run records its *intent* before each call
 after it; a rerun reads it to know which servers may already be finalizing. The journal lives in
 `<state_dir>/<wave>/journal.sqlite3` (folder 0700, file 0600).
 
-Durability: WAL mode with `synchronous=NORMAL`, one committed transaction per `record_*` call. A
-committed record survives the process being killed (SIGKILL included): it is in the WAL, which
-the next open replays. It may not survive a power loss or kernel crash; we do not promise that.
+Durability: WAL mode with `synchronous=NORMAL`. A committed record survives the process being
+killed (SIGKILL included): it is in the WAL, which the next open replays. It may not survive a
+power loss or kernel crash; we do not promise that.
+
+Commits: outside a run (or with no `on_failure` to tell), one committed transaction per
+`record_*` call. In a run (`on_failure` bound, on the event loop), commits are grouped, as the
+DynamoDB journal groups them: an intent is still committed before `record_intent_soon` returns
+(the intents of one turn of the loop share one transaction), while results (accepted, converged,
+failed) are written behind, within `WRITE_BEHIND_S`, in the next transaction. A result lost to a
+crash is safe: its intent is there, so the next run reads MGN before anything is sent again. A
+result that cannot be written calls `on_failure` (the run stops, exit 5) and every later write
+raises StateWriteError. Reads see every result recorded before them.
 
 The journal stores server and application IDs, states, timestamps and MGN error codes and
 messages; nothing passed to it is a credential, and nothing here may ever be given one.
@@ -16,20 +25,27 @@ A damaged or unknown journal is never replaced by a fresh one: `Journal.open` ra
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import structlog
+
 from orchestrator.errors import JournalError, StateWriteError
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import RunRecord, run_record_from_dict
 
+log = structlog.get_logger(__name__)
+
+WRITE_BEHIND_S = 0.05  # in a run, results are committed at most this long after they happen
+MAX_BEHIND = 500  # ... or as soon as this many wait
 SCHEMA_VERSION = 2  # 2: the night's steps (launch, revert, archive) and approvals
 JOURNAL_FILE = "journal.sqlite3"
 MAX_MESSAGE_CHARS = 500
@@ -125,6 +141,14 @@ class Journal:
         self._mutex = threading.Lock()
         self.path = path
         self.wave = wave
+        # Set by a run (state.RunStateStore.bind): commits are then grouped (module docstring).
+        self.on_failure: Callable[[str], None] | None = None
+        self._behind: list[Callable[[sqlite3.Cursor], None]] = []  # results not yet committed
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._intents: list[tuple[Callable[[sqlite3.Cursor], None], asyncio.Future[None]]] = []
+        self._intents_due = False
+        self._failed: StateWriteError | None = None
+        self.commits = 0  # write transactions committed (benchmarks count them)
 
     @classmethod
     def open(cls, state_dir: Path, wave: str, *, create: bool = True) -> Journal:
@@ -169,9 +193,25 @@ class Journal:
         return cls(conn, path, wave)
 
     def close(self) -> None:
-        """Close the connection; further calls raise JournalError."""
+        """Commit what is written behind (a failure is logged: the run has reported it), then
+        close the connection; further calls raise JournalError."""
+        self.flush()
         with self._mutex:
             self._conn.close()
+
+    def flush(self) -> None:
+        """Commit every result written behind now; never raises (a failure goes to
+        `on_failure`, and later writes raise StateWriteError)."""
+        handle, self._flush_at = self._flush_at, None
+        if handle is not None:
+            handle.cancel()
+        if not self._behind or self._failed is not None:
+            return
+        try:
+            with self._tx():
+                pass  # _tx commits the results written behind first
+        except (StateWriteError, JournalError) as err:
+            log.error("journal_write_failed", error=str(err))
 
     def __enter__(self) -> Journal:
         return self
@@ -204,29 +244,50 @@ class Journal:
         visible. Raises JournalError if the write fails: the caller must then not send.
         """
         with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO servers (source_server_id, application_id, status, attempts,"
-                " intent_at, run_id) VALUES (?, ?, 'intent', 1, ?, ?)"
-                " ON CONFLICT (source_server_id) DO UPDATE SET"
-                " application_id = excluded.application_id, status = 'intent',"
-                " attempts = attempts + 1, intent_at = excluded.intent_at,"
-                " error_code = NULL, error_message = NULL, run_id = excluded.run_id",
-                (server_id, application_id, at, run_id),
-            )
+            _intent(cur, server_id, application_id, at, run_id)
 
     async def record_intent_soon(
         self, server_id: str, application_id: str, *, at: str, run_id: str
     ) -> None:
-        """`record_intent` for a caller on the event loop (SQLite's commit is local and quick:
-        done at once). Raises StateWriteError as record_intent does."""
-        self.record_intent(server_id, application_id, at=at, run_id=run_id)
+        """`record_intent` for a caller on the event loop; in a run, the intents of one turn of
+        the loop are committed together. Committed on return; raises StateWriteError as
+        record_intent does (the caller must then not send)."""
+        if self.on_failure is None:
+            self.record_intent(server_id, application_id, at=at, run_id=run_id)
+            return
+        self._raise_failed()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._intents.append(
+            (lambda cur: _intent(cur, server_id, application_id, at, run_id), done)
+        )
+        if not self._intents_due:
+            self._intents_due = True
+            loop.call_soon(self._commit_intents)
+        await done
+
+    def _commit_intents(self) -> None:
+        batch, self._intents, self._intents_due = self._intents, [], False
+        try:
+            with self._tx() as cur:
+                for write, _ in batch:
+                    write(cur)
+        except (StateWriteError, JournalError) as err:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(StateWriteError(str(err)))
+        else:
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
         """Record that MGN accepted (or already had) the finalize; keeps the first finalized_at.
 
         Raises JournalError if the server has no entry (no intent was recorded) or the write fails.
         """
-        with self._tx() as cur:
+
+        def write(cur: sqlite3.Cursor) -> None:
             cur.execute(
                 "UPDATE servers SET status = 'accepted', finalized_at = COALESCE(finalized_at, ?),"
                 " error_code = NULL, error_message = NULL, run_id = ? WHERE source_server_id = ?",
@@ -234,6 +295,8 @@ class Journal:
             )
             if cur.rowcount == 0:
                 raise JournalError(f"no intent journaled for server {server_id} in {self.path}")
+
+        self._result(write)
 
     def record_converged(
         self,
@@ -251,7 +314,8 @@ class Journal:
         cut over. Raises JournalError if the entry is missing and no application_id is given,
         StateWriteError if the write fails.
         """
-        with self._tx() as cur:
+
+        def write(cur: sqlite3.Cursor) -> None:
             cur.execute(
                 "UPDATE servers SET status = 'converged', converged_at = COALESCE(converged_at, ?),"
                 " finalized_at = CASE WHEN ? THEN COALESCE(finalized_at, ?) ELSE finalized_at END,"
@@ -268,6 +332,8 @@ class Journal:
                     (server_id, application_id, at, run_id),
                 )
 
+        self._result(write)
+
     def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
         """Record a failure with MGN's error; keeps attempts, finalized_at and converged_at.
 
@@ -275,7 +341,8 @@ class Journal:
         cut to about 500 characters. Raises JournalError if the server has no entry,
         StateWriteError if the write fails.
         """
-        with self._tx() as cur:
+
+        def write(cur: sqlite3.Cursor) -> None:
             cur.execute(
                 "UPDATE servers SET status = 'failed', error_code = ?, error_message = ?,"
                 " run_id = ? WHERE source_server_id = ?",
@@ -283,6 +350,8 @@ class Journal:
             )
             if cur.rowcount == 0:
                 raise JournalError(f"server {server_id} is not in journal {self.path}")
+
+        self._result(write)
 
     def start_run(
         self, run_id: str, *, started_at: str, dry_run: bool, pid: int, host: str
@@ -418,32 +487,92 @@ class Journal:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise JournalError(f"run {rows[0][0]} in {self.path} has an unreadable record") from exc
 
+    def _result(self, write: Callable[[sqlite3.Cursor], None]) -> None:
+        """A result: in a run on the event loop, written behind; else committed at once."""
+        self._raise_failed()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or self.on_failure is None:
+            with self._tx() as cur:
+                write(cur)
+            return
+        self._behind.append(write)
+        if len(self._behind) >= MAX_BEHIND:
+            self.flush()
+        elif self._flush_at is None:
+            self._flush_at = loop.call_later(WRITE_BEHIND_S, self.flush)
+
+    def _raise_failed(self) -> None:
+        if self._failed is not None:
+            raise StateWriteError(f"an earlier journal write failed: {self._failed}")
+
     @contextmanager
     def _tx(self, *, write: bool = True) -> Iterator[sqlite3.Cursor]:
-        """One committed transaction; sqlite errors become JournalError, nothing half-written."""
+        """One committed transaction; sqlite errors become JournalError, nothing half-written.
+        A write commits the results written behind first, in the same transaction; a read
+        commits them before it reads."""
+        if not write and self._behind and self._failed is None:
+            self.flush()
         error = StateWriteError if write else JournalError
+        behind: list[Callable[[sqlite3.Cursor], None]] = []
         with self._mutex:
             try:
                 cur = self._conn.cursor()
                 cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             except sqlite3.Error as exc:
+                self._lost_behind(behind, exc)
                 raise error(f"journal {self.path}: {exc}") from exc
             try:
+                if write and self._failed is None:
+                    behind, self._behind = self._behind, []
+                    for earlier in behind:
+                        earlier(cur)
                 yield cur
                 cur.execute("COMMIT")
+                self.commits += write
             except sqlite3.Error as exc:
                 self._rollback()
+                self._lost_behind(behind, exc)
                 raise error(f"journal {self.path}: {exc}") from exc
-            except BaseException:
+            except BaseException as exc:
                 self._rollback()
+                self._lost_behind(behind, exc)
                 raise
             finally:
                 cur.close()
+
+    def _lost_behind(
+        self, behind: list[Callable[[sqlite3.Cursor], None]], exc: BaseException
+    ) -> None:
+        """Results written behind were rolled back with a failed transaction: tell the run."""
+        lost = len(behind) + len(self._behind)
+        self._behind = []
+        if not lost or self._failed is not None:
+            return
+        self._failed = StateWriteError(f"journal {self.path}: {lost} results not written: {exc}")
+        if self.on_failure is not None:
+            self.on_failure(str(self._failed))
 
     def _rollback(self) -> None:
         # The original error matters more than a failed rollback (e.g. the connection is closed).
         with suppress(sqlite3.Error):
             self._conn.rollback()
+
+
+def _intent(
+    cur: sqlite3.Cursor, server_id: str, application_id: str, at: str, run_id: str
+) -> None:
+    cur.execute(
+        "INSERT INTO servers (source_server_id, application_id, status, attempts,"
+        " intent_at, run_id) VALUES (?, ?, 'intent', 1, ?, ?)"
+        " ON CONFLICT (source_server_id) DO UPDATE SET"
+        " application_id = excluded.application_id, status = 'intent',"
+        " attempts = attempts + 1, intent_at = excluded.intent_at,"
+        " error_code = NULL, error_message = NULL, run_id = excluded.run_id",
+        (server_id, application_id, at, run_id),
+    )
 
 
 def _as_plain(record: RunRecord) -> dict[str, object]:

@@ -118,7 +118,13 @@ def open_run_state(
     """
     if config.state_backend == "sqlite":
         with WaveLock(config.state_dir, wave), Journal.open(config.state_dir, wave) as journal:
-            yield RunStateStore(journal, str(config.state_dir))
+            store = RunStateStore(journal, str(config.state_dir))
+
+            def bind_journal(failed: Callable[[str], None]) -> None:
+                journal.on_failure = failed  # from now on, commits are grouped
+
+            store._binders.append(bind_journal)
+            yield store
         return
     table = Table(table_settings(config))
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import JournalError
-from orchestrator.journal import JOURNAL_FILE, Journal, JournalEntry
+from orchestrator.errors import JournalError, StateWriteError
+from orchestrator.journal import JOURNAL_FILE, WRITE_BEHIND_S, Journal, JournalEntry
 from orchestrator.outcome import Outcome, RunRecord, ServerResult
 
 WAVE = "wave-1"
@@ -318,3 +319,59 @@ def test_a_version_1_journal_is_upgraded_in_place_keeping_its_entries(tmp_path: 
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     conn.close()
     assert version == ("2",)
+
+
+# -- grouped commits in a run ----------------------------------------------------------------------
+
+
+def _on_disk(state_dir: Path) -> dict[str, str]:
+    """{server: status} as another process would read the file now."""
+    conn = sqlite3.connect(journal_path(state_dir))
+    try:
+        return dict(conn.execute("SELECT source_server_id, status FROM servers").fetchall())
+    finally:
+        conn.close()
+
+
+async def test_in_a_run_intents_of_one_turn_share_a_commit_and_are_on_disk_on_return(
+    tmp_path: Path,
+) -> None:
+    failures: list[str] = []
+    with Journal.open(tmp_path, WAVE) as j:
+        j.on_failure = failures.append
+        before = j.commits
+        await asyncio.gather(
+            *(j.record_intent_soon(f"s-{i}", "app-1", at=T0, run_id="r1") for i in range(20))
+        )
+        assert j.commits == before + 1  # twenty intents, one transaction
+        assert _on_disk(tmp_path) == {f"s-{i}": "intent" for i in range(20)}
+    assert failures == []
+
+
+async def test_in_a_run_results_are_written_behind_and_read_back_at_once(tmp_path: Path) -> None:
+    with Journal.open(tmp_path, WAVE) as j:
+        j.on_failure = [].append
+        await j.record_intent_soon("s-1", "app-1", at=T0, run_id="r1")
+        j.record_accepted("s-1", at=T1, run_id="r1")
+        j.record_converged("s-1", at=T2, run_id="r1")
+        assert _on_disk(tmp_path) == {"s-1": "intent"}  # not yet committed...
+        assert j.entries()["s-1"].status == "converged"  # ...but a read sees it
+        j.record_intent("s-2", "app-1", at=T0, run_id="r1")
+        j.record_failed("s-2", code="ConflictException", message="no", run_id="r1")
+        due = j._flush_at  # committed within WRITE_BEHIND_S without another write:
+        assert due is not None
+        assert due.when() - asyncio.get_running_loop().time() <= WRITE_BEHIND_S
+        j.flush()  # what the timer runs
+        assert _on_disk(tmp_path) == {"s-1": "converged", "s-2": "failed"}
+
+
+async def test_in_a_run_a_result_that_cannot_be_written_stops_the_run(tmp_path: Path) -> None:
+    failures: list[str] = []
+    with Journal.open(tmp_path, WAVE) as j:
+        j.on_failure = failures.append
+        j.record_accepted("s-never-sent", at=T1, run_id="r1")  # no intent: cannot be written
+        j.flush()
+        assert len(failures) == 1 and "not written" in failures[0]
+        with pytest.raises(StateWriteError, match="earlier journal write failed"):
+            await j.record_intent_soon("s-2", "app-1", at=T0, run_id="r1")
+    assert _on_disk(tmp_path) == {}
