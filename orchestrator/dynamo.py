@@ -69,6 +69,7 @@ class Counts:
 
     requests: dict[str, int] = field(default_factory=dict)
     items_written: int = 0
+    actions: dict[str, int] = field(default_factory=dict)  # transactions' actions, by kind
 
 
 class Table:
@@ -142,6 +143,9 @@ class Table:
         self.call("TransactWriteItems", TransactItems=list(actions))
         with self._mutex:
             self.counts.items_written += items
+            for action in actions:
+                for kind in action:
+                    self.counts.actions[kind] = self.counts.actions.get(kind, 0) + 1
 
 
 def init_table(settings: TableSettings, client: Any = None) -> list[str]:
