@@ -10,7 +10,7 @@ One table holds every wave's state; items are keyed `pk` (the wave's scope) and 
 | pk                         | sk              | what                                          |
 |----------------------------|-----------------|-----------------------------------------------|
 | `scope#<acct>#<region>#<w>`| `lease`         | the run lock as a lease: holder, token, expiry |
-| `scope#...`                | `server#<id>`   | one server's journal entry                     |
+| `scope#...`                | `server#<id>`   | one server's journal entry, its revision `rev` |
 | `scope#...`                | `run#<id>`      | one run: started, finished, its record (zlib)  |
 | `wave#<wave>`              | `scope#...`     | which scopes a wave name has (report, status)  |
 
