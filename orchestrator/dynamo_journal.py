@@ -45,6 +45,9 @@ from orchestrator.outcome import RunRecord, run_record_from_dict
 log = structlog.get_logger(__name__)
 
 PART_BYTES = 350_000  # per record part: under DynamoDB's 400 KB item limit
+# How long a run's intents gather before each group commit: at 100 finalizes/s, ~3 intents per
+# transaction instead of one, for at most 20 ms more before each FinalizeCutover.
+INTENT_LINGER_S = 0.02
 
 
 def wave_index(wave: str) -> str:
@@ -73,6 +76,7 @@ class DynamoJournal:
         lease: Lease | None,
         write_behind: bool = True,
         on_failure: Callable[[str], None] | None = None,
+        intent_linger_s: float = 0.0,
     ) -> None:
         self.table = table
         self.scope = scope
@@ -91,6 +95,7 @@ class DynamoJournal:
         # Group commit of intents (record_intent_soon): waiting intents and their committer.
         self._intents: deque[tuple[str, dict[str, Any], asyncio.Future[None]]] = deque()
         self._committer: asyncio.Future[None] | None = None
+        self._intent_linger_s = intent_linger_s
         self.intent_batches = 0
         # Each server's item as last read or written (see the module doc); None: not known.
         self._mirror: dict[str, Item] | None = None
@@ -167,8 +172,9 @@ class DynamoJournal:
         self, server_id: str, application_id: str, *, at: str, run_id: str
     ) -> None:
         """`record_intent`, group-committed: the intents that arrive while one transaction is
-        on its way go together in the next (up to 99), so a run at 100 finalizes/s does not wait
-        100 round trips a second. Returns once this intent is durable.
+        on its way, or within `intent_linger_s` before it, go together (up to 99), so a run at
+        100 finalizes/s does not wait 100 round trips a second. Returns once this intent is
+        durable.
 
         Raises StateWriteError as record_intent does (then it must not be sent).
         """
@@ -183,8 +189,9 @@ class DynamoJournal:
         await done
 
     async def _commit_intents(self) -> None:
-        await asyncio.sleep(0)  # let the intents of this turn of the loop gather
         while self._intents:
+            # Let the intents of this turn of the loop (and `intent_linger_s`) gather.
+            await asyncio.sleep(self._intent_linger_s)
             batch: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
             seen: set[str] = set()
             while self._intents and len(batch) < MAX_TRANSACTION - 1:

@@ -6,6 +6,7 @@ Clocks are fake (the lease takes `wall` and `mono`); the heartbeat is driven by 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -240,4 +241,33 @@ def test_a_whole_item_write_over_someone_elses_change_is_refused(table: Table) -
     journal.record_accepted("s-1", at="T1", run_id="r")  # an Update: needs only the intent
     assert journal.entries()["s-1"].status == "accepted"
     assert table.counts.actions["Put"] == 1
+    journal.close()
+
+
+def test_intents_from_the_event_loop_are_group_committed_and_durable_on_return(
+    table: Table,
+) -> None:
+    """Intents awaited together go in one fenced transaction, each durable when its await
+    returns; if the lease is lost, every waiter hears it and nothing is written."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    journal.entries()
+
+    async def intents(ids: range) -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(journal.record_intent_soon(f"s-{i}", "app-1", at="T0", run_id="r") for i in ids),
+            return_exceptions=True,
+        )
+
+    before = table.counts.requests.get("TransactWriteItems", 0)
+    assert asyncio.run(intents(range(10))) == [None] * 10
+    assert table.counts.requests["TransactWriteItems"] - before == 1
+    assert {e.status for e in journal.entries().values()} == {"intent"}
+    assert journal.intent_batches == 1
+
+    a.lose("taken over")
+    failed = asyncio.run(intents(range(10, 15)))
+    assert all(isinstance(f, StateWriteError) for f in failed)
+    assert len(journal.entries()) == 10
     journal.close()
