@@ -13,6 +13,13 @@ are written behind by one thread, in order, batched into transactions of up to 9
 failed one stops the run (`on_failure`) and every later write raises StateWriteError.
 `finish_run` and `close` flush them first; an intent for a server with a result still queued
 flushes too, so one server's items are always written in the order they were recorded.
+
+Whole items: once `entries()` has been read under the lease (the run does so at its start),
+the journal knows every server item, and while it holds the lease it is their only writer. From
+then on each write is a Put of the server's whole item, conditional on the revision (`rev`) it
+last read or wrote, instead of an Update expression: DynamoDB charges the same for either, and
+the benchmark's moto evaluates a Put some 25 times faster. Before that read (or after any write
+failed) writes are Update expressions, which need no knowledge of the item.
 """
 
 from __future__ import annotations
@@ -24,20 +31,23 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from orchestrator.dynamo import MAX_TRANSACTION, ConditionFailed, Item, Table, key, marshal
 from orchestrator.errors import JournalError, StateWriteError
-from orchestrator.journal import MAX_MESSAGE_CHARS, JournalEntry, StepEntry
+from orchestrator.journal import MAX_MESSAGE_CHARS, JournalEntry, StepEntry, record_as_plain
 from orchestrator.lease import Lease
 from orchestrator.outcome import RunRecord, run_record_from_dict
 
 log = structlog.get_logger(__name__)
 
 PART_BYTES = 350_000  # per record part: under DynamoDB's 400 KB item limit
+# How long a run's intents gather before each group commit: at 100 finalizes/s, ~3 intents per
+# transaction instead of one, for at most 20 ms more before each FinalizeCutover.
+INTENT_LINGER_S = 0.02
 
 
 def wave_index(wave: str) -> str:
@@ -66,6 +76,7 @@ class DynamoJournal:
         lease: Lease | None,
         write_behind: bool = True,
         on_failure: Callable[[str], None] | None = None,
+        intent_linger_s: float = 0.0,
     ) -> None:
         self.table = table
         self.scope = scope
@@ -84,13 +95,21 @@ class DynamoJournal:
         # Group commit of intents (record_intent_soon): waiting intents and their committer.
         self._intents: deque[tuple[str, dict[str, Any], asyncio.Future[None]]] = deque()
         self._committer: asyncio.Future[None] | None = None
+        self._intent_linger_s = intent_linger_s
         self.intent_batches = 0
+        # Each server's item as last read or written (see the module doc); None: not known.
+        self._mirror: dict[str, Item] | None = None
+        self._server_writes = 0
 
     # -- reads ----------------------------------------------------------------------------------
 
     def entries(self) -> dict[str, JournalEntry]:
         """Every journaled server, by source server ID. Raises StateWriteError if unreachable."""
-        found = (_entry(i) for i in self.table.query(self.scope, "server#"))
+        items = list(self.table.query(self.scope, "server#"))
+        knowable = self._mirror is None and self._lease is not None and not self._server_writes
+        if knowable and all(isinstance(v, _SCALARS) for i in items for v in i.values()):
+            self._mirror = {str(i["sk"]).removeprefix("server#"): i for i in items}
+        found = (_entry(i) for i in items)
         return {e.source_server_id: e for e in sorted(found, key=lambda e: e.source_server_id)}
 
     def entry(self, server_id: str) -> JournalEntry | None:
@@ -153,8 +172,9 @@ class DynamoJournal:
         self, server_id: str, application_id: str, *, at: str, run_id: str
     ) -> None:
         """`record_intent`, group-committed: the intents that arrive while one transaction is
-        on its way go together in the next (up to 99), so a run at 100 finalizes/s does not wait
-        100 round trips a second. Returns once this intent is durable.
+        on its way, or within `intent_linger_s` before it, go together (up to 99), so a run at
+        100 finalizes/s does not wait 100 round trips a second. Returns once this intent is
+        durable.
 
         Raises StateWriteError as record_intent does (then it must not be sent).
         """
@@ -169,8 +189,9 @@ class DynamoJournal:
         await done
 
     async def _commit_intents(self) -> None:
-        await asyncio.sleep(0)  # let the intents of this turn of the loop gather
         while self._intents:
+            # Let the intents of this turn of the loop (and `intent_linger_s`) gather.
+            await asyncio.sleep(self._intent_linger_s)
             batch: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
             seen: set[str] = set()
             while self._intents and len(batch) < MAX_TRANSACTION - 1:
@@ -197,6 +218,11 @@ class DynamoJournal:
     def _intent_action(
         self, server_id: str, application_id: str, at: str, run_id: str
     ) -> dict[str, Any]:
+        sets = {"application_id": application_id, "status": "intent", "intent_at": at,
+                "run_id": run_id}  # fmt: skip
+        put = self._put(server_id, sets, bump=True, remove=_ERROR, create=True)
+        if put is not None:
+            return put
         return self._update(
             server_id,
             "SET #app = :app, #status = :intent, #attempts = if_not_exists(#attempts, :zero)"
@@ -207,7 +233,10 @@ class DynamoJournal:
 
     def record_accepted(self, server_id: str, *, at: str, run_id: str) -> None:
         """Record that MGN accepted the finalize; keeps the first finalized_at. Needs an intent."""
-        action = self._update(
+        sets = {"status": "accepted", "run_id": run_id}
+        action = self._put(
+            server_id, sets, first={"finalized_at": at}, remove=_ERROR, create=False
+        ) or self._update(
             server_id,
             "SET #status = :accepted, #finalized_at = if_not_exists(#finalized_at, :at),"
             " #run = :run REMOVE #code, #message",
@@ -244,7 +273,16 @@ class DynamoJournal:
         if application_id is not None:
             sets.append("#app = :app")
             values[":app"] = application_id
-        action = self._update(
+        first: dict[str, object] = {"converged_at": at, "attempts": 0}
+        if finalized:
+            first["finalized_at"] = at
+        put_sets: dict[str, object] = {"status": "converged", "run_id": run_id}
+        if application_id is not None:
+            put_sets["application_id"] = application_id
+        put = self._put(
+            server_id, put_sets, first=first, remove=_ERROR, create=application_id is not None
+        )
+        action = put or self._update(
             server_id,
             "SET " + ", ".join(sets) + " REMOVE #code, #message",
             values,
@@ -254,13 +292,19 @@ class DynamoJournal:
 
     def record_failed(self, server_id: str, *, code: str, message: str, run_id: str) -> None:
         """Record a definitive refusal with MGN's error (message cut to ~500). Needs an intent."""
-        action = self._update(
+        sets = {
+            "status": "failed",
+            "error_code": _truncate(code, 100),
+            "error_message": _truncate(message, MAX_MESSAGE_CHARS),
+            "run_id": run_id,
+        }
+        action = self._put(server_id, sets, create=False) or self._update(
             server_id,
             "SET #status = :failed, #code = :code, #message = :message, #run = :run",
             {
                 ":failed": "failed",
-                ":code": _truncate(code, 100),
-                ":message": _truncate(message, MAX_MESSAGE_CHARS),
+                ":code": sets["error_code"],
+                ":message": sets["error_message"],
                 ":run": run_id,
             },
             condition="attribute_exists(pk)",
@@ -385,7 +429,7 @@ class DynamoJournal:
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
         self.flush()
-        blob = zlib.compress(json.dumps(asdict(record), default=str).encode(), 6)
+        blob = zlib.compress(json.dumps(record_as_plain(record), default=str).encode(), 6)
         parts = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
         update = {
             "Update": {
@@ -525,10 +569,19 @@ class DynamoJournal:
         try:
             self.table.transact([fence, *actions], items)
         except ConditionFailed as exc:
+            self._mirror = None  # what is in the table is no longer known: Updates from now on
             reasons = exc.reasons
             if not reasons or reasons[0] == "ConditionalCheckFailed":
                 self._lease.lose("another run took the lease over (a write was refused)")
                 raise StateWriteError(f"lease lost: {self._lease.lost}") from exc
+            changed = next(
+                (a["Put"]["Item"]["sk"]["S"] for a, r in zip(actions, reasons[1:], strict=False)
+                 if r == "ConditionalCheckFailed" and "Put" in a and _old_item(a)),
+                None,
+            )  # fmt: skip
+            if changed is not None:
+                why = f"{changed} was changed by another writer in {self.path}"
+                raise JournalError(why) from exc
             writes = list(batch)
             culprit = next(
                 (w.what for w, r in zip(writes, reasons[1:], strict=False)
@@ -536,6 +589,55 @@ class DynamoJournal:
                 what,
             )  # fmt: skip
             raise JournalError(culprit) from exc
+        except BaseException:
+            self._mirror = None
+            raise
+
+    def _put(
+        self,
+        server_id: str,
+        sets: Mapping[str, object],
+        *,
+        first: Mapping[str, object] | None = None,
+        remove: Iterable[str] = (),
+        bump: bool = False,
+        create: bool,
+    ) -> dict[str, Any] | None:
+        """The write as a Put of the server's whole item, conditional on its revision; None when
+        it must be an Update (the item is not known, or absent and `create` is False).
+
+        `sets` are set, `first` set only where absent (if_not_exists), `remove` removed,
+        `bump` adds one to the attempts.
+        """
+        self._server_writes += 1
+        mirror = self._mirror
+        if mirror is None:
+            return None
+        old = mirror.get(server_id)
+        if old is None and not create:
+            return None  # the Update's condition refuses it, naming the server
+        item: Item = {"pk": self.scope, "sk": f"server#{server_id}"} if old is None else dict(old)
+        for name, value in (first or {}).items():
+            item.setdefault(name, value)
+        if bump:
+            item["attempts"] = int(item.get("attempts") or 0) + 1
+        item.update(sets)
+        for name in remove:
+            item.pop(name, None)
+        put: dict[str, Any] = {"TableName": self.table.name}
+        if old is None:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        elif old.get("rev") is None:  # written by Updates (an older version): no revision yet
+            put["ConditionExpression"] = "attribute_exists(pk) AND attribute_not_exists(#rev)"
+            put["ExpressionAttributeNames"] = {"#rev": "rev"}
+        else:
+            put["ConditionExpression"] = "#rev = :rev"
+            put["ExpressionAttributeNames"] = {"#rev": "rev"}
+            put["ExpressionAttributeValues"] = {":rev": marshal(old["rev"])}
+        item["rev"] = int(old.get("rev") or 0) + 1 if old is not None else 1
+        put["Item"] = _item(item)
+        mirror[server_id] = item
+        return {"Put": put}
 
     def _update(
         self,
@@ -560,6 +662,9 @@ class DynamoJournal:
         return {"Update": update}
 
 
+_SCALARS = (str, int, float, bool, bytes, type(None))  # what unmarshal gives back as written
+_ERROR = ("error_code", "error_message")
+
 _STEP_NAMES = {
     "app": "application_id",
     "step": "step",
@@ -580,6 +685,11 @@ _SERVER_NAMES = {
     "message": "error_message",
     "run": "run_id",
 }
+
+
+def _old_item(action: Mapping[str, Any]) -> bool:
+    """Whether a Put replaces an item it read (its condition is on the item's revision)."""
+    return "rev" in action["Put"].get("ExpressionAttributeNames", {}).values()
 
 
 def _entry(item: Item) -> JournalEntry:

@@ -373,7 +373,7 @@ class Journal:
         """
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
-        data = json.dumps(_as_plain(record), default=str)
+        data = json.dumps(record_as_plain(record), default=str)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, interrupted = ?, record_json = ?"
@@ -575,7 +575,7 @@ def _intent(
     )
 
 
-def _as_plain(record: RunRecord) -> dict[str, object]:
+def record_as_plain(record: RunRecord) -> dict[str, object]:
     """`dataclasses.asdict(record)` without its deep copies (a 2,000-server record with its
     timelines is hundreds of thousands of objects): the fields are plain values already."""
     plain = dict(vars(record))

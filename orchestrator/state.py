@@ -26,7 +26,7 @@ import structlog
 
 from orchestrator.config import Config, flag_overrides, load_config
 from orchestrator.dynamo import Table, TableSettings, init_table
-from orchestrator.dynamo_journal import DynamoJournal, wave_index
+from orchestrator.dynamo_journal import INTENT_LINGER_S, DynamoJournal, wave_index
 from orchestrator.errors import ConfigError, JournalError
 from orchestrator.journal import Journal, JournalEntry, StepEntry
 from orchestrator.lease import Lease
@@ -138,7 +138,9 @@ def open_run_state(
         )
         with lease:
             lease.start_heartbeat()
-            dynamo = DynamoJournal(table, lease.scope, wave, lease=lease)
+            dynamo = DynamoJournal(
+                table, lease.scope, wave, lease=lease, intent_linger_s=INTENT_LINGER_S
+            )
             store = RunStateStore(dynamo, f"dynamodb:{table.name}/{lease.scope}")
 
             def bind(lost: Callable[[str], None]) -> None:

@@ -6,13 +6,14 @@ Clocks are fake (the lease takes `wall` and `mono`); the heartbeat is driven by 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from orchestrator.dynamo import Table, TableSettings, init_table
 from orchestrator.dynamo_journal import DynamoJournal, StepEntry
-from orchestrator.errors import LockedError, StateWriteError
+from orchestrator.errors import JournalError, LockedError, StateWriteError
 from orchestrator.lease import Lease
 from tests.conftest import FakeClock
 from tests.moto_dynamo import serialize
@@ -188,4 +189,85 @@ def test_steps_are_fenced_and_approvals_are_not(table: Table) -> None:
     lease(table, "run-b", wall, FakeClock()).acquire()
     with pytest.raises(StateWriteError, match="lease lost"):
         journal.record_step("s-3", "app-1", "launch", "intent", at="T7", run_id="r")
+    journal.close()
+
+
+def test_once_entries_are_read_every_server_write_is_a_put_of_the_whole_item(table: Table) -> None:
+    """After the run's read of entries(), intents and results are Puts; an item an older
+    version wrote by Updates (no revision) is taken over, keeping its attempts and first
+    finalized_at."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    old = DynamoJournal(table, SCOPE, WAVE, lease=a, write_behind=False)  # never read: Updates
+    old.record_intent("s-1", "app-1", at="T0", run_id="r0")
+    old.record_accepted("s-1", at="T1", run_id="r0")
+    assert table.counts.actions.get("Put", 0) == 0
+
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    journal.entries()
+    journal.record_intent("s-1", "app-1", at="T2", run_id="r1")
+    journal.record_intent("s-2", "app-2", at="T2", run_id="r1")
+    journal.record_accepted("s-1", at="T3", run_id="r1")
+    journal.record_failed("s-2", code="ConflictException", message="no", run_id="r1")
+    journal.record_converged("s-1", at="T4", run_id="r1")
+    journal.record_converged("s-3", at="T4", run_id="r1", application_id="app-3")
+    journal.flush()
+    entries = journal.entries()
+    journal.close()
+    assert table.counts.actions["Put"] == 6
+    s1, s2, s3 = entries["s-1"], entries["s-2"], entries["s-3"]
+    assert (s1.status, s1.attempts, s1.intent_at, s1.finalized_at, s1.converged_at) == (
+        "converged", 2, "T2", "T1", "T4",
+    )  # fmt: skip
+    assert (s2.status, s2.attempts, s2.error_code) == ("failed", 1, "ConflictException")
+    assert (s3.status, s3.attempts, s3.application_id) == ("converged", 0, "app-3")
+
+
+def test_a_whole_item_write_over_someone_elses_change_is_refused(table: Table) -> None:
+    """If a server's item changed behind the lease holder's back, its Put is refused (nothing
+    overwritten, the run stops) and the journal goes back to Update expressions."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a, write_behind=False)
+    journal.entries()
+    journal.record_intent("s-1", "app-1", at="T0", run_id="r")
+    table.call(
+        "UpdateItem", TableName=table.name, Key={"pk": {"S": SCOPE}, "sk": {"S": "server#s-1"}},
+        UpdateExpression="SET rev = rev + :one", ExpressionAttributeValues={":one": {"N": "1"}},
+    )  # fmt: skip
+    with pytest.raises(JournalError, match="server#s-1 was changed by another writer"):
+        journal.record_accepted("s-1", at="T1", run_id="r")
+    assert journal.entries()["s-1"].status == "intent"
+    journal.record_accepted("s-1", at="T1", run_id="r")  # an Update: needs only the intent
+    assert journal.entries()["s-1"].status == "accepted"
+    assert table.counts.actions["Put"] == 1
+    journal.close()
+
+
+def test_intents_from_the_event_loop_are_group_committed_and_durable_on_return(
+    table: Table,
+) -> None:
+    """Intents awaited together go in one fenced transaction, each durable when its await
+    returns; if the lease is lost, every waiter hears it and nothing is written."""
+    a = lease(table, "run-a", FakeClock(1000.0), FakeClock())
+    a.acquire()
+    journal = DynamoJournal(table, SCOPE, WAVE, lease=a)
+    journal.entries()
+
+    async def intents(ids: range) -> list[BaseException | None]:
+        return await asyncio.gather(
+            *(journal.record_intent_soon(f"s-{i}", "app-1", at="T0", run_id="r") for i in ids),
+            return_exceptions=True,
+        )
+
+    before = table.counts.requests.get("TransactWriteItems", 0)
+    assert asyncio.run(intents(range(10))) == [None] * 10
+    assert table.counts.requests["TransactWriteItems"] - before == 1
+    assert {e.status for e in journal.entries().values()} == {"intent"}
+    assert journal.intent_batches == 1
+
+    a.lose("taken over")
+    failed = asyncio.run(intents(range(10, 15)))
+    assert all(isinstance(f, StateWriteError) for f in failed)
+    assert len(journal.entries()) == 10
     journal.close()

@@ -67,7 +67,8 @@ class SqliteBackend(Backend):
 class DynamoBackend(Backend):
     name = "dynamodb"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, read_first: bool = False) -> None:
+        self.read_first = read_first  # entries() read before writing: whole-item Puts
         self.settings = TableSettings(TABLE, region="us-east-1", endpoint_url=url)
         init_table(self.settings)
         self.tables: list[Table] = []
@@ -85,6 +86,8 @@ class DynamoBackend(Backend):
                 lease.table, lease.scope, WAVE, lease=lease, write_behind=False
             )
             with journal:
+                if self.read_first:
+                    journal.entries()
                 yield journal
 
     def lock(self, run_id: str) -> Lease:
@@ -99,7 +102,7 @@ class DynamoBackend(Backend):
         )
 
 
-@pytest.fixture(params=["sqlite", "dynamodb"])
+@pytest.fixture(params=["sqlite", "dynamodb", "dynamodb-puts"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, fake_credentials: dict[str, str]
 ) -> Iterator[Backend]:
@@ -107,7 +110,7 @@ def backend(
         yield SqliteBackend(tmp_path)
         return
     url: str = request.getfixturevalue("moto_url")
-    dynamo = DynamoBackend(url)
+    dynamo = DynamoBackend(url, read_first=request.param == "dynamodb-puts")
     yield dynamo
     for table in dynamo.tables:
         table.close()
