@@ -22,11 +22,23 @@ _SECRET_KEYS = re.compile(r"(secret|token|password|credential|access_key)", re.I
 _SECRET_VALUES = re.compile(r"\b(AKIA|ASIA)[A-Z0-9]{16}\b")
 
 
+_secret_key: dict[str, bool] = {}  # key -> whether it names a secret (keys repeat: cached)
+
+
 def _mask_secrets(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
-    for key, value in list(event.items()):
-        if _SECRET_KEYS.search(key):
+    for key, value in event.items():  # values replaced in place: the keys stay as they are
+        secret = _secret_key.get(key)
+        if secret is None:
+            secret = bool(_SECRET_KEYS.search(key))
+            if len(_secret_key) < 4096:
+                _secret_key[key] = secret
+        if secret:
             event[key] = "***"
-        elif isinstance(value, str) and _SECRET_VALUES.search(value):
+        elif (
+            isinstance(value, str)
+            and ("AKIA" in value or "ASIA" in value)
+            and _SECRET_VALUES.search(value)
+        ):
             event[key] = _SECRET_VALUES.sub("***", value)
     return event
 
