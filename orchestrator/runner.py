@@ -297,7 +297,13 @@ async def _execute(
             busy: dict[str, str] = {}
             if config.launch:
                 for launcher in launchers.values():
-                    busy.update(launcher.busy(await recent_jobs(launcher.gateway, stop)))
+                    part = launcher.gateway.stop  # its (account, region)'s part of the stop
+                    try:
+                        busy.update(launcher.busy(await recent_jobs(launcher.gateway, part)))
+                    except AccountError as err:
+                        if part is stop:
+                            raise
+                        part.request(StopReason.ACCOUNT, str(err))  # that target alone
             async for checks in gateway.preflight(part_wave, config, busy):
                 work = ledger.checked(checks)
                 for server_id in work.poll:

@@ -353,10 +353,12 @@ class Targets:
             self._block(target, failure)
             why = f"account_access: {target}: stopped mid-run: {failure}"
         except AccountError as err:
-            self._block(target, str(err))
+            failure = self._failure(target)  # set when the target was stopped before its reads
+            cause = failure if err.code == "TargetStopped" and failure is not None else str(err)
+            self._block(target, cause)
             if not self.gateways:  # no account left to run: the wave stops (exit 4)
                 raise
-            why = f"account_access: {target}: {err}"
+            why = f"account_access: {target}: account error: {cause}"
         else:
             return
         rest = [

@@ -362,3 +362,50 @@ def test_an_account_whose_credentials_expire_mid_run_stops_alone(
     )
     later_b = [e for e in emulator.request_log() if e["accountID"] == ACCT_B and e["t"] > denied_at]
     assert all(e["op"] != "FinalizeCutover" for e in later_b)
+
+
+def test_an_account_denied_from_the_start_of_a_night_blocks_only_its_applications(
+    emulator: Any, work_dir: Path
+) -> None:
+    """`run --launch`: account B's first call (its DescribeJobs) is denied. B's servers are
+    blocked with the account error, never launched nor finalized; account A's night runs to
+    the end; exit 4."""
+    apps = {
+        aid(1): (ACCT_A, [sid(1, n) for n in range(3)]),
+        aid(2): (ACCT_B, [sid(2, n) for n in range(3)]),
+    }
+    emulator.seed(
+        {
+            "servers": [
+                {
+                    "sourceServerID": s,
+                    "applicationID": app,
+                    "accountID": acct,
+                    "state": "READY_FOR_CUTOVER",
+                    "lagDuration": "PT5S",
+                }
+                for app, (acct, ids) in apps.items()
+                for s in ids
+            ]
+        }
+    )
+    emulator.set_faults(
+        time_scale=2000.0, launch_s=(60.0, 120.0), boot_s=(30.0, 60.0), post_launch_actions=(),
+        denied_after={ACCT_B: 0},
+    )  # fmt: skip
+    plan = write_wave(work_dir, "denied", apps)
+    args = run_args(plan, "denied", work_dir, "--launch", "--poll-interval", "0.05")
+    out = mgn_cutover([*args, "--timeout", "20"], cli_env(emulator.url))
+    assert out.returncode == 4, out.stderr[-3000:]
+    rows = {r["sourceServerID"]: r for r in report(work_dir, "denied")["servers"]}
+    for s in apps[aid(1)][1]:
+        assert rows[s]["outcome"] == "finalized", rows[s]
+    for s in apps[aid(2)][1]:
+        assert rows[s]["outcome"] == "blocked", rows[s]
+        reason = str(rows[s]["reason"])
+        assert reason.startswith(f"account_access: {ACCT_B}/us-east-1: account error: "), reason
+        assert "AccessDeniedException" in reason and "TargetStopped" not in reason, reason
+        assert emulator.server(s, ACCT_B)["lifeCycle"]["state"] == "READY_FOR_CUTOVER"
+    assert set(emulator.launches(ACCT_A)) == set(apps[aid(1)][1])
+    assert max(emulator.launches(ACCT_A).values()) == 1
+    assert not emulator.launches(ACCT_B)
