@@ -4,12 +4,17 @@ which failures mean "never sent" and which "may have been sent"."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
+from botocore.httpsession import get_cert_path
 
 from orchestrator.http1 import Dropped, Http1, NotSent
+from orchestrator.wire import _tls
 
 HEAD = b"POST /FinalizeCutover HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n"
 
@@ -187,3 +192,65 @@ async def test_at_most_max_connections_at_once() -> None:
     client.close()
     listener.close()
     await listener.wait_closed()
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for `localhost` that signs itself, and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_to_a_trusted_endpoint_and_never_to_an_untrusted_one(tmp_path: Path) -> None:
+    """Over TLS with the bundle that trusts the endpoint: answered. With the default bundle
+    (which does not): the connection is refused before anything is sent."""
+    cert, key = _self_signed(tmp_path)
+    server = Server(lambda n: (ok(b"{}"), False))
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, ssl=served)
+    port = listener.sockets[0].getsockname()[1]
+
+    def client(context: ssl.SSLContext) -> Http1:
+        return Http1(
+            "localhost", port, ssl_context=context, max_connections=1,
+            connect_timeout_s=5.0, read_timeout_s=5.0,
+        )  # fmt: skip
+
+    try:
+        trusting = client(_tls(str(cert)))
+        assert (await trusting.request(HEAD, b"{}")).status == 200
+        trusting.close()
+        with pytest.raises(NotSent, match="CERTIFICATE_VERIFY_FAILED"):
+            await client(_tls(str(get_cert_path(True)))).request(HEAD, b"{}")
+        assert server.requests == 1
+    finally:
+        listener.close()
+        await listener.wait_closed()
