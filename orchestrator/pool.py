@@ -6,11 +6,20 @@ attempt it asks the ledger whether the server may still be sent (its application
 and has the ledger journal the intent. Once the run stops, nothing new is sent: servers waiting
 for a slot, a rate-limit token or a backoff stop at once; calls on the wire are awaited
 `GRACE_S` when the run halts, then abandoned as ambiguous.
+
+Servers handed over wait in a queue per rate limiter (per (account, region)); at most
+`concurrency` of each queue are active at a time (started, not done, not backing off), so a
+wave of 40,000 servers has a few thousand tasks alive, not 80,000; an account waiting for its
+rate slots never keeps another account's servers from starting, and a server backing off
+never keeps a sibling from being sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -25,7 +34,7 @@ from orchestrator.errors import (
     ThrottledError,
 )
 from orchestrator.ledger import POLLED, Ledger
-from orchestrator.limiter import Sleep
+from orchestrator.limiter import RateLimiter, Sleep
 from orchestrator.mgn import ServerView
 from orchestrator.retry import Retrier
 from orchestrator.stop import GRACE_S, Stop, Stopped, StopReason
@@ -74,7 +83,13 @@ class FinalizePool:
         self._on_waiting = on_waiting
         self._grace_s = grace_s
         self._sleep = sleep
-        self._tasks: list[asyncio.Task[None]] = []
+        # Per rate limiter: the servers not started yet (with the context they were handed
+        # over in), and how many of its servers are active (started, not done, not backing off).
+        self._queued: dict[RateLimiter, deque[tuple[str, contextvars.Context]]] = {}
+        self._active: dict[RateLimiter, int] = {}
+        self._active_per_limiter = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None  # a bug escaped a server's task
         self._intake_closed = False
         self._more = asyncio.Event()
         # Per server: its retry loop, and its FinalizeCutover if one is on the wire now.
@@ -86,9 +101,61 @@ class FinalizePool:
         self._reading_back: set[str] = set()
 
     def submit(self, server_ids: Sequence[str]) -> None:
-        """Start finalizing more servers (the pre-flight hands them over per application)."""
-        self._tasks.extend(asyncio.ensure_future(self._finalize_one(s)) for s in server_ids)
+        """Finalize more servers (the pre-flight hands them over per application): each is
+        started once its rate limiter has fewer than `concurrency` servers active."""
+        context = contextvars.copy_context()
+        limiters = []
+        for server_id in server_ids:
+            limiter = self._writes(server_id).limiter
+            self._queued.setdefault(limiter, deque()).append((server_id, context))
+            limiters.append(limiter)
+        for limiter in dict.fromkeys(limiters):
+            self._start(limiter)
         self._more.set()
+
+    def _start(self, limiter: RateLimiter) -> None:
+        """Start the limiter's queued servers while it has room; once sends stopped, settle
+        them instead (what a server waiting for a slot would have become)."""
+        queue = self._queued.get(limiter)
+        while queue and self._failure is None:
+            if self._stop.sends_stopped:
+                self._settle_unstarted(queue.popleft()[0])
+                continue
+            if self._active.get(limiter, 0) >= self._active_per_limiter:
+                return
+            server_id, context = queue.popleft()
+            loop = asyncio.get_running_loop()
+            # Its own copy: each task binds its server to the log context.
+            task = loop.create_task(self._finalize_one(server_id), context=context.copy())
+            self._active[limiter] = self._active.get(limiter, 0) + 1
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, limiter))
+
+    def _done(self, limiter: RateLimiter, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._active[limiter] -= 1
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+        self._start(limiter)
+        self._more.set()
+
+    def pause(self, limiter: RateLimiter) -> None:
+        """A server of `limiter` starts backing off: it is not active until `resume`."""
+        self._active[limiter] -= 1
+        self._start(limiter)
+
+    def resume(self, limiter: RateLimiter) -> None:
+        """The server's backoff is over: active again (the bound may be passed briefly)."""
+        self._active[limiter] += 1
+
+    def _settle_unstarted(self, server_id: str) -> None:
+        self._ledger.stopped(server_id, self._stop_why())
+        if self._ledger.fate(server_id) in POLLED:
+            self._on_waiting(server_id)
+
+    def _settle_queued(self) -> None:
+        for limiter in list(self._queued):
+            self._start(limiter)
 
     def close(self) -> None:
         """Nothing more will be submitted: `run` returns once the submitted are done."""
@@ -100,14 +167,19 @@ class FinalizePool:
         watcher = asyncio.ensure_future(self._watch_stop())
         try:
             while True:
-                pending = [t for t in self._tasks if not t.done()]
-                if pending:
-                    await asyncio.gather(*pending)
-                    continue
-                if self._intake_closed:
+                if self._failure is not None:
+                    raise self._failure
+                idle = not self._tasks and not any(self._queued.values())
+                if idle and self._intake_closed:
                     return
                 self._more.clear()
                 await self._more.wait()
+        except asyncio.CancelledError:
+            self._queued.clear()  # never started: settled with the run
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            raise
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -117,6 +189,7 @@ class FinalizePool:
         the wire `grace_s`, then abandon them."""
         await self._stop.wait_sends_stopped()
         self._cancel_waiting()
+        self._settle_queued()
         await self._stop.wait_halted()
         self._cancel_waiting()
         if self._wire:
@@ -166,7 +239,11 @@ class FinalizePool:
         ledger = self._ledger
         try:
             writes = self._writes(server_id)
-            view = await writes.call(lambda: self._attempt(server_id), gate=self._sem)
+            view = await writes.call(
+                lambda: self._attempt(server_id),
+                gate=self._sem,
+                backoff=_BackingOff(self, writes.limiter),
+            )
         except asyncio.CancelledError:
             raise
         except (_Settled, StateWriteError):
@@ -272,6 +349,20 @@ class FinalizePool:
             log.warning("conflict_read_back_failed", error=str(err))
             return None
         return next((v for v in views if v.source_server_id == server_id), None)
+
+
+class _BackingOff:
+    """Held while a server backs off between attempts: it is not active then, so another
+    server of its limiter may start."""
+
+    def __init__(self, pool: FinalizePool, limiter: RateLimiter) -> None:
+        self._pool, self._limiter = pool, limiter
+
+    async def __aenter__(self) -> None:
+        self._pool.pause(self._limiter)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._pool.resume(self._limiter)
 
 
 def _per_server(retrier: PerServer) -> Callable[[str], Retrier]:
