@@ -28,7 +28,7 @@ from types import TracebackType
 
 from orchestrator.errors import JournalError, StateWriteError
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
-from orchestrator.outcome import RunRecord, run_record_from_dict
+from orchestrator.outcome import RunRecord, record_json, run_record_from_dict
 
 SCHEMA_VERSION = 2  # 2: the night's steps (launch, revert, archive) and approvals
 JOURNAL_FILE = "journal.sqlite3"
@@ -304,7 +304,7 @@ class Journal:
         """
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
-        data = json.dumps(_as_plain(record), default=str)
+        data = record_json(record)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, interrupted = ?, record_json = ?"
@@ -444,14 +444,6 @@ class Journal:
         # The original error matters more than a failed rollback (e.g. the connection is closed).
         with suppress(sqlite3.Error):
             self._conn.rollback()
-
-
-def _as_plain(record: RunRecord) -> dict[str, object]:
-    """`dataclasses.asdict(record)` without its deep copies (a 2,000-server record with its
-    timelines is hundreds of thousands of objects): the fields are plain values already."""
-    plain = dict(vars(record))
-    plain["servers"] = [dict(vars(s)) for s in record.servers]
-    return plain
 
 
 def _create(path: Path, wave: str) -> None:

@@ -113,7 +113,7 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a few per server
 class Mark:
     """One event of one server, placed on the timeline."""
 
