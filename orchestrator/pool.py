@@ -85,8 +85,8 @@ class FinalizePool:
         self._sleep = sleep
         # Per rate limiter: the servers not started yet (with the context they were handed
         # over in), and how many of its servers are active (started, not done, not backing off).
-        self._queued: dict[RateLimiter, deque[tuple[str, contextvars.Context]]] = {}
-        self._active: dict[RateLimiter, int] = {}
+        self._queued: dict[RateLimiter | None, deque[tuple[str, contextvars.Context]]] = {}
+        self._active: dict[RateLimiter | None, int] = {}
         self._active_per_limiter = concurrency
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a bug escaped a server's task
@@ -106,14 +106,20 @@ class FinalizePool:
         context = contextvars.copy_context()
         limiters = []
         for server_id in server_ids:
-            limiter = self._writes(server_id).limiter
+            limiter = self._limiter_of(server_id)
             self._queued.setdefault(limiter, deque()).append((server_id, context))
             limiters.append(limiter)
         for limiter in dict.fromkeys(limiters):
             self._start(limiter)
         self._more.set()
 
-    def _start(self, limiter: RateLimiter) -> None:
+    def _limiter_of(self, server_id: str) -> RateLimiter | None:
+        try:
+            return self._writes(server_id).limiter
+        except AccountError:  # its target is blocked: its own task meets it and reports it
+            return None
+
+    def _start(self, limiter: RateLimiter | None) -> None:
         """Start the limiter's queued servers while it has room; once sends stopped, settle
         them instead (what a server waiting for a slot would have become)."""
         queue = self._queued.get(limiter)
@@ -131,7 +137,7 @@ class FinalizePool:
             self._tasks.add(task)
             task.add_done_callback(functools.partial(self._done, limiter))
 
-    def _done(self, limiter: RateLimiter, task: asyncio.Task[None]) -> None:
+    def _done(self, limiter: RateLimiter | None, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._active[limiter] -= 1
         if not task.cancelled() and task.exception() is not None and self._failure is None:
