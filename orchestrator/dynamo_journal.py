@@ -38,9 +38,9 @@ import structlog
 
 from orchestrator.dynamo import MAX_TRANSACTION, ConditionFailed, Item, Table, key, marshal
 from orchestrator.errors import JournalError, StateWriteError
-from orchestrator.journal import MAX_MESSAGE_CHARS, JournalEntry, StepEntry, record_as_plain
+from orchestrator.journal import MAX_MESSAGE_CHARS, JournalEntry, StepEntry
 from orchestrator.lease import Lease
-from orchestrator.outcome import RunRecord, run_record_from_dict
+from orchestrator.outcome import RunRecord, record_json, run_record_from_dict
 
 log = structlog.get_logger(__name__)
 
@@ -429,7 +429,7 @@ class DynamoJournal:
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
         self.flush()
-        blob = zlib.compress(json.dumps(record_as_plain(record), default=str).encode(), 6)
+        blob = zlib.compress(record_json(record).encode(), 6)
         parts = [blob[i : i + PART_BYTES] for i in range(0, len(blob), PART_BYTES)] or [b""]
         update = {
             "Update": {

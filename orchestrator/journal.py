@@ -40,7 +40,7 @@ import structlog
 
 from orchestrator.errors import JournalError, StateWriteError
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
-from orchestrator.outcome import RunRecord, run_record_from_dict
+from orchestrator.outcome import RunRecord, record_json, run_record_from_dict
 
 log = structlog.get_logger(__name__)
 
@@ -373,7 +373,7 @@ class Journal:
         """
         if record.wave != self.wave:
             raise JournalError(f"run record of wave {record.wave!r} in journal of {self.wave!r}")
-        data = json.dumps(record_as_plain(record), default=str)
+        data = record_json(record)
         with self._tx() as cur:
             cur.execute(
                 "UPDATE runs SET finished_at = ?, exit_code = ?, interrupted = ?, record_json = ?"
@@ -573,14 +573,6 @@ def _intent(
         " error_code = NULL, error_message = NULL, run_id = excluded.run_id",
         (server_id, application_id, at, run_id),
     )
-
-
-def record_as_plain(record: RunRecord) -> dict[str, object]:
-    """`dataclasses.asdict(record)` without its deep copies (a 2,000-server record with its
-    timelines is hundreds of thousands of objects): the fields are plain values already."""
-    plain = dict(vars(record))
-    plain["servers"] = [dict(vars(s)) for s in record.servers]
-    return plain
 
 
 def _create(path: Path, wave: str) -> None:

@@ -125,7 +125,7 @@ CUTTING_OVER, CUTOVER, DISCONNECTED, SUCCEEDED, READY_FOR_CUTOVER = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one kept per server
 class ServerView:
     """What MGN says of one server, read defensively: odd answers become `None` plus a problem."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -46,7 +47,7 @@ def exit_meaning(exit_code: int, dry_run: bool = False) -> str:
 CONVERGED_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER})
 
 
-@dataclass
+@dataclass(slots=True)  # one per server, 40,000 in a big wave
 class ServerResult:
     """One server's row in the report. Times are ISO 8601 UTC strings or None."""
 
@@ -99,6 +100,19 @@ class RunRecord:
     run_exit_code: int | None = None
     # Loud warnings a reader must see (e.g. another wave's plan file that could not be read).
     warnings: list[str] = field(default_factory=list)
+
+
+def record_json(record: RunRecord) -> str:
+    """The record as `json.dumps(dataclasses.asdict(record), default=str)` writes it, without
+    asdict's deep copy of every row and timeline: each row becomes a dict only while it is
+    encoded."""
+    return json.dumps(record, default=_plain)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, RunRecord | ServerResult):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    return str(value)
 
 
 def run_record_from_dict(data: dict[str, Any]) -> RunRecord:

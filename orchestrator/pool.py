@@ -7,11 +7,20 @@ and has the ledger journal the intent. Once the run stops, nothing new is sent: 
 for a slot, a rate-limit token or a backoff stop at once; calls on the wire are awaited
 `GRACE_S` when the run halts, then abandoned as ambiguous. A server's own stop (`stop_of`, its
 (account, region)'s part of the run's stop) does the same for that target's servers only.
+
+Servers handed over wait in a queue per rate limiter (per (account, region)); at most
+`concurrency` of each queue are active at a time (started, not done, not backing off), so a
+wave of 40,000 servers has a few thousand tasks alive, not 80,000; an account waiting for its
+rate slots never keeps another account's servers from starting, and a server backing off
+never keeps a sibling from being sent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
@@ -26,7 +35,7 @@ from orchestrator.errors import (
     ThrottledError,
 )
 from orchestrator.ledger import POLLED, Ledger
-from orchestrator.limiter import Sleep
+from orchestrator.limiter import RateLimiter, Sleep
 from orchestrator.mgn import ServerView
 from orchestrator.retry import Retrier
 from orchestrator.stop import GRACE_S, Stop, Stopped, StopReason
@@ -79,7 +88,13 @@ class FinalizePool:
         self._on_waiting = on_waiting
         self._grace_s = grace_s
         self._sleep = sleep
-        self._tasks: list[asyncio.Task[None]] = []
+        # Per rate limiter: the servers not started yet (with the context they were handed
+        # over in), and how many of its servers are active (started, not done, not backing off).
+        self._queued: dict[RateLimiter | None, deque[tuple[str, contextvars.Context]]] = {}
+        self._active: dict[RateLimiter | None, int] = {}
+        self._active_per_limiter = concurrency
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None  # a bug escaped a server's task
         self._intake_closed = False
         self._more = asyncio.Event()
         # Per server: its retry loop, and its FinalizeCutover if one is on the wire now.
@@ -91,9 +106,67 @@ class FinalizePool:
         self._reading_back: set[str] = set()
 
     def submit(self, server_ids: Sequence[str]) -> None:
-        """Start finalizing more servers (the pre-flight hands them over per application)."""
-        self._tasks.extend(asyncio.ensure_future(self._finalize_one(s)) for s in server_ids)
+        """Finalize more servers (the pre-flight hands them over per application): each is
+        started once its rate limiter has fewer than `concurrency` servers active."""
+        context = contextvars.copy_context()
+        limiters = []
+        for server_id in server_ids:
+            limiter = self._limiter_of(server_id)
+            self._queued.setdefault(limiter, deque()).append((server_id, context))
+            limiters.append(limiter)
+        for limiter in dict.fromkeys(limiters):
+            self._start(limiter)
         self._more.set()
+
+    def _limiter_of(self, server_id: str) -> RateLimiter | None:
+        try:
+            return self._writes(server_id).limiter
+        except AccountError:  # its target is blocked: its own task meets it and reports it
+            return None
+
+    def _start(self, limiter: RateLimiter | None) -> None:
+        """Start the limiter's queued servers while it has room; once sends stopped, settle
+        them instead (what a server waiting for a slot would have become)."""
+        queue = self._queued.get(limiter)
+        while queue and self._failure is None:
+            if self._stop_of(queue[0][0]).sends_stopped:
+                self._settle_unstarted(queue.popleft()[0])
+                continue
+            if self._active.get(limiter, 0) >= self._active_per_limiter:
+                return
+            server_id, context = queue.popleft()
+            loop = asyncio.get_running_loop()
+            # Its own copy: each task binds its server to the log context.
+            task = loop.create_task(self._finalize_one(server_id), context=context.copy())
+            self._active[limiter] = self._active.get(limiter, 0) + 1
+            self._tasks.add(task)
+            task.add_done_callback(functools.partial(self._done, limiter))
+
+    def _done(self, limiter: RateLimiter | None, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._active[limiter] -= 1
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+        self._start(limiter)
+        self._more.set()
+
+    def pause(self, limiter: RateLimiter) -> None:
+        """A server of `limiter` starts backing off: it is not active until `resume`."""
+        self._active[limiter] -= 1
+        self._start(limiter)
+
+    def resume(self, limiter: RateLimiter) -> None:
+        """The server's backoff is over: active again (the bound may be passed briefly)."""
+        self._active[limiter] += 1
+
+    def _settle_unstarted(self, server_id: str) -> None:
+        self._ledger.stopped(server_id, _stop_why(self._stop_of(server_id)))
+        if self._ledger.fate(server_id) in POLLED:
+            self._on_waiting(server_id)
+
+    def _settle_queued(self) -> None:
+        for limiter in list(self._queued):
+            self._start(limiter)
 
     def close(self) -> None:
         """Nothing more will be submitted: `run` returns once the submitted are done."""
@@ -105,14 +178,19 @@ class FinalizePool:
         self._watch(self._stop)
         try:
             while True:
-                pending = [t for t in self._tasks if not t.done()]
-                if pending:
-                    await asyncio.gather(*pending)
-                    continue
-                if self._intake_closed:
+                if self._failure is not None:
+                    raise self._failure
+                idle = not self._tasks and not any(self._queued.values())
+                if idle and self._intake_closed:
                     return
                 self._more.clear()
                 await self._more.wait()
+        except asyncio.CancelledError:
+            self._queued.clear()  # never started: settled with the run
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            raise
         finally:
             watchers = list(self._watchers.values())
             for watcher in watchers:
@@ -133,6 +211,7 @@ class FinalizePool:
 
         await stop.wait_sends_stopped()
         self._cancel_waiting(governed)
+        self._settle_queued()  # each queued server settles if its own stop has stopped
         await stop.wait_halted()
         self._cancel_waiting(governed)
         wire = {sid: call for sid, call in self._wire.items() if governed(sid)}
@@ -187,7 +266,11 @@ class FinalizePool:
         stop = self._stop_of(server_id)
         try:
             writes = self._writes(server_id)
-            view = await writes.call(lambda: self._attempt(server_id), gate=self._sem)
+            view = await writes.call(
+                lambda: self._attempt(server_id),
+                gate=self._sem,
+                backoff=_BackingOff(self, writes.limiter),
+            )
         except asyncio.CancelledError:
             raise
         except (_Settled, StateWriteError):
@@ -298,6 +381,20 @@ def _stop_why(stop: Stop) -> str:
         StopReason.LOCAL_STATE: "local state could not be written",
         StopReason.WINDOW: "window closed",
     }.get(stop.reason or StopReason.SIGNAL, "run stopped")
+
+
+class _BackingOff:
+    """Held while a server backs off between attempts: it is not active then, so another
+    server of its limiter may start."""
+
+    def __init__(self, pool: FinalizePool, limiter: RateLimiter) -> None:
+        self._pool, self._limiter = pool, limiter
+
+    async def __aenter__(self) -> None:
+        self._pool.pause(self._limiter)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._pool.resume(self._limiter)
 
 
 def _per_server(retrier: PerServer) -> Callable[[str], Retrier]:

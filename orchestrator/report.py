@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from orchestrator.outcome import (
     ServerResult,
     exit_meaning,
 )
-from orchestrator.report_html import render_html
+from orchestrator.report_html import html_parts
 
 __all__ = ["EXIT_MEANINGS", "exit_meaning", "render_json", "write_report"]
 
@@ -97,11 +97,13 @@ def summarize(servers: Sequence[ServerResult]) -> dict[str, int]:
 
 def render_json(record: RunRecord) -> str:
     """The report as pretty-printed JSON with a stable key order; objects in config as str."""
-    return _dump(report_document(record))
+    return "".join(_json_parts(report_document(record)))
 
 
-def _dump(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n"
+def _json_parts(doc: dict[str, Any]) -> Iterator[str]:
+    """`json.dumps(doc, indent=2)` in pieces: the same text, never held whole."""
+    yield from json.JSONEncoder(indent=2, ensure_ascii=False, default=str).iterencode(doc)
+    yield "\n"
 
 
 def report_document(record: RunRecord) -> dict[str, Any]:
@@ -372,13 +374,21 @@ def render_csv(record: RunRecord) -> str:
     Text that a spreadsheet would run as a formula (starting with =, +, -, @) gets a leading
     apostrophe; every other cell reads back exactly, None as an empty cell.
     """
+    return "".join(_csv_parts(record))
+
+
+def _csv_parts(record: RunRecord, rows_per_part: int = 1000) -> Iterator[str]:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(CSV_FIELDS)
-    for server in _sorted(record.servers):
+    for n, server in enumerate(_sorted(record.servers), start=1):
         row = [*_server_flat(server), record.wave, server.application_name]
         writer.writerow([_csv_cell(v) for v in row])
-    return buf.getvalue()
+        if n % rows_per_part == 0:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -406,18 +416,20 @@ def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
     """
     folder = wave_dir(report_dir, record.wave)
     doc = report_document(record)
-    rendered = {
-        "report.json": _dump(doc),
-        "report.md": render_markdown(record),
-        "report.csv": render_csv(record),
-        "report.html": render_html(doc),
+    # Each file written as it is rendered, one after the other: 40,000 servers' pages are
+    # ~200 MB of text, which must never be in memory at once.
+    rendered: dict[str, Callable[[], Iterable[str]]] = {
+        "report.json": lambda: _json_parts(doc),
+        "report.md": lambda: (render_markdown(record),),
+        "report.csv": lambda: _csv_parts(record),
+        "report.html": lambda: html_parts(doc),
     }
     run = folder / "runs" / run_folder_name(record)
     wave_level = not record.dry_run or not _has_real_report(folder)
     ensure_private_dir(folder)
     ensure_private_dir(run)
-    for name, text in rendered.items():
-        _write_atomic(run / name, text)
+    for name, parts in rendered.items():
+        _write_atomic(run / name, parts())
     fsync_dir(run)
     if wave_level:  # the same files again: linked, not written twice
         for name in rendered:
@@ -435,7 +447,12 @@ def _link_atomic(source: Path, path: Path) -> None:
         tmp.replace(path)
     except OSError:
         tmp.unlink(missing_ok=True)
-        _write_atomic(path, source.read_text(encoding="utf-8"))  # no hard links here: copy
+        _write_atomic(path, _read_parts(source))  # no hard links here: copy
+
+
+def _read_parts(path: Path, size: int = 1 << 20) -> Iterator[str]:
+    with path.open(encoding="utf-8", newline="") as f:
+        yield from iter(lambda: f.read(size), "")
 
 
 def _has_real_report(folder: Path) -> bool:
@@ -542,14 +559,24 @@ def _md(value: str | None) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a 0600 temp file in the same folder, fsync, then rename over `path`."""
+def _write_atomic(path: Path, parts: Iterable[str], batch_chars: int = 1 << 20) -> None:
+    """Write `parts` via a 0600 temp file in the same folder, fsync, then rename over `path`
+    (parts gathered to about `batch_chars` per write: the JSON encoder yields single tokens)."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             os.fchmod(f.fileno(), 0o600)
-            f.write(text)
+            pending: list[str] = []
+            size = 0
+            for part in parts:
+                pending.append(part)
+                size += len(part)
+                if size >= batch_chars:
+                    f.write("".join(pending))
+                    pending.clear()
+                    size = 0
+            f.write("".join(pending))
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,9 +29,9 @@ from orchestrator.report_timeline import (
     is_problem,
     outcome_of,
     parse_time,
-    render_timeline,
     stop_reason,
     text_of,
+    timeline_parts,
 )
 
 # Short names for the helpers every section uses.
@@ -45,34 +45,35 @@ def render_html(doc: Mapping[str, Any]) -> str:
 
     Never raises for odd content: missing or ill-typed fields are drawn as "-" or left out.
     """
+    return "".join(html_parts(doc))
+
+
+def html_parts(doc: Mapping[str, Any]) -> Iterator[str]:
+    """`render_html` in pieces (a lane, a table row), to be written as they come: the page of
+    40,000 servers is ~100 MB, never held whole."""
     servers = [s for s in _list(doc.get("servers")) if isinstance(s, Mapping)]
     lanes = build_lanes(doc, servers)
     wave = _text(doc.get("wave")) or "?"
-    body = "\n".join(
-        [
-            f"<header><h1>mgn-cutover report: wave {_e(wave)}</h1>{_subtitle(doc)}</header>",
-            _banners(doc),
-            _summary(doc, servers),
-            _attention(lanes, bool(doc.get("dry_run"))),
-            render_timeline(
-                lanes, parse_time(doc.get("started_at")), parse_time(doc.get("finished_at"))
-            ),
-            _table(servers, lanes),
-            _footer(doc),
-        ]
-    )
     script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
     csp = (
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         f"script-src 'sha256-{script_hash}'"
     )
-    return (
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_e(csp)}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>mgn-cutover: wave {_e(wave)}</title><style>{_CSS}{TIMELINE_CSS}</style></head>\n"
-        f"<body>\n{body}\n<script>{_SCRIPT}</script>\n</body></html>\n"
+        "<body>\n"
+        f"<header><h1>mgn-cutover report: wave {_e(wave)}</h1>{_subtitle(doc)}</header>\n"
     )
+    yield f"{_banners(doc)}\n{_summary(doc, servers)}\n"
+    yield f"{_attention(lanes, bool(doc.get('dry_run')))}\n"
+    started, finished = parse_time(doc.get("started_at")), parse_time(doc.get("finished_at"))
+    yield from timeline_parts(lanes, started, finished)
+    yield "\n"
+    yield from _table_parts(servers, lanes)
+    yield f"\n{_footer(doc)}\n<script>{_SCRIPT}</script>\n</body></html>\n"
 
 
 # --- reading the document -------------------------------------------------------------------
@@ -232,7 +233,7 @@ _COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _table(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) -> str:
+def _table_parts(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) -> Iterator[str]:
     names = {lane.app_id: lane.name for lane in lanes}
     present = {_outcome(s) for s in servers}
     ordered = [o for o in OUTCOME_ORDER if o in present] + sorted(present - set(OUTCOME_ORDER))
@@ -243,8 +244,7 @@ def _table(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) -> str:
         f'<th data-type="{kind}" tabindex="0" aria-sort="none">{_e(label)}</th>'
         for label, kind in _COLUMNS
     )
-    rows = "".join(_row(s, names) for s in servers)
-    return (
+    yield (
         '<section id="servers"><h2>Servers</h2><div class="controls">'
         '<input id="filter" type="search" placeholder="Filter: name, ID, reason, error…" '
         'aria-label="filter servers" autocomplete="off">'
@@ -252,8 +252,11 @@ def _table(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) -> str:
         f'<option value="__problems">needs attention</option>{options}</select>'
         f'<span id="shown" class="muted">{len(servers)} of {len(servers)} servers</span></div>'
         f'<div class="tablewrap"><table id="server-table"><thead><tr>{heads}</tr></thead>'
-        f"<tbody>{rows}</tbody></table></div></section>"
+        "<tbody>"
     )
+    for server in servers:
+        yield _row(server, names)
+    yield "</tbody></table></div></section>"
 
 
 def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> str:

@@ -56,12 +56,14 @@ async def call_with_retries(
     rng: random.Random | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     gate: AbstractAsyncContextManager[Any] | None = None,
+    backoff: AbstractAsyncContextManager[Any] | None = None,
 ) -> T:
     """Run `call` under `limiter` until it succeeds, fails for good, or the policy gives up.
 
     `gate` (a semaphore) is held only around each attempt, not while waiting for the rate slot
     or backing off, so a server waiting out `Retry-After` or its account's quota does not hold
-    a concurrency slot.
+    a concurrency slot. `backoff` is held while waiting between attempts (the pool starts
+    another server meanwhile).
     Raises the last RetryableError when attempts or the deadline run out, any other error at
     once, and Stopped when `should_stop()` turns true before an attempt.
     """
@@ -101,7 +103,8 @@ async def call_with_retries(
             max_attempts=policy.max_attempts,
             delay_s=round(delay, 2),
         )
-        await sleep(delay)
+        async with backoff or contextlib.nullcontext():
+            await sleep(delay)
 
 
 def _never() -> bool:
@@ -129,6 +132,7 @@ class Retrier:
         call: Callable[[], Awaitable[T]],
         *,
         gate: AbstractAsyncContextManager[Any] | None = None,
+        backoff: AbstractAsyncContextManager[Any] | None = None,
     ) -> T:
         """`call_with_retries` with this retrier's settings; raises what it raises."""
         return await call_with_retries(
@@ -140,4 +144,5 @@ class Retrier:
             rng=self.rng,
             should_stop=self.should_stop,
             gate=gate,
+            backoff=backoff,
         )

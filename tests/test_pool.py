@@ -229,6 +229,68 @@ async def test_finalizes_all_under_the_rate_and_concurrency_bounds(journal: Jour
     assert all(entries[sid].status == "converged" and entries[sid].finalized_at for sid in IDS)
 
 
+async def test_only_a_few_servers_per_account_are_started_and_a_slow_account_blocks_none(
+    journal: Journal,
+) -> None:
+    """200 servers of a slow account (2/s) and 200 of a fast one (1000/s), 4 slots: a few
+    tasks alive at any time (not 400), the fast account done at its own pace, all finalized."""
+    vt = VirtualTime()
+    slow_ids, fast_ids = [f"s-1{i:016d}" for i in range(200)], [f"s-2{i:016d}" for i in range(200)]
+    apps = {APP_A: slow_ids, APP_B: fast_ids}
+    mgn = FakeMgn(vt, apps, latency_s=0.01)
+    night = Night(vt, mgn, journal, apps, concurrency=4)
+    base = Retrier(RetryPolicy(), RateLimiter(1000, clock=vt.clock, sleep=vt.sleep), vt.sleep,
+                   vt.clock, should_stop=lambda: night.stop.sends_stopped)  # fmt: skip
+    slow = base.copy(limiter=RateLimiter(2, clock=vt.clock, sleep=vt.sleep))
+    alive: list[int] = []
+
+    async def counting(sid: str) -> ServerView | None:
+        alive.append(len(asyncio.all_tasks()))
+        return await mgn.finalize(sid)
+
+    night.pool = FinalizePool(
+        finalize=counting,
+        describe=mgn.describe,
+        ledger=night.ledger,
+        writes=lambda sid: slow if sid in slow_ids else base,
+        reads=base,
+        concurrency=4,
+        stop=night.stop,
+        on_waiting=night.reconciler.add,
+        sleep=vt.sleep,
+    )
+    results = await vt.run(night.run(reconcile=False))
+    assert max(alive) < 30, max(alive)
+    done_at = {sid: t for t, sid in mgn.finalize_calls}
+    assert max(done_at[sid] for sid in fast_ids) < 1.0
+    assert max(done_at[sid] for sid in slow_ids) == pytest.approx(99.5)
+    assert {r.outcome for r in results.values()} == {Outcome.TIMED_OUT}  # accepted, unpolled
+    assert sorted(_sent(mgn)) == sorted(slow_ids + fast_ids)
+
+
+async def test_a_stop_settles_the_servers_not_started_yet(journal: Journal) -> None:
+    """A signal while most servers wait unstarted in the queue: each is not_attempted at once
+    (no intent journaled), those already sent are accepted, nothing is sent after."""
+    vt = VirtualTime()
+    ids = [f"s-{i:017d}" for i in range(300)]
+    apps = {APP_A: ids}
+    mgn = FakeMgn(vt, apps)
+    night = Night(vt, mgn, journal, apps, rate=10, concurrency=2)
+
+    async def signal_later() -> None:
+        await vt.sleep(2.02)
+        night.stop.request(StopReason.SIGNAL)
+
+    results, _ = await vt.run(asyncio.gather(night.run(reconcile=False), signal_later()))
+    sent = set(_sent(mgn))
+    assert all(t <= 2.02 for t, _ in mgn.finalize_calls) and 20 <= len(sent) <= 22
+    assert {sid for sid, r in results.items() if r.outcome is Outcome.TIMED_OUT} == sent
+    unsent = [results[sid] for sid in ids if sid not in sent]
+    assert all(r.outcome is Outcome.NOT_ATTEMPTED and r.reason == "run interrupted" for r in unsent)
+    assert set(journal.entries()) == sent
+    assert vt.now < 3.0
+
+
 async def test_retries_transient_errors_then_succeeds(journal: Journal) -> None:
     """A 429 (waiting out Retry-After) and a 500 are retried; finalized after three attempts."""
     vt = VirtualTime()
