@@ -96,14 +96,30 @@ def summarize(servers: Sequence[ServerResult]) -> dict[str, int]:
 
 
 def render_json(record: RunRecord) -> str:
-    """The report as pretty-printed JSON with a stable key order; objects in config as str."""
+    """The report as JSON with a stable key order; objects in config as str."""
     return "".join(_json_parts(report_document(record)))
 
 
 def _json_parts(doc: dict[str, Any]) -> Iterator[str]:
-    """`json.dumps(doc, indent=2)` in pieces: the same text, never held whole."""
-    yield from json.JSONEncoder(indent=2, ensure_ascii=False, default=str).iterencode(doc)
-    yield "\n"
+    """The document in pieces, never held whole: each top-level field on its own line, each
+    element of a list of objects (servers, applications) on its own line. Readable and
+    greppable, and each piece comes from json's C encoder (`indent` would use the pure-Python
+    one: ~4x the CPU for thousands of servers)."""
+    yield "{"
+    for n, (key, value) in enumerate(doc.items()):
+        yield f'{"," if n else ""}\n  {json.dumps(key, ensure_ascii=False)}: '
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            yield "["
+            for i, item in enumerate(value):
+                yield f'{"," if i else ""}\n    {_compact(item)}'
+            yield "\n  ]"
+        else:
+            yield _compact(value)
+    yield "\n}\n"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
 
 
 def report_document(record: RunRecord) -> dict[str, Any]:
