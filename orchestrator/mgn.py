@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from botocore.parsers import ResponseParserError
 
 from orchestrator import __version__
-from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook
+from orchestrator.answers import PROBLEM_KEY, Check, check_items, compile_check, make_hook
 from orchestrator.errors import (
     AccountError,
     ConfigError,
@@ -401,6 +401,35 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
+@dataclass(frozen=True)
+class _Checks:
+    """The compiled off-model checks of one MGN model (`answers.compile_check`)."""
+
+    answer: Check
+    item: Check
+    answer_hook: Any
+    page_hook: Any
+
+
+_CHECKS: dict[tuple[str, str], _Checks] = {}
+
+
+def _checks(model: Any) -> _Checks:
+    """The checks for `model`, compiled once per process (a run opens a client per (account,
+    region), all with the same model; compiling walks the whole SourceServer shape)."""
+    key = (model.service_name, model.api_version)
+    found = _CHECKS.get(key)
+    if found is None:
+        shape = model.shape_for("SourceServer")
+        found = _CHECKS[key] = _Checks(
+            compile_check(shape, "answer"),
+            compile_check(shape, "item"),
+            make_hook(shape, single=True),
+            make_hook(shape, single=False),
+        )
+    return found
+
+
 def _page(answer: Any) -> dict[str, Any]:
     """A DescribeSourceServers page whose frame fits the model (its items are checked one by
     one later); raises the ambiguous ResponseParserError botocore's parser would raise."""
@@ -450,14 +479,11 @@ class MgnClient:
         botocore's parser sees them in the others."""
         model = client.meta.service_model
         use_model(model)
-        server_shape = model.shape_for("SourceServer")
-        self._check_answer = compile_check(server_shape, "answer")
-        self._check_item = compile_check(server_shape, "item")
+        checks = _checks(model)
+        self._check_answer, self._check_item = checks.answer, checks.item
         events = client.meta.events
-        events.register(
-            "before-parse.mgn.DescribeSourceServers", make_hook(server_shape, single=False)
-        )
-        events.register("before-parse.mgn.FinalizeCutover", make_hook(server_shape, single=True))
+        events.register("before-parse.mgn.DescribeSourceServers", checks.page_hook)
+        events.register("before-parse.mgn.FinalizeCutover", checks.answer_hook)
 
     async def __aexit__(
         self,

@@ -71,7 +71,7 @@ class Terminal:
         self.status = ""
 
     def file(self) -> _LineFile:
-        """A file whose complete lines go through `log` (for structlog's PrintLogger)."""
+        """A file whose complete lines go through `log` (for structlog's WriteLogger)."""
         return _LineFile(self)
 
 

@@ -47,14 +47,18 @@ class _Stamps:
 
     ms = -1
     text = ""
+    second = -1
+    second_text = ""
 
     @classmethod
     def now(cls) -> str:
         ms = time.time_ns() // 1_000_000
         if ms != cls.ms:
             seconds, milli = divmod(ms, 1000)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-            cls.ms, cls.text = ms, f"{stamp}.{milli:03d}Z"
+            if seconds != cls.second:
+                cls.second = seconds
+                cls.second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            cls.ms, cls.text = ms, f"{cls.second_text}.{milli:03d}Z"
         return cls.text
 
 
