@@ -2,9 +2,11 @@
 
 botocore's parser is lenient where we need strictness (a non-boolean `isArchived` becomes False)
 and strict where we need leniency (one mis-typed structure fails a whole page of 200 servers).
-A `before-parse` hook checks each SourceServer's raw JSON against the model's types; an item
-that does not match is replaced by its bare ID plus a `PROBLEM_KEY` naming the fault, so that
-server alone is reported as unknown state and never finalized.
+Each SourceServer's raw JSON is checked against the model's types (`compile_check`): by the
+lean calls (`mgn.MgnClient`) on the answer itself, and by a `before-parse` hook (`make_hook`) for
+pages that still go through botocore. An item that does not match is replaced by its bare ID plus
+a `PROBLEM_KEY` naming the fault, so that server alone is reported as unknown state and never
+finalized.
 """
 
 from __future__ import annotations
@@ -109,11 +111,9 @@ def check_items(body: Any, check: Check) -> tuple[Any, dict[str, str]]:
     return {**body, "items": items}, problems
 
 
-def make_hook(server_shape: Any, *, single: bool) -> Any:
-    """A botocore `before-parse` handler for DescribeSourceServers (or, `single`, an answer
-    that is one SourceServer, such as FinalizeCutover's)."""
-
-    check = compile_check(server_shape, "answer" if single else "item")
+def make_hook(check: Check) -> Any:
+    """A botocore `before-parse` handler for DescribeSourceServers pages, checking each item
+    with `check` (`compile_check` of the SourceServer shape, path "item")."""
 
     def before_parse(
         response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
@@ -127,12 +127,6 @@ def make_hook(server_shape: Any, *, single: bool) -> Any:
             body = json.loads(raw)
         except ValueError:
             return  # botocore reports it as a parse error
-        if single:
-            problem = check(body) if isinstance(body, dict) else None
-            if problem is not None or not isinstance(body, dict):
-                response_dict["body"] = b"{}"
-                customized_response_dict[PROBLEM_KEY] = problem or "answer is not an object"
-            return
         fixed, problems = check_items(body, check)
         if problems or fixed is not body:
             response_dict["body"] = json.dumps(fixed).encode()

@@ -403,11 +403,12 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
 
 @dataclass(frozen=True)
 class _Checks:
-    """The compiled off-model checks of one MGN model (`answers.compile_check`)."""
+    """The compiled off-model checks of one MGN model (`answers.compile_check`): of a whole
+    answer (FinalizeCutover's, a lean call), of a page's items (the lean DescribeSourceServers,
+    and botocore's through `page_hook` for the calls that still go through it)."""
 
     answer: Check
     item: Check
-    answer_hook: Any
     page_hook: Any
 
 
@@ -421,12 +422,8 @@ def _checks(model: Any) -> _Checks:
     found = _CHECKS.get(key)
     if found is None:
         shape = model.shape_for("SourceServer")
-        found = _CHECKS[key] = _Checks(
-            compile_check(shape, "answer"),
-            compile_check(shape, "item"),
-            make_hook(shape, single=True),
-            make_hook(shape, single=False),
-        )
+        item = compile_check(shape, "item")
+        found = _CHECKS[key] = _Checks(compile_check(shape, "answer"), item, make_hook(item))
     return found
 
 
@@ -481,9 +478,9 @@ class MgnClient:
         use_model(model)
         checks = _checks(model)
         self._check_answer, self._check_item = checks.answer, checks.item
-        events = client.meta.events
-        events.register("before-parse.mgn.DescribeSourceServers", checks.page_hook)
-        events.register("before-parse.mgn.FinalizeCutover", checks.answer_hook)
+        # FinalizeCutover is always a lean call; DescribeSourceServers also goes through
+        # botocore (by application, every server of an account).
+        client.meta.events.register("before-parse.mgn.DescribeSourceServers", checks.page_hook)
 
     async def __aexit__(
         self,

@@ -345,19 +345,16 @@ class Targets:
             ):
                 seen.update(c.source_server_id for c in checks)
                 yield checks
-        except Stopped:
-            failure = self._failure(target)
-            if failure is None or self.stop.halted:
+        except (Stopped, AccountError) as err:
+            # An account error that stopped this target elsewhere (its part's failure: the
+            # reads were cancelled, or refused as TargetStopped), or one its own reads met.
+            failure = None if self.stop.halted else self._failure(target)
+            if failure is None and not isinstance(err, AccountError):
                 raise
-            # An account error stopped this target mid-run (elsewhere): the rest is not read.
-            self._block(target, failure)
-            why = f"account_access: {target}: stopped mid-run: {failure}"
-        except AccountError as err:
-            failure = self._failure(target)  # set when the target was stopped before its reads
-            cause = failure if err.code == "TargetStopped" and failure is not None else str(err)
+            cause = failure or str(err)
             self._block(target, cause)
-            if not self.gateways:  # no account left to run: the wave stops (exit 4)
-                raise
+            if isinstance(err, AccountError) and not self.gateways:
+                raise  # no account left to run: the wave stops (exit 4)
             why = f"account_access: {target}: account error: {cause}"
         else:
             return

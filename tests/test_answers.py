@@ -59,7 +59,7 @@ def test_only_the_bad_item_is_replaced() -> None:
 
 def test_hook_rewrites_the_body_and_reports_problems() -> None:
     """The before-parse hook hands botocore a parseable body and the problems beside it."""
-    hook = make_hook(SHAPE, single=False)
+    hook = make_hook(compile_check(SHAPE))
     body = {"items": [{**_good("s-00000000000000002"), "isArchived": "no"}]}
     response = {"status_code": 200, "body": json.dumps(body).encode()}
     custom: dict[str, Any] = {}
