@@ -577,7 +577,7 @@ def _md(value: str | None) -> str:
 
 def _write_atomic(path: Path, parts: Iterable[str], batch_chars: int = 1 << 20) -> None:
     """Write `parts` via a 0600 temp file in the same folder, fsync, then rename over `path`
-    (parts gathered to about `batch_chars` per write: the JSON encoder yields single tokens)."""
+    (parts gathered to about `batch_chars` per write: many are a single table row)."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(name)
     try:

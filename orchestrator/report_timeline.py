@@ -235,18 +235,12 @@ class _Scale:
         return _PLOT_X0 + (_PLOT_X1 - _PLOT_X0) * min(max(frac, 0.0), 1.0)
 
 
-def render_timeline(
-    lanes: Sequence[Lane], started_at: datetime | None, finished_at: datetime | None
-) -> str:
-    """The timeline section: legend, axis, and a lane per application that opens to its servers."""
-    return "".join(timeline_parts(lanes, started_at, finished_at))
-
-
 def timeline_parts(
     lanes: Sequence[Lane], started_at: datetime | None, finished_at: datetime | None
 ) -> Iterator[str]:
-    """`render_timeline` in pieces, one per lane, to be written as they come (40,000 servers
-    draw a timeline of tens of MB)."""
+    """The timeline section: legend, axis, and a lane per application that opens to its
+    servers; in pieces, one per lane, to be written as they come (40,000 servers draw a
+    timeline of tens of MB)."""
     if not lanes:
         yield '<section id="timeline"><h2>Timeline</h2><p>No applications.</p></section>'
         return
