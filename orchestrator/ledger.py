@@ -946,7 +946,7 @@ class Ledger:
         that governs it: the run's, or an account error that stopped its target only)."""
         for row in self._rows.values():
             stop = self._stop_of(row.server.source_server_id)
-            stopped_why = _stopped_why(stop)
+            stopped_why = stop.why()
             failed = stop.failure is not None  # its target stopped alone; the rest went on
             if failed and row.fate is F.UNCHECKED:
                 row.reason = f"{stopped_why} before this server was read; rerun the wave"
@@ -1166,18 +1166,6 @@ class Ledger:
             f"finalize accepted; MGN still shows {shown}; rerun later: "
             "it only polls, never finalizes again"
         )
-
-
-def _stopped_why(stop: Stop) -> str:
-    """Why the run ended early for the servers `stop` governs ("run ended" if it did not)."""
-    if stop.reason is None:
-        return "run ended"
-    return {
-        StopReason.SIGNAL: "run interrupted",
-        StopReason.ACCOUNT: f"account error ({stop.detail})",
-        StopReason.LOCAL_STATE: "local state could not be written",
-        StopReason.WINDOW: "window closed",
-    }[stop.reason]
 
 
 def _refusal_reason(err: MgnError, attempts: int) -> str:

@@ -160,7 +160,7 @@ class FinalizePool:
         self._active[limiter] += 1
 
     def _settle_unstarted(self, server_id: str) -> None:
-        self._ledger.stopped(server_id, _stop_why(self._stop_of(server_id)))
+        self._ledger.stopped(server_id, self._stop_of(server_id).why())
         if self._ledger.fate(server_id) in POLLED:
             self._on_waiting(server_id)
 
@@ -250,7 +250,7 @@ class FinalizePool:
                     raise
                 if me is not None and me.cancelling():
                     raise
-                ledger.stopped(server_id, _stop_why(stop))
+                ledger.stopped(server_id, stop.why())
             finally:
                 del self._retrying[server_id]
             if ledger.fate(server_id) in POLLED:
@@ -276,9 +276,9 @@ class FinalizePool:
         except (_Settled, StateWriteError):
             pass  # the ledger has settled it
         except Stopped:
-            ledger.stopped(server_id, _stop_why(stop))
+            ledger.stopped(server_id, stop.why())
         except _AbandonedOnWire:
-            why = f"{_stop_why(stop)} while FinalizeCutover was on the wire"
+            why = f"{stop.why()} while FinalizeCutover was on the wire"
             ledger.unconfirmed(server_id, None, why)
         except AccountError as err:
             stop.request(StopReason.ACCOUNT, str(err))
@@ -370,17 +370,6 @@ class FinalizePool:
             log.warning("conflict_read_back_failed", error=str(err))
             return None
         return next((v for v in views if v.source_server_id == server_id), None)
-
-
-def _stop_why(stop: Stop) -> str:
-    """Why a stopped server was not sent (or not answered), for its report row."""
-    if stop.reason is StopReason.ACCOUNT:
-        return f"account error: {stop.detail}"
-    return {
-        StopReason.SIGNAL: "run interrupted",
-        StopReason.LOCAL_STATE: "local state could not be written",
-        StopReason.WINDOW: "window closed",
-    }.get(stop.reason or StopReason.SIGNAL, "run stopped")
 
 
 class _BackingOff:

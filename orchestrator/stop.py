@@ -66,6 +66,13 @@ async def first_of(*waits: Awaitable[Any]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+_WHY = {
+    StopReason.SIGNAL: "run interrupted",
+    StopReason.LOCAL_STATE: "local state could not be written",
+    StopReason.WINDOW: "window closed",
+}
+
+
 class Stopped(Exception):
     """The run is stopping: the awaited work was abandoned (or never started)."""
 
@@ -106,6 +113,15 @@ class Stop:
     def failures(self) -> dict[Hashable, str]:
         """Each part an account error stopped, with the error."""
         return {k: p.failure for k, p in self._parts.items() if p.failure is not None}
+
+    def why(self) -> str:
+        """Why the work this stop governs ended early, for report rows ("run ended" while it
+        has not stopped)."""
+        if self.reason is None:
+            return "run ended"
+        if self.reason is StopReason.ACCOUNT:
+            return f"account error ({self.detail})"
+        return _WHY[self.reason]
 
     def account_error(self) -> str | None:
         """The account error that stopped the run, else the parts' (each named), else None."""
