@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from orchestrator.errors import RetryableError
 
 PROBLEM_KEY = "mgnCutoverProblem"
 
@@ -133,3 +136,43 @@ def make_hook(check: Check) -> Any:
             customized_response_dict[PROBLEM_KEY] = problems
 
     return before_parse
+
+
+@dataclass(frozen=True)
+class ModelChecks:
+    """The compiled off-model checks of one MGN model (`compile_check`): of a whole
+    answer (FinalizeCutover's, a lean call), of a page's items (the lean DescribeSourceServers,
+    and botocore's through `page_hook` for the calls that still go through it)."""
+
+    answer: Check
+    item: Check
+    page_hook: Any
+
+
+_CHECKS: dict[tuple[str, str], ModelChecks] = {}
+
+
+def checks_for(model: Any) -> ModelChecks:
+    """The checks for `model`, compiled once per process (a run opens a client per (account,
+    region), all with the same model; compiling walks the whole SourceServer shape)."""
+    key = (model.service_name, model.api_version)
+    found = _CHECKS.get(key)
+    if found is None:
+        shape = model.shape_for("SourceServer")
+        item = compile_check(shape, "item")
+        found = _CHECKS[key] = ModelChecks(compile_check(shape, "answer"), item, make_hook(item))
+    return found
+
+
+def page_frame(answer: Any) -> dict[str, Any]:
+    """A DescribeSourceServers page whose frame fits the model (its items are checked one by
+    one later); raises the ambiguous ResponseParserError botocore's parser would raise."""
+    items = answer.get("items") if isinstance(answer, dict) else None
+    token = answer.get("nextToken") if isinstance(answer, dict) else None
+    if not isinstance(answer, dict) or (items is not None and not isinstance(items, list)) or (
+        token is not None and not isinstance(token, str)
+    ):
+        raise RetryableError(
+            "ResponseParserError", "DescribeSourceServers: the page is off-model", ambiguous=True
+        )
+    return answer

@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from botocore.parsers import ResponseParserError
 
 from orchestrator import __version__
-from orchestrator.answers import PROBLEM_KEY, Check, check_items, compile_check, make_hook
+from orchestrator.answers import PROBLEM_KEY, check_items, checks_for, page_frame
 from orchestrator.errors import (
     AccountError,
     ConfigError,
@@ -401,46 +401,6 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-@dataclass(frozen=True)
-class _Checks:
-    """The compiled off-model checks of one MGN model (`answers.compile_check`): of a whole
-    answer (FinalizeCutover's, a lean call), of a page's items (the lean DescribeSourceServers,
-    and botocore's through `page_hook` for the calls that still go through it)."""
-
-    answer: Check
-    item: Check
-    page_hook: Any
-
-
-_CHECKS: dict[tuple[str, str], _Checks] = {}
-
-
-def _checks(model: Any) -> _Checks:
-    """The checks for `model`, compiled once per process (a run opens a client per (account,
-    region), all with the same model; compiling walks the whole SourceServer shape)."""
-    key = (model.service_name, model.api_version)
-    found = _CHECKS.get(key)
-    if found is None:
-        shape = model.shape_for("SourceServer")
-        item = compile_check(shape, "item")
-        found = _CHECKS[key] = _Checks(compile_check(shape, "answer"), item, make_hook(item))
-    return found
-
-
-def _page(answer: Any) -> dict[str, Any]:
-    """A DescribeSourceServers page whose frame fits the model (its items are checked one by
-    one later); raises the ambiguous ResponseParserError botocore's parser would raise."""
-    items = answer.get("items") if isinstance(answer, dict) else None
-    token = answer.get("nextToken") if isinstance(answer, dict) else None
-    if not isinstance(answer, dict) or (items is not None and not isinstance(items, list)) or (
-        token is not None and not isinstance(token, str)
-    ):
-        raise RetryableError(
-            "ResponseParserError", "DescribeSourceServers: the page is off-model", ambiguous=True
-        )
-    return answer
-
-
 class MgnClient:
     """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
 
@@ -476,7 +436,7 @@ class MgnClient:
         botocore's parser sees them in the others."""
         model = client.meta.service_model
         use_model(model)
-        checks = _checks(model)
+        checks = checks_for(model)
         self._check_answer, self._check_item = checks.answer, checks.item
         # FinalizeCutover is always a lean call; DescribeSourceServers also goes through
         # botocore (by application, every server of an account).
@@ -569,7 +529,7 @@ class MgnClient:
         }
         while True:
             page, problems = check_items(
-                _page(await self._send("DescribeSourceServers", params)), self._check_item
+                page_frame(await self._send("DescribeSourceServers", params)), self._check_item
             )
             for item in page.get("items") or []:
                 if isinstance(item, dict):
