@@ -3,8 +3,9 @@
 `render_html(doc)` needs nothing but the document, so `mgn-cutover report` can redraw a page from
 an old report.json. The page loads nothing: inline CSS, one inline script pinned by a
 Content-Security-Policy hash, the timeline's SVG from `report_timeline`. Every value from the
-document is HTML-escaped (names come from MGN tags); the script never inserts markup, it only
-filters and reorders the table.
+document is HTML-escaped (names come from MGN tags). The script filters and reorders the table
+and draws an application's server rows on the timeline when it is first opened, from data the
+page carries (`report_timeline.ROWS_SCRIPT`); it builds elements, it never inserts markup.
 Fields added after schema v1 (`run_id`, `applications`, per-server `timeline`, ...) are drawn
 when present; without a timeline, lanes are built from `finalized_at` and `converged_at`.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +24,7 @@ from orchestrator.outcome import exit_meaning
 from orchestrator.report_timeline import (
     OK_OUTCOMES,
     OUTCOME_ORDER,
+    ROWS_SCRIPT,
     TIMELINE_CSS,
     Lane,
     build_lanes,
@@ -252,14 +256,19 @@ def _table_parts(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) ->
         f'<option value="__problems">needs attention</option>{options}</select>'
         f'<span id="shown" class="muted">{len(servers)} of {len(servers)} servers</span></div>'
         f'<div class="tablewrap"><table id="server-table"><thead><tr>{heads}</tr></thead>'
-        "<tbody>"
+        '<tbody></tbody></table></div><template id="server-rows">['
     )
-    for server in servers:
-        yield _row(server, names)
-    yield "</tbody></table></div></section>"
+    # The rows as data for _TABLE_ROWS_JS, in pieces of 1,000 servers (one JSON list in all).
+    for index in range(0, len(servers), 1000):
+        chunk = [_row(server, names) for server in servers[index : index + 1000]]
+        data = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))[1:-1]
+        yield ("," if index else "") + html.escape(data, quote=False)
+    yield "]</template></section>"
 
 
-def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> str:
+def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> list[Any]:
+    """One server's table row as _TABLE_ROWS_JS reads it: texts (None: drawn as "-"), the
+    attempts' sort value and text, and each time as [ISO, HH:MM:SS] (or the text MGN gave)."""
     outcome = _outcome(server)
     app_id = _text(server.get("applicationID")) or "(no application)"
     app_name = _text(server.get("application_name")) or app_names.get(app_id)
@@ -270,56 +279,30 @@ def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> str:
         else _text(error)
     )
     attempts = server.get("attempts")
-    cells = [
-        _two_line(app_name, app_id),
-        _two_line(_text(server.get("name")), _text(server.get("sourceServerID")) or "?"),
-        f'<td><span class="badge o-{_css_token(outcome)}">{_e(outcome)}</span></td>',
-        _cell(server.get("reason")),
-        _cell(error_text),
-        _state_cell(server),
-        _cell(server.get("ec2InstanceID"), "nw"),
-        f'<td class="num" data-v="{_e(attempts if isinstance(attempts, int) else "")}">'
-        f"{_e(attempts if attempts is not None else '-')}</td>",
-        _time_cell(server.get("finalized_at")),
-        _time_cell(server.get("converged_at")),
+    return [
+        app_id,
+        app_name,
+        _text(server.get("name")),
+        _text(server.get("sourceServerID")) or "?",
+        outcome,
+        _text(server.get("reason")),
+        error_text or None,
+        _text(server.get("lifecycle_state")),
+        _text(server.get("replication_state")),
+        _text(server.get("first_boot")),
+        _text(server.get("ec2InstanceID")),
+        attempts if isinstance(attempts, int) else "",
+        str(attempts) if attempts is not None else "-",
+        _time(server.get("finalized_at")),
+        _time(server.get("converged_at")),
     ]
-    problem = "problem" if outcome not in OK_OUTCOMES else "ok"
-    return f'<tr class="{problem}" data-outcome="{_e(outcome)}">{"".join(cells)}</tr>'
 
 
-def _state_cell(server: Mapping[str, Any]) -> str:
-    """Lifecycle, replication and first boot, one per line (sorted by lifecycle)."""
-    parts = [
-        (label, _text(server.get(key)))
-        for label, key in (
-            ("lifecycle", "lifecycle_state"),
-            ("replication", "replication_state"),
-            ("first boot", "first_boot"),
-        )
-    ]
-    lines = "<br>".join(
-        f'<span class="muted">{label}</span> {_e(value)}' for label, value in parts if value
-    )
-    return f'<td class="state" data-v="{_e(parts[0][1] or "")}">{lines or "-"}</td>'
-
-
-def _cell(value: object, cls: str = "") -> str:
-    text = _text(value)
-    return f'<td class="{cls}">{_e(text)}</td>' if text else '<td class="muted">-</td>'
-
-
-def _two_line(name: str | None, ident: str) -> str:
-    if not name:
-        return f'<td data-v="{_e(ident)}"><code>{_e(ident)}</code></td>'
-    return f'<td data-v="{_e(name)}">{_e(name)}<br><code>{_e(ident)}</code></td>'
-
-
-def _time_cell(value: object) -> str:
+def _time(value: object) -> list[str] | str | None:
     at = parse_time(value)
     if at is None:
-        return _cell(value)
-    iso = at.isoformat()
-    return f'<td class="nw" data-v="{_e(iso)}" title="{_e(iso)}">{at:%H:%M:%S}</td>'
+        return _text(value)
+    return [at.isoformat(), f"{at:%H:%M:%S}"]
 
 
 def _footer(doc: Mapping[str, Any]) -> str:
@@ -406,7 +389,7 @@ footer th{text-align:left;padding:1px 10px 1px 0;font-weight:500;color:var(--mut
 """
 
 # Reads and reorders the table rendered above; never inserts markup from the document.
-_SCRIPT = """
+_TABLE_SCRIPT = """
 (function () {
   'use strict';
   var table = document.getElementById('server-table');
@@ -470,3 +453,83 @@ _SCRIPT = """
   apply();
 })();
 """
+
+# Fills the server table from the rows' data (`_row`), before _TABLE_SCRIPT reads it: cells
+# built with createElement and textContent, the markup `_row`'s fields once had in Python.
+_TABLE_ROWS_JS = """
+(function () {
+  'use strict';
+  var data = document.getElementById('server-rows');
+  var table = document.getElementById('server-table');
+  if (!data || !table) { return; }
+  var rows = JSON.parse(data.content.textContent);
+  data.remove();
+  var OK = __OK__;
+  var LABELS = [['lifecycle', 7], ['replication', 8], ['first boot', 9]];
+  function td(cls, text) {
+    var cell = document.createElement('td');
+    if (cls) { cell.className = cls; }
+    if (text !== undefined) { cell.textContent = text; }
+    return cell;
+  }
+  function plain(value, cls) { return value ? td(cls, value) : td('muted', '-'); }
+  function twoLine(name, ident) {
+    var cell = td('');
+    cell.dataset.v = name || ident;
+    if (name) {
+      cell.appendChild(document.createTextNode(name));
+      cell.appendChild(document.createElement('br'));
+    }
+    var code = document.createElement('code');
+    code.textContent = ident;
+    cell.appendChild(code);
+    return cell;
+  }
+  function state(r) {
+    var cell = td('state');
+    cell.dataset.v = r[7] || '';
+    var any = false;
+    LABELS.forEach(function (pair) {
+      var value = r[pair[1]];
+      if (!value) { return; }
+      if (any) { cell.appendChild(document.createElement('br')); }
+      var label = document.createElement('span');
+      label.className = 'muted';
+      label.textContent = pair[0];
+      cell.appendChild(label);
+      cell.appendChild(document.createTextNode(' ' + value));
+      any = true;
+    });
+    if (!any) { cell.textContent = '-'; }
+    return cell;
+  }
+  function time(value) {
+    if (!Array.isArray(value)) { return plain(value, ''); }
+    var cell = td('nw', value[1]);
+    cell.dataset.v = value[0];
+    cell.title = value[0];
+    return cell;
+  }
+  var body = document.createDocumentFragment();
+  rows.forEach(function (r) {
+    var tr = document.createElement('tr');
+    tr.className = OK[r[4]] ? 'ok' : 'problem';
+    tr.dataset.outcome = r[4];
+    var badge = document.createElement('span');
+    badge.className = 'badge o-' + String(r[4]).replace(/[^A-Za-z0-9_]/g, '_');
+    badge.textContent = r[4];
+    var outcome = td('');
+    outcome.appendChild(badge);
+    var attempts = td('num', r[12]);
+    attempts.dataset.v = r[11];
+    [twoLine(r[1], r[0]), twoLine(r[2], r[3]), outcome, plain(r[5], ''), plain(r[6], ''),
+      state(r), plain(r[10], 'nw'), attempts, time(r[13]), time(r[14])
+    ].forEach(function (cell) { tr.appendChild(cell); });
+    body.appendChild(tr);
+  });
+  table.tBodies[0].appendChild(body);
+})();
+""".replace("__OK__", json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1)))
+
+# One inline script, pinned by its hash in the page's Content-Security-Policy.
+_SCRIPT = _TABLE_ROWS_JS + _TABLE_SCRIPT + ROWS_SCRIPT

@@ -4,13 +4,20 @@ Read from a parsed report.json: each server's `timeline` events, or, for reports
 timelines (schema v1), its `finalized_at` and `converged_at`. Drawn as SVG: one `<svg>` per
 application lane inside a `<details>`, so opening it shows that application's servers, one row
 each, on the same time axis (every SVG shares one viewBox width, so x positions line up).
-Everything from the document is HTML-escaped here; the page's script never touches the SVG.
+
+The lanes are drawn here. The server rows are drawn by the page's script when a lane is first
+opened (`ROWS_SCRIPT`), from the rows' data in a `<template>` in each lane: a server's row cost
+more to draw in Python than everything else in the report, and most are never opened (a wave of
+40,000 servers drew a 94 MB page). The data is JSON inside the template, HTML-escaped, and the
+script builds each element with `createElementNS` and `textContent`: it never parses markup.
+Everything from the document drawn here is HTML-escaped.
 """
 
 from __future__ import annotations
 
 import functools
 import html
+import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -132,6 +139,7 @@ class Lane:
     servers: list[Mapping[str, Any]] = field(default_factory=list)
     marks: list[Mark] = field(default_factory=list)
     status: str | None = None
+    server_marks: list[list[Mark]] = field(default_factory=list)  # each server's, in order
 
 
 def server_marks(server: Mapping[str, Any]) -> list[Mark]:
@@ -169,7 +177,9 @@ def build_lanes(doc: Mapping[str, Any], servers: Sequence[Mapping[str, Any]]) ->
         lane = lanes.setdefault(app_id, Lane(app_id, None))
         lane.name = lane.name or text_of(server.get("application_name"))
         lane.servers.append(server)
-        lane.marks.extend(server_marks(server))
+        marks = server_marks(server)
+        lane.server_marks.append(marks)
+        lane.marks.extend(marks)
     dry_run = bool(doc.get("dry_run"))
     for lane in lanes.values():
         lane.marks.sort(key=lambda m: m.at)
@@ -234,6 +244,10 @@ class _Scale:
         frac = (at - self.t0).total_seconds() / self.span_s
         return _PLOT_X0 + (_PLOT_X1 - _PLOT_X0) * min(max(frac, 0.0), 1.0)
 
+    def offset_s(self, at: datetime) -> float:
+        """Seconds from the axis' start, to the millisecond (what the rows' data carries)."""
+        return round((at - self.t0).total_seconds(), 3)
+
 
 def timeline_parts(
     lanes: Sequence[Lane], started_at: datetime | None, finished_at: datetime | None
@@ -256,7 +270,8 @@ def timeline_parts(
         '<p class="muted hint">Open an application to see its servers; hover a mark for '
         f"details.</p>{note}{_legend(lane.marks for lane in lanes)}"
         f'<svg width="0" height="0" class="defs" aria-hidden="true">{GLYPH_DEFS}</svg>'
-        f'<div class="tl">{_axis(scale)}'
+        f'<div class="tl" data-t0="{scale.t0.timestamp() * 1000:.3f}" '
+        f'data-span="{scale.span_s:.3f}">{_axis(scale)}'
     )
     for lane in lanes:
         yield _lane_block(lane, scale)
@@ -336,36 +351,33 @@ def _lane_block(lane: Lane, scale: _Scale) -> str:
         f'<text class="lstatus" x="22" y="31">{esc(clip(status_line, 46))}'
         f"<title>{esc(reason or status_line)}</title></text>",
         _track(lane.marks, scale, mid, title, reason, big=True),
-        *_stop_marks(lane.servers, scale, mid),
+        *_stop_marks(lane, scale, mid),
         "</svg></summary>",
-        _server_rows(lane, scale),
+        _rows_data(lane, scale),
         "</details>",
     ]
     return "".join(parts)
 
 
-def _server_rows(lane: Lane, scale: _Scale) -> str:
-    height = _ROW_H * len(lane.servers)
-    if not height:
+def _rows_data(lane: Lane, scale: _Scale) -> str:
+    """The lane's server rows as data for ROWS_SCRIPT, one list per server:
+    [ID, label, outcome, reason (problem servers only), [[offset s, event, detail], ...]]."""
+    if not lane.servers:
         return ""
-    out = [_svg_open(height, "servers"), _background(scale, height)]
-    for index, server in enumerate(lane.servers):
-        y = index * _ROW_H
+    rows = []
+    for server, marks in zip(lane.servers, lane.server_marks, strict=True):
         outcome = outcome_of(server)
-        label = server_label(server)
-        marks = server_marks(server)
-        why = server_reason(server) if outcome not in OK_OUTCOMES else None
-        out.append(
-            f'<g class="server-row o-{css_token(outcome)}" '
-            f'data-server="{esc(server.get("sourceServerID"))}" transform="translate(0 {y})">'
-            f'<text class="sname" x="22" y="16">{esc(clip(label, 36))}<title>{esc(label)}'
-            f'</title></text><text class="soutcome" x="{_PLOT_X0 - 8}" y="16" text-anchor="end">'
-            f"{esc(outcome)}</text>"
-            f"{_track(marks, scale, _ROW_H / 2, label, why, big=False)}"
-            f"{''.join(_stop_marks([server], scale, _ROW_H / 2))}</g>"
+        rows.append(
+            [
+                text_of(server.get("sourceServerID")) or "",
+                server_label(server),
+                outcome,
+                server_reason(server) if outcome not in OK_OUTCOMES else None,
+                [[scale.offset_s(m.at), m.event, m.detail] for m in marks],
+            ]
         )
-    out.append("</svg>")
-    return "".join(out)
+    data = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return f'<template class="rows">{html.escape(data, quote=False)}</template>'
 
 
 def _track(
@@ -399,13 +411,13 @@ def _mark(mark: Mark, x: float, y: float) -> str:
     )
 
 
-def _stop_marks(servers: Iterable[Mapping[str, Any]], scale: _Scale, y: float) -> list[str]:
-    """A red mark after each problem server's last event, unless that event says it stopped."""
+def _stop_marks(lane: Lane, scale: _Scale, y: float) -> list[str]:
+    """A red mark after each problem server's last event, unless that event says it stopped
+    (ROWS_SCRIPT draws the same in a server's row)."""
     out = []
-    for server in servers:
+    for server, marks in zip(lane.servers, lane.server_marks, strict=True):
         if outcome_of(server) in OK_OUTCOMES:
             continue
-        marks = server_marks(server)
         if not marks or marks[-1].event in STOP_EVENTS:
             continue
         last = marks[-1]
@@ -431,6 +443,112 @@ def _legend(groups: Iterable[Sequence[Mark]]) -> str:
     )
     return f'<ul class="legend">{cells}</ul>'
 
+
+# Draws a lane's server rows the first time it opens: the same elements `_lane_block` draws for
+# the lane (classes, titles, glyphs, x positions), built with createElementNS and textContent.
+_ROWS_JS = """
+(function () {
+  'use strict';
+  var tl = document.querySelector('#timeline .tl');
+  if (!tl) { return; }
+  var NS = 'http://www.w3.org/2000/svg';
+  var T0 = parseFloat(tl.dataset.t0), SPAN = parseFloat(tl.dataset.span);
+  var G = __GEOMETRY__;
+  var OK = __OK__, STOPS = __STOPS__, GLYPHS = __GLYPHS__;
+  function el(name, attrs, text) {
+    var node = document.createElementNS(NS, name);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) { node.textContent = text; }
+    return node;
+  }
+  function titled(node, tip) { node.appendChild(el('title', {}, tip)); return node; }
+  function token(v) { return String(v).replace(/[^A-Za-z0-9_]/g, '_'); }
+  function clip(t, n) {
+    var c = Array.from(t);
+    return c.length <= n ? t : c.slice(0, n - 1).join('') + '\\u2026';
+  }
+  function x(off) {
+    var f = Math.min(Math.max(off / SPAN, 0), 1);
+    return (G.x0 + (G.x1 - G.x0) * f).toFixed(1);
+  }
+  function clock(off) { return new Date(T0 + off * 1000).toISOString().slice(11, 19); }
+  function spaced(e) { return e.replace(/_/g, ' '); }
+  function track(row, mid) {
+    var label = row[1], why = row[3], marks = row[4], out = [];
+    if (!marks.length) {
+      var text = why ? 'stopped before any timed event: ' + why : 'no timed events';
+      var cls = 'nolane' + (why ? '' : ' quiet');
+      return [titled(el('text', {'class': cls, x: G.x0, y: mid + 4}, clip(text, 120)), text)];
+    }
+    var first = marks[0][0], last = marks[marks.length - 1][0];
+    out.push(titled(el('rect', {
+      'class': 'span', x: x(first), y: mid - 3,
+      width: Math.max(parseFloat(x(last)) - parseFloat(x(first)), 3).toFixed(1),
+      height: 6, rx: 3
+    }), label + ': ' + clock(first) + ' to ' + clock(last) + ' UTC'));
+    marks.forEach(function (m) {
+      var tip = label + ': ' + spaced(m[1]) + ' at ' + clock(m[0]) + ' UTC';
+      if (m[2]) { tip += ' (' + m[2] + ')'; }
+      var g = titled(el('g', {'class': 'mark e-' + token(m[1])}), tip);
+      g.appendChild(el('use', {href: '#' + (GLYPHS[m[1]] || 'g-dot'), x: x(m[0]), y: mid}));
+      out.push(g);
+    });
+    var end = marks[marks.length - 1];
+    if (!OK[row[2]] && !STOPS[end[1]]) {
+      var stop = titled(el('g', {'class': 'mark stop'}), label + ': ' + row[2] + ' after ' +
+        spaced(end[1]) + ': ' + (why || row[2]));
+      stop.appendChild(el('use', {
+        href: '#g-stop', x: (parseFloat(x(end[0])) + 9).toFixed(1), y: mid
+      }));
+      out.push(stop);
+    }
+    return out;
+  }
+  function draw(details) {
+    var data = details.querySelector(':scope > template.rows');
+    if (!data) { return; }
+    var rows = JSON.parse(data.content.textContent);
+    data.remove();
+    var height = G.row * rows.length;
+    var svg = el('svg', {
+      'class': 'servers', viewBox: '0 0 ' + G.width + ' ' + height, width: '100%',
+      preserveAspectRatio: 'xMinYMin meet'
+    });
+    details.querySelectorAll(':scope > summary > svg > line').forEach(function (line) {
+      var copy = line.cloneNode(true);
+      copy.setAttribute('y2', height);
+      svg.appendChild(copy);
+    });
+    rows.forEach(function (row, i) {
+      var g = el('g', {
+        'class': 'server-row o-' + token(row[2]), 'data-server': row[0],
+        transform: 'translate(0 ' + i * G.row + ')'
+      });
+      g.appendChild(titled(el('text', {'class': 'sname', x: 22, y: 16}, clip(row[1], 36)), row[1]));
+      g.appendChild(el('text', {
+        'class': 'soutcome', x: G.x0 - 8, y: 16, 'text-anchor': 'end'
+      }, row[2]));
+      track(row, G.row / 2).forEach(function (node) { g.appendChild(node); });
+      svg.appendChild(g);
+    });
+    details.appendChild(svg);
+  }
+  tl.querySelectorAll('details.lane-block').forEach(function (details) {
+    var summary = details.querySelector(':scope > summary');
+    if (summary) { summary.addEventListener('click', function () { draw(details); }); }
+    details.addEventListener('toggle', function () { if (details.open) { draw(details); } });
+  });
+})();
+"""
+ROWS_SCRIPT = (
+    _ROWS_JS.replace(
+        "__GEOMETRY__",
+        json.dumps({"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H}),
+    )
+    .replace("__OK__", json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1)))
+    .replace("__STOPS__", json.dumps(dict.fromkeys(sorted(STOP_EVENTS), 1)))
+    .replace("__GLYPHS__", json.dumps({e: g for e, (g, _) in EVENT_GLYPHS.items()}))
+)
 
 GLYPH_DEFS = """<defs>
 <symbol id="g-dot" overflow="visible"><circle r="3" class="gl-grey"/></symbol>

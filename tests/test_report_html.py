@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,10 +66,26 @@ def test_v1_report_without_timeline_draws_lanes_from_finalize_times() -> None:
     doc = night_doc(with_timeline=False)
     del doc["applications"]
     page = render_html(doc)
-    # Three finalized and one timed out, each drawn in its application's lane and its own row.
-    assert page.count('class="mark e-finalize_accepted"') == 2 * 4
-    assert page.count('class="mark e-converged"') == 2 * 3
+    # Three finalized and one timed out, each drawn in its application's lane; each server's row
+    # carries the same two events for the browser to draw when the lane opens.
+    assert page.count('class="mark e-finalize_accepted"') == 4
+    assert page.count('class="mark e-converged"') == 3
     assert 'data-app="app-crm"' in page
+    events = [m[1] for rows in _lane_rows(page) for row in rows for m in row[4]]
+    assert sorted(events) == ["converged"] * 3 + ["finalize_accepted"] * 4
+
+
+def _lane_rows(page: str) -> list[list[list[Any]]]:
+    """Each lane's server rows, as the page carries them for its script to draw."""
+    found = re.findall(r'<template class="rows">(.*?)</template>', page, re.S)
+    return [json.loads(html.unescape(data)) for data in found]
+
+
+def _table_rows(page: str) -> list[list[Any]]:
+    """The server table's rows, as the page carries them for its script to draw."""
+    [data] = re.findall(r'<template id="server-rows">(.*?)</template>', page, re.S)
+    rows: list[list[Any]] = json.loads(html.unescape(data))
+    return rows
 
 
 @pytest.mark.parametrize("doc", [{}, {"servers": "nope", "summary": 3}, {"servers": [1, None]}])
@@ -175,6 +192,48 @@ async def test_browser_opens_an_application_to_its_servers(
         assert page.errors == []
 
 
+async def test_browser_draws_each_server_row_as_text_from_the_page_data(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The table rows and a lane's server rows, drawn by the script: the cells' texts and sort
+    keys, times in UTC with the full time on hover, and hostile names shown as text, never run."""
+    cells = (
+        "Array.from(document.querySelectorAll('#server-table tbody tr')).map(r => "
+        "Array.from(r.cells).map(c => [c.textContent, c.dataset.v || null, c.title || null]))"
+    )
+    async with browser.page() as page:
+        await _open(browser, page, night_doc(), tmp_path)
+        rows = await page.js(cells)
+        assert len(rows) == 8
+        pay = rows[0]
+        assert pay[0] == ["payments-apiapp-payments", "payments-api", None]  # name, then ID
+        assert pay[1] == ["pay-api-1s-1000000000000001a", "pay-api-1", None]
+        assert pay[2][0] == "finalized"
+        assert pay[3][0] == pay[4][0] == "-"
+        assert pay[5] == [
+            "lifecycle CUTOVERreplication DISCONNECTEDfirst boot SUCCEEDED", "CUTOVER", None
+        ]
+        assert pay[7] == ["1", "1", None]
+        assert pay[8] == ["01:52:00", "2026-03-07T01:52:00+00:00", "2026-03-07T01:52:00+00:00"]
+        hr = rows[5]
+        assert hr[4][0] == "InternalServerException: boom" and hr[8][0] == "-"
+        evil = rows[7]
+        assert evil[1][0] == HOSTILE + "s-5000000000000001a"  # the name, as text
+        assert evil[3][0] == HOSTILE
+        await page.click("details[data-app='app-evil'] > summary")
+        row = await page.js(
+            "(function () { var g = document.querySelector("
+            "'details[data-app=\"app-evil\"] g.server-row');"
+            " return [g.querySelector('text.sname title').textContent,"
+            " g.querySelector('text.nolane').textContent]; })()"
+        )
+        assert row[0] == f"{HOSTILE} (s-5000000000000001a)"
+        assert row[1].startswith("stopped before any timed event: <script>")
+        assert await page.js("typeof window.__pwned") == "undefined"
+        assert await page.js("document.querySelectorAll('img').length") == 0
+        assert page.errors == []
+
+
 async def test_browser_filters_by_text_and_outcome(browser: Browser, tmp_path: Path) -> None:
     """Typing in the filter box and choosing an outcome hide the other rows and update the count."""
     async with browser.page() as page:
@@ -256,6 +315,14 @@ async def test_browser_draws_a_large_wave(browser: Browser, tmp_path: Path) -> N
         await _open(browser, page, doc, tmp_path)
         assert await page.js("document.querySelectorAll('#timeline svg.lane').length") == 39
         assert await page.js("document.querySelectorAll('#timeline svg.lane g.mark').length") > 600
+        await page.js(
+            "document.querySelectorAll('details.lane-block > summary').forEach(s => s.click())"
+        )
+        assert await page.js("document.querySelectorAll('g.server-row').length") == 351
+        marks = "document.querySelectorAll('g.server-row g.mark.e-{}').length"
+        assert await page.js(marks.format("finalize_accepted")) == 351
+        assert await page.js(marks.format("converged")) == 351 - 27  # every 13th: blocked
+        assert await page.js("document.querySelectorAll('g.server-row g.mark.stop').length") == 27
         await page.type_into("#filter", "host-13")
         assert await page.js("document.getElementById('shown').textContent") == (
             "11 of 351 servers"  # host-13 and host-130..139
@@ -265,8 +332,6 @@ async def test_browser_draws_a_large_wave(browser: Browser, tmp_path: Path) -> N
 
 def test_renders_what_render_json_writes_today() -> None:
     """The v1 report.json from orchestrator.report draws: lanes from finalize times, every row."""
-    import json
-
     from orchestrator.outcome import Outcome, RunRecord, ServerResult
     from orchestrator.report import render_json
 
@@ -301,7 +366,7 @@ def test_renders_what_render_json_writes_today() -> None:
     )
     page = render_html(json.loads(render_json(record)))
     assert 'data-app="app-a"' in page and 'data-app="app-b"' in page
-    assert page.count('<tr class="') == 2
+    assert [row[3] for row in _table_rows(page)] == ["s-1", "s-2"]
     assert 'id="endpoint-banner"' in page and 'id="interrupted-banner"' in page
     assert HOSTILE not in page
     assert "InternalServerException" in page
