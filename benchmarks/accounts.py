@@ -65,6 +65,29 @@ def _stamp(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
+def _phases(run: bench.Measured) -> dict[str, float]:
+    """Where the fixed cost sits, from the run's own log stamps: process start to `run_started`
+    (interpreter, imports, plan, config), `run_started` to the first accepted FinalizeCutover
+    (clients, pre-flight), and `run_finished` to the process's end (the report)."""
+    start = run.started + run.wall_offset_s
+    stamps: dict[str, float] = {}
+    with run.stderr.open(encoding="utf-8") as lines:
+        for line in lines:
+            if not line.startswith("{"):
+                continue
+            event = json.loads(line)
+            name = event.get("event")
+            if name in ("run_started", "finalize_accepted", "run_finished") and name not in stamps:
+                stamps[name] = _stamp(event["timestamp"]).timestamp()
+    if len(stamps) < 3:
+        return {}
+    return {
+        "to_run_started_s": round(stamps["run_started"] - start, 3),
+        "to_first_finalize_s": round(stamps["finalize_accepted"] - stamps["run_started"], 3),
+        "after_run_finished_s": round(run.ended + run.wall_offset_s - stamps["run_finished"], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10)
@@ -103,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     # bound, apart from the process's fixed costs (imports, the plan, clients, the report).
     run_phase_s = (_stamp(doc["finished_at"]) - _stamp(doc["started_at"])).total_seconds()
     calls = sum(stats["calls"].values())
+    phases = _phases(run)
     result = {
         "scenario": "accounts",
         "accounts": args.accounts,
@@ -116,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         "run_phase_s": round(run_phase_s, 2),
         "run_phase_over_bound": round(run_phase_s / bound_s, 3),
         "fixed_s": round(run.wall_s - run_phase_s, 2),
+        **phases,
         "calls": stats["calls"],
         "throttled": stats["throttled"],
         "cpu_s": round(run.cpu_s, 2),

@@ -5,12 +5,13 @@ timelines (schema v1), its `finalized_at` and `converged_at`. Drawn as SVG: one 
 application lane inside a `<details>`, so opening it shows that application's servers, one row
 each, on the same time axis (every SVG shares one viewBox width, so x positions line up).
 
-The lanes are drawn here. The server rows are drawn by the page's script when a lane is first
-opened (`ROWS_SCRIPT`), from the rows' data in a `<template>` in each lane: a server's row cost
-more to draw in Python than everything else in the report, and most are never opened (a wave of
-40,000 servers drew a 94 MB page). The data is JSON inside the template, HTML-escaped, and the
-script builds each element with `createElementNS` and `textContent`: it never parses markup.
-Everything from the document drawn here is HTML-escaped.
+The axis, the legend and each lane's frame (name, status, grid) are drawn here. The events are
+drawn by the page's script (`ROWS_SCRIPT`), from each lane's server rows carried as data in a
+`<template>`: the lane's track when the page loads, a server's own row when its lane is first
+opened. Drawing every server's marks in Python cost more than all the rest of the report, and
+most rows are never opened (a wave of 40,000 servers drew a 94 MB page). The data is JSON inside
+the template, HTML-escaped, and the script builds each element with `createElementNS` and
+`textContent`: it never parses markup. Everything from the document drawn here is HTML-escaped.
 """
 
 from __future__ import annotations
@@ -338,11 +339,15 @@ def _lane_block(lane: Lane, scale: _Scale) -> str:
     n_ok = sum(1 for s in lane.servers if outcome_of(s) in CONVERGED_OUTCOMES)
     status_line = f"{status} · {n_ok} of {len(lane.servers)} cut over"
     reason = stop_reason(lane)
-    mid = _LANE_H / 2
     parts = [
         f'<details class="lane-block s-{css_token(status)}" data-app="{esc(lane.app_id)}">',
         "<summary>",
-        _svg_open(_LANE_H, f"lane s-{css_token(status)}", f' data-app="{esc(lane.app_id)}"'),
+        _svg_open(
+            _LANE_H,
+            f"lane s-{css_token(status)}",
+            f' data-app="{esc(lane.app_id)}" data-title="{esc(title)}"'
+            + (f' data-why="{esc(reason)}"' if reason else ""),
+        ),
         _background(scale, _LANE_H),
         f'<text class="lname" x="22" y="16">{esc(clip(title, 38))}'
         f"<title>{esc(title)} ({esc(lane.app_id)})</title></text>",
@@ -350,8 +355,6 @@ def _lane_block(lane: Lane, scale: _Scale) -> str:
         '<text class="twisty open" x="6" y="16">▾</text>',
         f'<text class="lstatus" x="22" y="31">{esc(clip(status_line, 46))}'
         f"<title>{esc(reason or status_line)}</title></text>",
-        _track(lane.marks, scale, mid, title, reason, big=True),
-        *_stop_marks(lane, scale, mid),
         "</svg></summary>",
         _rows_data(lane, scale),
         "</details>",
@@ -380,56 +383,6 @@ def _rows_data(lane: Lane, scale: _Scale) -> str:
     return f'<template class="rows">{html.escape(data, quote=False)}</template>'
 
 
-def _track(
-    marks: Sequence[Mark], scale: _Scale, mid: float, title: str, reason: str | None, big: bool
-) -> str:
-    """The bar from the first to the last event with a mark per event, or why there is none."""
-    if not marks:
-        text = f"stopped before any timed event: {reason}" if reason else "no timed events"
-        return (
-            f'<text class="nolane{"" if reason else " quiet"}" x="{_PLOT_X0}" y="{mid + 4}">'
-            f"{esc(clip(text, 110 if big else 120))}<title>{esc(text)}</title></text>"
-        )
-    x0, x1 = scale.x(marks[0].at), scale.x(marks[-1].at)
-    half = 5 if big else 3
-    bar = (
-        f'<rect class="span" x="{x0:.1f}" y="{mid - half}" width="{max(x1 - x0, 3):.1f}" '
-        f'height="{2 * half}" rx="{half}"><title>{esc(title)}: {marks[0].at:%H:%M:%S} to '
-        f"{marks[-1].at:%H:%M:%S} UTC</title></rect>"
-    )
-    return bar + "".join(_mark(m, scale.x(m.at), mid) for m in marks)
-
-
-def _mark(mark: Mark, x: float, y: float) -> str:
-    glyph = EVENT_GLYPHS.get(mark.event, ("g-dot", mark.event))[0]
-    tip = f"{mark.server}: {mark.event.replace('_', ' ')} at {mark.at:%H:%M:%S} UTC"
-    if mark.detail:
-        tip += f" ({mark.detail})"
-    return (
-        f'<g class="mark e-{css_token(mark.event)}"><title>{esc(tip)}</title>'
-        f'<use href="#{glyph}" x="{x:.1f}" y="{y:.1f}"/></g>'
-    )
-
-
-def _stop_marks(lane: Lane, scale: _Scale, y: float) -> list[str]:
-    """A red mark after each problem server's last event, unless that event says it stopped
-    (ROWS_SCRIPT draws the same in a server's row)."""
-    out = []
-    for server, marks in zip(lane.servers, lane.server_marks, strict=True):
-        if outcome_of(server) in OK_OUTCOMES:
-            continue
-        if not marks or marks[-1].event in STOP_EVENTS:
-            continue
-        last = marks[-1]
-        why = server_reason(server) or outcome_of(server)
-        tip = f"{last.server}: {outcome_of(server)} after {last.event.replace('_', ' ')}: {why}"
-        out.append(
-            f'<g class="mark stop"><title>{esc(tip)}</title>'
-            f'<use href="#g-stop" x="{scale.x(last.at) + 9:.1f}" y="{y:.1f}"/></g>'
-        )
-    return out
-
-
 def _legend(groups: Iterable[Sequence[Mark]]) -> str:
     seen = {m.event for marks in groups for m in marks}
     items = [(e, g) for e, g in EVENT_GLYPHS.items() if e in seen]
@@ -444,8 +397,9 @@ def _legend(groups: Iterable[Sequence[Mark]]) -> str:
     return f'<ul class="legend">{cells}</ul>'
 
 
-# Draws a lane's server rows the first time it opens: the same elements `_lane_block` draws for
-# the lane (classes, titles, glyphs, x positions), built with createElementNS and textContent.
+# Draws each lane's track (every server's events, and a stop mark after each problem server's
+# last event unless that event says it stopped) when the page loads, and a lane's server rows
+# the first time it opens: built with createElementNS and textContent, from the rows' data.
 _ROWS_JS = """
 (function () {
   'use strict';
@@ -468,57 +422,65 @@ _ROWS_JS = """
     return c.length <= n ? t : c.slice(0, n - 1).join('') + '\\u2026';
   }
   function x(off) {
-    var f = Math.min(Math.max(off / SPAN, 0), 1);
-    return (G.x0 + (G.x1 - G.x0) * f).toFixed(1);
+    return G.x0 + (G.x1 - G.x0) * Math.min(Math.max(off / SPAN, 0), 1);
   }
   function clock(off) { return new Date(T0 + off * 1000).toISOString().slice(11, 19); }
   function spaced(e) { return e.replace(/_/g, ' '); }
-  function track(row, mid) {
-    var label = row[1], why = row[3], marks = row[4], out = [];
+  function marksOf(row) {
+    return row[4].map(function (m) { return [m[0], m[1], m[2], row[1]]; });
+  }
+  // The bar from the first to the last event and a mark per event ([offset, event, detail,
+  // server label]), or a text saying why there is none.
+  function track(svg, marks, mid, title, why, big) {
     if (!marks.length) {
       var text = why ? 'stopped before any timed event: ' + why : 'no timed events';
       var cls = 'nolane' + (why ? '' : ' quiet');
-      return [titled(el('text', {'class': cls, x: G.x0, y: mid + 4}, clip(text, 120)), text)];
+      svg.appendChild(titled(el('text', {'class': cls, x: G.x0, y: mid + 4},
+        clip(text, big ? 110 : 120)), text));
+      return;
     }
+    var half = big ? 5 : 3;
     var first = marks[0][0], last = marks[marks.length - 1][0];
-    out.push(titled(el('rect', {
-      'class': 'span', x: x(first), y: mid - 3,
-      width: Math.max(parseFloat(x(last)) - parseFloat(x(first)), 3).toFixed(1),
-      height: 6, rx: 3
-    }), label + ': ' + clock(first) + ' to ' + clock(last) + ' UTC'));
+    svg.appendChild(titled(el('rect', {
+      'class': 'span', x: x(first).toFixed(1), y: mid - half,
+      width: Math.max(x(last) - x(first), 3).toFixed(1), height: 2 * half, rx: half
+    }), title + ': ' + clock(first) + ' to ' + clock(last) + ' UTC'));
     marks.forEach(function (m) {
-      var tip = label + ': ' + spaced(m[1]) + ' at ' + clock(m[0]) + ' UTC';
+      var tip = m[3] + ': ' + spaced(m[1]) + ' at ' + clock(m[0]) + ' UTC';
       if (m[2]) { tip += ' (' + m[2] + ')'; }
       var g = titled(el('g', {'class': 'mark e-' + token(m[1])}), tip);
-      g.appendChild(el('use', {href: '#' + (GLYPHS[m[1]] || 'g-dot'), x: x(m[0]), y: mid}));
-      out.push(g);
-    });
-    var end = marks[marks.length - 1];
-    if (!OK[row[2]] && !STOPS[end[1]]) {
-      var stop = titled(el('g', {'class': 'mark stop'}), label + ': ' + row[2] + ' after ' +
-        spaced(end[1]) + ': ' + (why || row[2]));
-      stop.appendChild(el('use', {
-        href: '#g-stop', x: (parseFloat(x(end[0])) + 9).toFixed(1), y: mid
+      g.appendChild(el('use', {
+        href: '#' + (GLYPHS[m[1]] || 'g-dot'), x: x(m[0]).toFixed(1), y: mid.toFixed(1)
       }));
-      out.push(stop);
-    }
-    return out;
-  }
-  function draw(details) {
-    var data = details.querySelector(':scope > template.rows');
-    if (!data) { return; }
-    var rows = JSON.parse(data.content.textContent);
-    data.remove();
-    var height = G.row * rows.length;
-    var svg = el('svg', {
-      'class': 'servers', viewBox: '0 0 ' + G.width + ' ' + height, width: '100%',
-      preserveAspectRatio: 'xMinYMin meet'
+      svg.appendChild(g);
     });
+  }
+  function stops(svg, rows, mid) {
+    rows.forEach(function (row) {
+      var end = row[4][row[4].length - 1];
+      if (OK[row[2]] || !end || STOPS[end[1]]) { return; }
+      var tip = row[1] + ': ' + row[2] + ' after ' + spaced(end[1]) + ': ' + (row[3] || row[2]);
+      var g = titled(el('g', {'class': 'mark stop'}), tip);
+      g.appendChild(el('use', {
+        href: '#g-stop', x: (x(end[0]) + 9).toFixed(1), y: mid.toFixed(1)
+      }));
+      svg.appendChild(g);
+    });
+  }
+  function background(details, height, svg) {
     details.querySelectorAll(':scope > summary > svg > line').forEach(function (line) {
       var copy = line.cloneNode(true);
       copy.setAttribute('y2', height);
       svg.appendChild(copy);
     });
+  }
+  function drawRows(details, rows) {
+    var height = G.row * rows.length;
+    var svg = el('svg', {
+      'class': 'servers', viewBox: '0 0 ' + G.width + ' ' + height, width: '100%',
+      preserveAspectRatio: 'xMinYMin meet'
+    });
+    background(details, height, svg);
     rows.forEach(function (row, i) {
       var g = el('g', {
         'class': 'server-row o-' + token(row[2]), 'data-server': row[0],
@@ -528,22 +490,37 @@ _ROWS_JS = """
       g.appendChild(el('text', {
         'class': 'soutcome', x: G.x0 - 8, y: 16, 'text-anchor': 'end'
       }, row[2]));
-      track(row, G.row / 2).forEach(function (node) { g.appendChild(node); });
+      track(g, marksOf(row), G.row / 2, row[1], OK[row[2]] ? null : row[3], false);
+      stops(g, [row], G.row / 2);
       svg.appendChild(g);
     });
     details.appendChild(svg);
   }
   tl.querySelectorAll('details.lane-block').forEach(function (details) {
+    var lane = details.querySelector(':scope > summary > svg.lane');
+    var data = details.querySelector(':scope > template.rows');
+    var rows = data ? JSON.parse(data.content.textContent) : [];
+    if (data) { data.remove(); }
+    if (lane) {
+      var marks = [].concat.apply([], rows.map(marksOf));
+      marks.sort(function (a, b) { return a[0] - b[0]; });
+      track(lane, marks, G.lane / 2, lane.dataset.title, lane.dataset.why || null, true);
+      stops(lane, rows, G.lane / 2);
+    }
+    var drawn = !rows.length;
+    function open() { if (!drawn) { drawn = true; drawRows(details, rows); } }
     var summary = details.querySelector(':scope > summary');
-    if (summary) { summary.addEventListener('click', function () { draw(details); }); }
-    details.addEventListener('toggle', function () { if (details.open) { draw(details); } });
+    if (summary) { summary.addEventListener('click', open); }
+    details.addEventListener('toggle', function () { if (details.open) { open(); } });
   });
 })();
 """
 ROWS_SCRIPT = (
     _ROWS_JS.replace(
         "__GEOMETRY__",
-        json.dumps({"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H}),
+        json.dumps(
+            {"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H, "lane": _LANE_H}
+        ),
     )
     .replace("__OK__", json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1)))
     .replace("__STOPS__", json.dumps(dict.fromkeys(sorted(STOP_EVENTS), 1)))
