@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -189,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(refusal_line(_wave_in(args), ExitCode.BAD_INPUT, "bad arguments (see stderr)"))
         raise
     try:
-        return _dispatch(ns)
+        code = _dispatch(ns)
     except MgnCutoverError as exc:
         if ns.command == "run":
             print(refusal_line(ns.wave, exc.exit_code, _why(exc)))  # cron mails stdout
@@ -208,6 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "run":  # a bug: say so on stdout too, then let the traceback show
             print(refusal_line(ns.wave, 1, f"internal error {type(exc).__name__} (see stderr)"))
         raise
+    if ns.command == "run" and argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the `mgn-cutover run` process once everything is written: the run has closed its
+    journal, lock, clients and files and awaited its notifications. Skips the interpreter's
+    teardown, which frees every object of a large wave one by one (~0.1 s at 4,000 servers)."""
+    logging.shutdown()  # the standard library's handlers, if a library added any
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe: nothing to do
+            stream.flush()
+    os._exit(code)
 
 
 def refusal_line(wave: str | None, exit_code: int, why: str) -> str:

@@ -124,6 +124,42 @@ def test_cron_run_writes_json_lines_and_one_summary_line(emulator: Any, work_dir
     assert got["blocked"] == 2 and got["unconfirmed"] > 0 and got["finalized"] > 0
 
 
+def test_cron_run_appended_to_a_log_file_loses_no_line(emulator: Any, work_dir: Path) -> None:
+    """`run ... >> cron.log 2>&1`: the process ends without the interpreter's teardown, after
+    flushing; every JSON line and the summary line are in the file, and the exit code is kept."""
+    groups = {aid(0): [sid(0, 0), sid(0, 1)], aid(1): [sid(1, 0)]}
+    emulator.seed(
+        {
+            "servers": [
+                server(sid(0, 0), aid(0)),
+                server(sid(0, 1), aid(0)),
+                server(sid(1, 0), aid(1), firstBoot="WAITING"),
+            ]
+        }
+    )
+    plan = write_plan(work_dir, "cronlog", groups)
+    log_file = work_dir / "cron.log"
+    log_file.write_text("earlier night\n")
+    with log_file.open("a") as out:
+        code = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *cron_args(plan, "cronlog", work_dir)],
+            env=cli_env(emulator.url),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        ).returncode
+    assert code == 1  # one application blocked
+    lines = log_file.read_text().splitlines()
+    assert lines[0] == "earlier night"
+    events = [json.loads(line) for line in lines[1:] if line.startswith("{")]
+    assert [e["event"] for e in events].count("run_finished") == 1
+    assert sum(1 for e in events if e["event"] == "server_converged") == 2
+    summaries = [line for line in lines[1:] if not line.startswith("{")]
+    assert len(summaries) == 1 and SUMMARY_LINE.match(summaries[0]), summaries
+    assert "exit=1" in summaries[0]
+
+
 def test_cron_run_stopped_by_an_account_error_stays_json(emulator: Any, work_dir: Path) -> None:
     """An access-denied run exits 4 and still writes only JSON lines and one summary line."""
     groups = {aid(0): [sid(0, 0), sid(0, 1)]}
