@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -110,9 +111,15 @@ def record_json(record: RunRecord) -> str:
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, RunRecord | ServerResult):
+    if isinstance(value, ServerResult):
+        return dict(zip(_SERVER_FIELDS, _server_values(value), strict=True))
+    if isinstance(value, RunRecord):
         return {f.name: getattr(value, f.name) for f in fields(value)}
     return str(value)
+
+
+_SERVER_FIELDS = tuple(f.name for f in fields(ServerResult))
+_server_values = operator.attrgetter(*_SERVER_FIELDS)  # one C call per row, in field order
 
 
 def run_record_from_dict(data: dict[str, Any]) -> RunRecord:
