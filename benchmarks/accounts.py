@@ -89,6 +89,7 @@ def _phases(run: bench.Measured) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    bench.compile_package()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=10)
     parser.add_argument("--servers", type=int, default=400, help="per account")
