@@ -27,6 +27,7 @@ from orchestrator.config import Config
 from orchestrator.errors import AccountError, MgnCutoverError
 from orchestrator.mgn import ClientSettings, translate
 from orchestrator.plan import Target
+from orchestrator.validation import data_loader
 
 ASSUMED_ROLE_DURATION_S = 3600
 _SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
@@ -151,6 +152,11 @@ class Sessions:
     def new(self, profile: str | None, region: str | None) -> Any:
         """A fresh Session (for credentials of its own) sharing the data loader."""
         session = aioboto3.Session(profile_name=profile, region_name=region)
+        if self._loader is None:
+            # Without a data_path, botocore's own loader would be the one plan validation
+            # already read the endpoint data with: use that one.
+            default = session._session.get_config_variable("data_path") is None
+            self._loader = data_loader() if default else None
         if self._loader is None:
             self._loader = session._session.get_component("data_loader")
         else:  # botocore keeps loaded models in its loader: share it

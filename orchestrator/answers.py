@@ -164,15 +164,16 @@ def checks_for(model: Any) -> ModelChecks:
     return found
 
 
-def page_frame(answer: Any) -> dict[str, Any]:
-    """A DescribeSourceServers page whose frame fits the model (its items are checked one by
-    one later); raises the ambiguous ResponseParserError botocore's parser would raise."""
+def page_frame(answer: Any, operation: str) -> dict[str, Any]:
+    """A page of a lean list call (DescribeSourceServers, ListManagedAccounts) whose frame fits
+    the model: `items` a list, `nextToken` a string (the items are checked later, one by one);
+    raises the ambiguous ResponseParserError botocore's parser would raise."""
     items = answer.get("items") if isinstance(answer, dict) else None
     token = answer.get("nextToken") if isinstance(answer, dict) else None
     if not isinstance(answer, dict) or (items is not None and not isinstance(items, list)) or (
         token is not None and not isinstance(token, str)
     ):
         raise RetryableError(
-            "ResponseParserError", "DescribeSourceServers: the page is off-model", ambiguous=True
+            "ResponseParserError", f"{operation}: the page is off-model", ambiguous=True
         )
     return answer

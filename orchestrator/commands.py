@@ -13,12 +13,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import endpoints, logs, notify, status
+from orchestrator import endpoints, logs, notify
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.files import wave_dir
@@ -29,7 +29,6 @@ from orchestrator.mgn import MgnClient, ServerView
 from orchestrator.outcome import Outcome, RunRecord, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.progress import Progress, Terminal, final_summary
-from orchestrator.publish import publish_report
 from orchestrator.report import (
     OK_OUTCOMES,
     ReportPaths,
@@ -43,6 +42,9 @@ from orchestrator.stop import Stop
 from orchestrator.targets import Targets, uncovered_accounts
 from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
+
+if TYPE_CHECKING:
+    from orchestrator import status
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -675,6 +677,8 @@ async def _report_and_publish(
         return None, None
     if config.report_uri is None:
         return paths, None
+    from orchestrator.publish import publish_report  # S3: only for a run that uploads
+
     result = await publish_report(
         paths.run,
         config.report_uri,
@@ -712,6 +716,8 @@ def cmd_status(ns: argparse.Namespace) -> int:
     without, the journal and the last run's account and region. Works while a run holds the
     lock. Raises InputError for bad plans or settings, JournalError for a damaged journal.
     """
+    from orchestrator import status  # only this command reads it: not on a run's way
+
     if ns.paths:
         inputs = load_inputs(ns)
         config, wave = inputs.settings, inputs.wave

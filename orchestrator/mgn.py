@@ -1,10 +1,11 @@
 """The AWS boundary: every botocore call this project makes, and every botocore error translated.
 
 Nothing else in the package imports botocore, boto3 or aioboto3, but `wire`, which sends the
-calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID) through this client's
-endpoint, credentials and connection pool without botocore's per-request machinery. Each method
-makes exactly one attempt (botocore's own retries are off because botocore ignores
-`Retry-After`); retrying is the caller's business (`orchestrator.retry`).
+calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID), and the global view's
+ListManagedAccounts, through this client's endpoint, credentials and connection pool without
+botocore's per-request machinery. Each method makes exactly one attempt (botocore's own retries
+are off because botocore ignores `Retry-After`); retrying is the caller's business
+(`orchestrator.retry`).
 """
 
 from __future__ import annotations
@@ -488,6 +489,10 @@ class MgnClient:
         except Exception as exc:
             raise self._located(translate(exc)) from exc
 
+    async def _page(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of a lean list call, its frame checked (`answers.page_frame`)."""
+        return page_frame(await self._send(operation, params), operation)
+
     def _located(self, err: MgnCutoverError) -> MgnCutoverError:
         """The error with what a person needs to act on it: which endpoint setting was used for
         a connection that failed; that an unset endpoint means real AWS when credentials fail."""
@@ -529,7 +534,7 @@ class MgnClient:
         }
         while True:
             page, problems = check_items(
-                page_frame(await self._send("DescribeSourceServers", params)), self._check_item
+                await self._page("DescribeSourceServers", params), self._check_item
             )
             for item in page.get("items") or []:
                 if isinstance(item, dict):
@@ -587,7 +592,7 @@ class MgnClient:
         params: dict[str, Any] = {}
         found: set[str] = set()
         while True:
-            page = await self._call(self._client, "list_managed_accounts", **params)
+            page = await self._page("ListManagedAccounts", params)
             for item in page.get("items") or []:
                 account = _str(_dict(item).get("accountId"))
                 if account is not None:

@@ -20,20 +20,20 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
 from orchestrator.config import Config, flag_overrides, load_config
-from orchestrator.dynamo import Table, TableSettings, init_table
-from orchestrator.dynamo_journal import INTENT_LINGER_S, DynamoJournal, wave_index
 from orchestrator.errors import ConfigError, JournalError
 from orchestrator.journal import Journal, JournalEntry, StepEntry
-from orchestrator.lease import Lease
 from orchestrator.ledger import Writer
 from orchestrator.lock import WaveLock
 from orchestrator.outcome import RunRecord
 from orchestrator.stop import Stop, StopReason
+
+if TYPE_CHECKING:  # the DynamoDB backend is imported only by the runs that use it
+    from orchestrator.dynamo import TableSettings
 
 log = structlog.get_logger(__name__)
 
@@ -89,6 +89,8 @@ def scope_of(account_id: str | None, region: str | None, wave: str) -> str:
 
 def table_settings(config: Config) -> TableSettings:
     """How to reach state_table. Raises ConfigError when the backend has no table."""
+    from orchestrator.dynamo import TableSettings
+
     if config.state_table is None:
         raise ConfigError(
             "state_backend dynamodb needs state_table (--state-table, MGN_CUTOVER_STATE_TABLE); "
@@ -126,6 +128,10 @@ def open_run_state(
             store._binders.append(bind_journal)
             yield store
         return
+    from orchestrator.dynamo import Table
+    from orchestrator.dynamo_journal import INTENT_LINGER_S, DynamoJournal
+    from orchestrator.lease import Lease
+
     table = Table(table_settings(config))
     try:
         lease = Lease(
@@ -167,6 +173,9 @@ def open_journal(config: Config, wave: str, *, create: bool = False) -> Iterator
         with Journal.open(config.state_dir, wave, create=create) as journal:
             yield journal
         return
+    from orchestrator.dynamo import Table
+    from orchestrator.dynamo_journal import DynamoJournal, wave_index
+
     table = Table(table_settings(config))
     try:
         scopes = [str(i["sk"]) for i in table.query(wave_index(wave), "scope#")]
@@ -193,6 +202,8 @@ def cmd_state(ns: argparse.Namespace) -> int:
 
     Raises StateWriteError (exit 5) if DynamoDB refuses.
     """
+    from orchestrator.dynamo import TableSettings, init_table
+
     config = load_config(ns.config, os.environ, flag_overrides(vars(ns)))
     settings = TableSettings(
         table=ns.table,

@@ -319,10 +319,12 @@ class Targets:
             ]
             if checks:
                 yield checks
-        parts = {
-            target: _part(wave, {sid for sid in mine if self._target_of.get(sid) == target})
-            for target in self.gateways
-        }
+        mine_by_target: dict[Target, set[str]] = {}
+        for sid in mine:  # one pass: this is on the way to the run's first FinalizeCutover
+            where = self._target_of.get(sid)
+            if where is not None:
+                mine_by_target.setdefault(where, set()).add(sid)
+        parts = {target: _part(wave, mine_by_target.get(target, set())) for target in self.gateways}
         streams = [
             self._stream(t, p, config, busy or {}) for t, p in parts.items() if p.applications
         ]
@@ -401,7 +403,12 @@ async def _merged(streams: Sequence[AsyncIterator[list[Check]]]) -> AsyncIterato
 
 
 def _part(wave: Wave, server_ids: set[str]) -> Wave:
-    apps = tuple(a for a in wave.applications if set(a.server_ids) <= server_ids and a.servers)
+    """The wave's applications whose servers are all in `server_ids` (empty ones left out)."""
+    apps = tuple(
+        a
+        for a in wave.applications
+        if a.servers and all(s.source_server_id in server_ids for s in a.servers)
+    )
     return replace(wave, applications=apps)
 
 

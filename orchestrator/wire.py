@@ -17,6 +17,10 @@ SourceServer record), more than the run's whole budget per call. `Wire` sends th
 - answers: read as JSON; an error keeps botocore's wire rules (`x-amzn-ErrorType` first, then the
   body's `code`) and becomes the same botocore-shaped error response the client would raise.
 
+ListManagedAccounts goes lean too: a global-view run makes it once, before its first
+FinalizeCutover, and it would be the run's only call through botocore's client, whose first
+request costs ~40 ms of one-time setup here.
+
 Every other call goes through the botocore client.
 """
 
@@ -44,6 +48,7 @@ from botocore.httpsession import get_cert_path
 
 from orchestrator.http1 import Dropped, Http1, NotSent
 
+LEAN_OPERATIONS = ("FinalizeCutover", "DescribeSourceServers", "ListManagedAccounts")
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _STATUSES = frozenset(s.value for s in http.HTTPStatus)
 
@@ -120,7 +125,7 @@ class Wire:
         self._service = meta.service_model.signing_name
         self._routes = {
             name: (op.http["method"], op.http["requestUri"])
-            for name in ("FinalizeCutover", "DescribeSourceServers")
+            for name in LEAN_OPERATIONS
             for op in (meta.service_model.operation_model(name),)
         }
         # aiobotocore keeps these private; they are what the client itself sends with.

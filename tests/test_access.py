@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator import access
+from orchestrator import access, validation
 from orchestrator.config import load_config
 from orchestrator.errors import AccountError
 from orchestrator.plan import Target
@@ -103,3 +103,20 @@ def test_routes_per_access_mode() -> None:
     assert (prof.settings.account_id, prof.settings.profile) == (None, "prod")
     own = access.route(roles, Target(None, None), pool=10)
     assert (own.settings.account_id, own.settings.region, own.role_arn) == (None, "us-east-1", None)
+
+
+def test_sessions_share_the_data_loader_plan_validation_read_the_regions_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a data_path every session uses the loader that already holds botocore's
+    endpoint data; with one, botocore's own loader for that path (shared among sessions)."""
+    sessions = access.Sessions()
+    first = sessions.new(None, "us-east-1")._session.get_component("data_loader")
+    second = sessions.new(None, "eu-west-1")._session.get_component("data_loader")
+    assert first is second is validation.data_loader()
+    monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
+    custom = access.Sessions()
+    loader = custom.new(None, "us-east-1")._session.get_component("data_loader")
+    assert loader is not validation.data_loader()
+    assert str(tmp_path) in loader.search_paths
+    assert custom.new(None, "us-east-1")._session.get_component("data_loader") is loader

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from orchestrator.config import load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import AccountError, ConfigError
+from orchestrator.mgn import ClientSettings, MgnClient
 from tests.runhelp import aid, cli_env, mgn_cutover, report, run_args, server, sid
 
 ACCT_A, ACCT_B, ACCT_C = "222222222222", "333333333333", "444444444444"
@@ -162,6 +163,22 @@ def test_a_member_account_sees_only_itself(emulator: Any, make_mgn_client: Any) 
         client.describe_source_servers(filters={}, accountID=ACCT_B)
     with pytest.raises(client.exceptions.AccessDeniedException):
         client.list_managed_accounts()
+
+
+async def test_managed_accounts_is_read_and_refused_as_botocore_would(
+    emulator: Any, fake_credentials: dict[str, str]
+) -> None:
+    """ListManagedAccounts (a lean call): the accounts listed; a member account's refusal is
+    the same AccountError a botocore call would raise."""
+    seed_accounts(emulator, TWO)
+    settings = ClientSettings(region="us-east-1", endpoint_url=emulator.url)
+    async with MgnClient(settings) as client:
+        assert {ACCT_A, ACCT_B} <= await client.managed_accounts()
+        emulator.identify(fake_credentials["AWS_ACCESS_KEY_ID"], ACCT_A)  # now a member
+        with pytest.raises(AccountError) as refused:
+            await client.managed_accounts()
+    assert refused.value.code == "AccessDeniedException"
+    assert emulator.calls("ListManagedAccounts") == 2
 
 
 def test_assume_role_runs_each_account_with_its_own_role(

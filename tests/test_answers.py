@@ -8,7 +8,8 @@ from typing import Any
 import botocore.session
 import pytest
 
-from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook
+from orchestrator.answers import PROBLEM_KEY, check_items, compile_check, make_hook, page_frame
+from orchestrator.errors import RetryableError
 
 SHAPE = botocore.session.get_session().get_service_model("mgn").shape_for("SourceServer")
 
@@ -73,3 +74,13 @@ def test_a_clean_page_is_returned_untouched() -> None:
     body = {"items": [_good("s-00000000000000001")]}
     fixed, problems = check_items(body, compile_check(SHAPE))
     assert fixed is body and problems == {}
+
+
+@pytest.mark.parametrize("answer", [[], {"items": {}}, {"items": [], "nextToken": 7}])
+def test_an_off_model_page_frame_is_an_ambiguous_parse_error_naming_the_call(answer: Any) -> None:
+    """A lean list page that botocore's parser would refuse: the ambiguous ResponseParserError,
+    saying which call's page it was."""
+    with pytest.raises(RetryableError) as refused:
+        page_frame(answer, "ListManagedAccounts")
+    assert refused.value.code == "ResponseParserError" and refused.value.ambiguous
+    assert "ListManagedAccounts" in str(refused.value)

@@ -291,7 +291,8 @@ def test_iam_policy_covers_every_call_the_adapter_makes() -> None:
     called |= {("client", op) for op in re.findall(r'self\._list\(\s*"(\w+)"', source)}
     service = {"client": "mgn", "ec2": "ec2"}
     wanted = {f"{service[c]}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
-    wanted |= {f"mgn:{op}" for op in re.findall(r'self\._send\(\s*"(\w+)"', source)}  # lean
+    lean = re.findall(r'self\._(?:send|page)\(\s*"(\w+)"', source)
+    wanted |= {f"mgn:{op}" for op in lean}
     assert {"mgn:FinalizeCutover", "mgn:DescribeSourceServers"} <= wanted
     statements = _statements()
     granted = set().union(
