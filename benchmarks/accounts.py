@@ -67,8 +67,9 @@ def _stamp(text: str) -> datetime:
 
 def _phases(run: bench.Measured) -> dict[str, float]:
     """Where the fixed cost sits, from the run's own log stamps: process start to `run_started`
-    (interpreter, imports, plan, config), `run_started` to the first accepted FinalizeCutover
-    (clients, pre-flight), and `run_finished` to the process's end (the report)."""
+    (interpreter, imports, plan, config, the clients and ListManagedAccounts), `run_started` to
+    the first accepted FinalizeCutover (the pre-flight's first reads), and `run_finished` to the
+    process's end (the report; the journal's run record is written before `run_finished`)."""
     start = run.started + run.wall_offset_s
     stamps: dict[str, float] = {}
     with run.stderr.open(encoding="utf-8") as lines:
