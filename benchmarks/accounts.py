@@ -72,6 +72,7 @@ def _phases(run: bench.Measured) -> dict[str, float]:
     process's end (the report; the journal's run record is written before `run_finished`)."""
     start = run.started + run.wall_offset_s
     stamps: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     with run.stderr.open(encoding="utf-8") as lines:
         for line in lines:
             if not line.startswith("{"):
@@ -80,13 +81,18 @@ def _phases(run: bench.Measured) -> dict[str, float]:
             name = event.get("event")
             if name in ("run_started", "finalize_accepted", "run_finished") and name not in stamps:
                 stamps[name] = _stamp(event["timestamp"]).timestamp()
+                if "cpu_s" in event:
+                    cpu[name] = float(event["cpu_s"])
     if len(stamps) < 3:
         return {}
-    return {
+    phases = {
         "to_run_started_s": round(stamps["run_started"] - start, 3),
         "to_first_finalize_s": round(stamps["finalize_accepted"] - stamps["run_started"], 3),
         "after_run_finished_s": round(run.ended + run.wall_offset_s - stamps["run_finished"], 3),
     }
+    if len(cpu) == 2:  # the run's own CPU: run_started to run_finished
+        phases["run_cpu_s"] = round(cpu["run_finished"] - cpu["run_started"], 3)
+    return phases
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         "throttled": stats["throttled"],
         "cpu_s": round(run.cpu_s, 2),
         "cpu_ms_per_call": round(1000 * run.cpu_s / max(1, calls), 3),
+        "run_cpu_ms_per_call": (
+            round(1000 * phases["run_cpu_s"] / max(1, calls), 3) if "run_cpu_s" in phases else None
+        ),
         "peak_rss_mb": round(run.maxrss_kb / 1024, 1),
         "emulator_cpu_s": round(emulator_cpu_s, 2),
         "folder": str(folder),

@@ -144,7 +144,14 @@ async def run_wave(
             stop_of=gateway.stop_of,
         )
         state.ledger = ledger
-        log.info("run_started", servers=len(ledger.in_run()), dry_run=state.dry_run)
+        # cpu_s: this process's CPU seconds so far (here and at run_finished): what the run
+        # itself costs, apart from starting and writing the report (benchmarks/accounts.py).
+        log.info(
+            "run_started",
+            servers=len(ledger.in_run()),
+            dry_run=state.dry_run,
+            cpu_s=round(time.process_time(), 3),
+        )
         incomplete = False
         window = asyncio.ensure_future(_close_window(stop, not_after, wall, sleep))
         try:
@@ -176,7 +183,12 @@ async def run_wave(
             stop.request(StopReason.LOCAL_STATE, str(err))
             record.exit_code = ExitCode.LOCAL_STATE
             record.stop_reason = StopReason.LOCAL_STATE.value
-        log.info("run_finished", exit_code=record.exit_code, stop_reason=record.stop_reason)
+        log.info(
+            "run_finished",
+            exit_code=record.exit_code,
+            stop_reason=record.stop_reason,
+            cpu_s=round(time.process_time(), 3),
+        )
         return record
 
 

@@ -155,6 +155,10 @@ def test_cron_run_appended_to_a_log_file_loses_no_line(emulator: Any, work_dir: 
     events = [json.loads(line) for line in lines[1:] if line.startswith("{")]
     assert [e["event"] for e in events].count("run_finished") == 1
     assert sum(1 for e in events if e["event"] == "server_converged") == 2
+    # The run's own CPU seconds, between its start and end events (benchmarks/accounts.py).
+    [started] = [e["cpu_s"] for e in events if e["event"] == "run_started"]
+    [finished] = [e["cpu_s"] for e in events if e["event"] == "run_finished"]
+    assert 0 < started < finished
     summaries = [line for line in lines[1:] if not line.startswith("{")]
     assert len(summaries) == 1 and SUMMARY_LINE.match(summaries[0]), summaries
     assert "exit=1" in summaries[0]
