@@ -70,6 +70,9 @@ def html_parts(doc: Mapping[str, Any]) -> Iterator[str]:
         f"<title>mgn-cutover: wave {_e(wave)}</title><style>{_CSS}{TIMELINE_CSS}</style></head>\n"
         "<body>\n"
         f"<header><h1>mgn-cutover report: wave {_e(wave)}</h1>{_subtitle(doc)}</header>\n"
+        '<noscript><p class="banner warn">This page draws its server table and timeline with its '
+        "own inline script, which is off here: report.md and report.csv beside this page hold "
+        "every server.</p></noscript>\n"
     )
     yield f"{_banners(doc)}\n{_summary(doc, servers)}\n"
     yield f"{_attention(lanes, bool(doc.get('dry_run')))}\n"

@@ -26,6 +26,7 @@ def test_document_text_is_escaped_everywhere() -> None:
     assert HOSTILE not in page
     assert "window.__pwned" in page  # it is there, but escaped
     assert page.count("<script") == 1
+    assert "<noscript><p" in page  # without the script: where else every server is
     assert "<img" not in page
     assert "</td></tr></table><h1>" not in page
 
