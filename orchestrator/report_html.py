@@ -368,7 +368,7 @@ border-color:var(--amber)}
 .controls{display:flex;gap:10px;align-items:center;margin-bottom:8px;flex-wrap:wrap}
 #filter{font-size:14px;padding:6px 10px;width:340px;border:1px solid #aab4be;border-radius:5px}
 #outcome{font-size:14px;padding:5px}
-.tablewrap{overflow-x:auto}
+.tablewrap{overflow-x:auto;content-visibility:auto;contain-intrinsic-size:auto 3000px}
 #server-table{border-collapse:collapse;width:100%;font-size:13px}
 #server-table th{position:sticky;top:0;background:#eef1f4;text-align:left;padding:6px 8px;
 cursor:pointer;user-select:none;white-space:nowrap;border-bottom:2px solid var(--line)}

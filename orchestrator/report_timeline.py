@@ -554,6 +554,9 @@ GLYPH_DEFS = """<defs>
 <path d="M-4 4L4-4" class="gl-skipx"/></symbol>
 </defs>"""
 
+# `content-visibility:auto` on each lane (and on the server table, report_html): the browser lays
+# out only what is near the screen. A page of 40,000 servers opened in ~11 s instead of ~48 s in
+# headless Chromium here; printing lays out everything.
 TIMELINE_CSS = """
 .legend{list-style:none;padding:0;margin:4px 0 6px;display:flex;flex-wrap:wrap;gap:4px 14px;
 font-size:12px;color:var(--muted)}
@@ -568,6 +571,7 @@ svg.axis text{fill:var(--muted);font-size:11px}svg.axis .axlabel{font-style:ital
 .grid{stroke:var(--line);stroke-width:1}
 .runmark{stroke:#5b6570;stroke-dasharray:4 3;stroke-width:1.2}
 .lane-block:nth-of-type(even)>summary{background:var(--band)}
+.lane-block{content-visibility:auto;contain-intrinsic-size:auto 38px}
 .lane-block>summary{list-style:none;cursor:pointer}
 .lane-block>summary::-webkit-details-marker{display:none}
 .lane-block>summary:hover{background:#eaf1fb}
@@ -595,5 +599,5 @@ svg.servers{background:#fbfcfd;border-bottom:1px solid var(--line)}
 .gl-orange{fill:#e65100}.gl-red{fill:var(--red)}.gl-amber{fill:var(--amber)}
 .gl-x{fill:none;stroke:#fff;stroke-width:2.2}
 .gl-skip{fill:#fff;stroke:var(--amber);stroke-width:2}.gl-skipx{stroke:var(--amber);stroke-width:2}
-@media print{.tl{overflow:visible}}
+@media print{.tl{overflow:visible}.lane-block,.tablewrap{content-visibility:visible}}
 """
