@@ -53,6 +53,22 @@ def server(
     return entry
 
 
+def small_night(emulator: Any, folder: Path, wave: str) -> Path:
+    """Seed a wave of two applications, app 0's two servers ready and app 1's one server still
+    booting (so blocked); the plan of it."""
+    groups = {aid(0): [sid(0, 0), sid(0, 1)], aid(1): [sid(1, 0)]}
+    emulator.seed(
+        {
+            "servers": [
+                server(sid(0, 0), aid(0)),
+                server(sid(0, 1), aid(0)),
+                server(sid(1, 0), aid(1), firstBoot="WAITING"),
+            ]
+        }
+    )
+    return write_plan(folder, wave, groups)
+
+
 def cli_env(endpoint: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment a test run gets: the test's (already scrubbed) env plus the endpoint."""
     env = dict(os.environ)

@@ -24,7 +24,17 @@ import pytest
 
 from orchestrator.cli import build_parser
 from orchestrator.report import EXIT_MEANINGS
-from tests.runhelp import aid, cli_env, outcomes, report, run_args, server, sid, write_plan
+from tests.runhelp import (
+    aid,
+    cli_env,
+    outcomes,
+    report,
+    run_args,
+    server,
+    sid,
+    small_night,
+    write_plan,
+)
 
 pytestmark = pytest.mark.usefixtures("fake_credentials")
 
@@ -127,17 +137,7 @@ def test_cron_run_writes_json_lines_and_one_summary_line(emulator: Any, work_dir
 def test_cron_run_appended_to_a_log_file_loses_no_line(emulator: Any, work_dir: Path) -> None:
     """`run ... >> cron.log 2>&1`: the process ends without the interpreter's teardown, after
     flushing; every JSON line and the summary line are in the file, and the exit code is kept."""
-    groups = {aid(0): [sid(0, 0), sid(0, 1)], aid(1): [sid(1, 0)]}
-    emulator.seed(
-        {
-            "servers": [
-                server(sid(0, 0), aid(0)),
-                server(sid(0, 1), aid(0)),
-                server(sid(1, 0), aid(1), firstBoot="WAITING"),
-            ]
-        }
-    )
-    plan = write_plan(work_dir, "cronlog", groups)
+    plan = small_night(emulator, work_dir, "cronlog")
     log_file = work_dir / "cron.log"
     log_file.write_text("earlier night\n")
     with log_file.open("a") as out:

@@ -19,6 +19,7 @@ from tests.runhelp import (
     run_args,
     server,
     sid,
+    small_night,
     write_plan,
 )
 
@@ -306,17 +307,7 @@ def test_application_filter_runs_part_of_a_wave(emulator: Any, work_dir: Path) -
 
 def test_report_and_status_read_the_journal(emulator: Any, work_dir: Path) -> None:
     """`report` re-renders the last run from the journal; `status` shows journal and MGN state."""
-    groups = {aid(0): [sid(0, 0), sid(0, 1)], aid(1): [sid(1, 0)]}
-    emulator.seed(
-        {
-            "servers": [
-                server(sid(0, 0), aid(0)),
-                server(sid(0, 1), aid(0)),
-                server(sid(1, 0), aid(1), firstBoot="WAITING"),
-            ]
-        }
-    )
-    plan = write_plan(work_dir, "w", groups)
+    plan = small_night(emulator, work_dir, "w")
     env = cli_env(emulator.url)
     assert mgn_cutover(run_args(plan, "w", work_dir), env).returncode == 1
     state = ["--state-dir", str(work_dir / "state")]
