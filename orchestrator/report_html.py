@@ -14,26 +14,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.outcome import exit_meaning
 from orchestrator.report_timeline import (
-    OK_OUTCOMES,
+    OK_JS,
     OUTCOME_ORDER,
     ROWS_SCRIPT,
     TIMELINE_CSS,
     Lane,
     build_lanes,
     css_token,
+    error_text,
     esc,
     is_problem,
     outcome_of,
     parse_time,
     stop_reason,
+    template_json,
     text_of,
     timeline_parts,
 )
@@ -264,8 +264,7 @@ def _table_parts(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) ->
     # The rows as data for _TABLE_ROWS_JS, in pieces of 1,000 servers (one JSON list in all).
     for index in range(0, len(servers), 1000):
         chunk = [_row(server, names) for server in servers[index : index + 1000]]
-        data = json.dumps(chunk, ensure_ascii=False, separators=(",", ":"))[1:-1]
-        yield ("," if index else "") + html.escape(data, quote=False)
+        yield ("," if index else "") + template_json(chunk)[1:-1]
     yield "]</template></section>"
 
 
@@ -275,12 +274,6 @@ def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> list
     outcome = _outcome(server)
     app_id = _text(server.get("applicationID")) or "(no application)"
     app_name = _text(server.get("application_name")) or app_names.get(app_id)
-    error = server.get("error")
-    error_text = (
-        ": ".join(x for x in (_text(error.get("code")), _text(error.get("message"))) if x)
-        if isinstance(error, Mapping)
-        else _text(error)
-    )
     attempts = server.get("attempts")
     return [
         app_id,
@@ -289,7 +282,7 @@ def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> list
         _text(server.get("sourceServerID")) or "?",
         outcome,
         _text(server.get("reason")),
-        error_text or None,
+        error_text(server),
         _text(server.get("lifecycle_state")),
         _text(server.get("replication_state")),
         _text(server.get("first_boot")),
@@ -402,7 +395,7 @@ _TABLE_SCRIPT = """
   if (!table || !input || !select || !shown) { return; }
   var body = table.tBodies[0];
   var rows = Array.prototype.slice.call(body.rows);
-  var ok = {finalized: 1, already_cutover: 1, would_finalize: 1};
+  var ok = __OK__;
   var texts = new WeakMap();
   rows.forEach(function (row) { texts.set(row, row.textContent.toLowerCase()); });
   function apply() {
@@ -455,7 +448,7 @@ _TABLE_SCRIPT = """
   document.body.dataset.ready = 'true';
   apply();
 })();
-"""
+""".replace("__OK__", OK_JS)
 
 # Fills the server table from the rows' data (`_row`), before _TABLE_SCRIPT reads it: cells
 # built with createElement and textContent, the markup `_row`'s fields once had in Python.
@@ -532,7 +525,7 @@ _TABLE_ROWS_JS = """
   });
   table.tBodies[0].appendChild(body);
 })();
-""".replace("__OK__", json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1)))
+""".replace("__OK__", OK_JS)
 
 # One inline script, pinned by its hash in the page's Content-Security-Policy.
 _SCRIPT = _TABLE_ROWS_JS + _TABLE_SCRIPT + ROWS_SCRIPT

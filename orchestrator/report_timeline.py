@@ -127,7 +127,6 @@ class Mark:
 
     at: datetime
     event: str
-    server: str
     detail: str | None
 
 
@@ -138,14 +137,12 @@ class Lane:
     app_id: str
     name: str | None
     servers: list[Mapping[str, Any]] = field(default_factory=list)
-    marks: list[Mark] = field(default_factory=list)
-    status: str | None = None
     server_marks: list[list[Mark]] = field(default_factory=list)  # each server's, in order
+    status: str | None = None
 
 
 def server_marks(server: Mapping[str, Any]) -> list[Mark]:
     """The server's timeline in time order, or one from finalized_at / converged_at without it."""
-    label = server_label(server)
     raw = server.get("timeline")
     if isinstance(raw, list):
         entries = [e for e in raw if isinstance(e, Mapping)]
@@ -159,7 +156,7 @@ def server_marks(server: Mapping[str, Any]) -> list[Mark]:
         at = parse_time(entry.get("at"))
         event = text_of(entry.get("event"))
         if at is not None and event is not None:
-            marks.append(Mark(at, event, label, text_of(entry.get("detail"))))
+            marks.append(Mark(at, event, text_of(entry.get("detail"))))
     return sorted(marks, key=lambda m: m.at)
 
 
@@ -178,12 +175,9 @@ def build_lanes(doc: Mapping[str, Any], servers: Sequence[Mapping[str, Any]]) ->
         lane = lanes.setdefault(app_id, Lane(app_id, None))
         lane.name = lane.name or text_of(server.get("application_name"))
         lane.servers.append(server)
-        marks = server_marks(server)
-        lane.server_marks.append(marks)
-        lane.marks.extend(marks)
+        lane.server_marks.append(server_marks(server))
     dry_run = bool(doc.get("dry_run"))
     for lane in lanes.values():
-        lane.marks.sort(key=lambda m: m.at)
         lane.status = lane.status or _app_status(lane.servers, dry_run)
     return list(lanes.values())
 
@@ -207,16 +201,24 @@ def is_problem(lane: Lane) -> bool:
     return any(outcome_of(s) not in OK_OUTCOMES for s in lane.servers)
 
 
-def server_reason(server: Mapping[str, Any]) -> str | None:
-    """The server's reason, or its error as `code: message`."""
+def error_text(server: Mapping[str, Any]) -> str | None:
+    """The server's error as `code: message` (or as the document gives it); None without one."""
     error = server.get("error")
     if isinstance(error, Mapping):
-        error_text = ": ".join(
-            x for x in (text_of(error.get("code")), text_of(error.get("message"))) if x
-        )
-    else:
-        error_text = text_of(error) or ""
-    return text_of(server.get("reason")) or error_text or None
+        parts = (text_of(error.get("code")), text_of(error.get("message")))
+        return ": ".join(x for x in parts if x) or None
+    return text_of(error)
+
+
+def server_reason(server: Mapping[str, Any]) -> str | None:
+    """The server's reason, or its error as `code: message`."""
+    return text_of(server.get("reason")) or error_text(server)
+
+
+def template_json(value: Any) -> str:
+    """`value` as compact JSON, escaped to sit as the text of a `<template>` the page's script
+    reads (`content.textContent`): no markup can start inside it."""
+    return html.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")), quote=False)
 
 
 def stop_reason(lane: Lane) -> str | None:
@@ -260,7 +262,7 @@ def timeline_parts(
         yield '<section id="timeline"><h2>Timeline</h2><p>No applications.</p></section>'
         return
     bounds = [t for t in (started_at, finished_at) if t is not None]
-    times = [m.at for lane in lanes for m in lane.marks] + bounds
+    times = [m.at for lane in lanes for marks in lane.server_marks for m in marks] + bounds
     note = (
         "" if times else '<p class="muted">No event has a time: nothing to draw on a time axis.</p>'
     )
@@ -269,7 +271,7 @@ def timeline_parts(
     yield (
         '<section id="timeline"><h2>Timeline of the night (UTC)</h2>'
         '<p class="muted hint">Open an application to see its servers; hover a mark for '
-        f"details.</p>{note}{_legend(lane.marks for lane in lanes)}"
+        f"details.</p>{note}{_legend(marks for lane in lanes for marks in lane.server_marks)}"
         f'<svg width="0" height="0" class="defs" aria-hidden="true">{GLYPH_DEFS}</svg>'
         f'<div class="tl" data-t0="{scale.t0.timestamp() * 1000:.3f}" '
         f'data-span="{scale.span_s:.3f}">{_axis(scale)}'
@@ -379,8 +381,7 @@ def _rows_data(lane: Lane, scale: _Scale) -> str:
                 [[scale.offset_s(m.at), m.event, m.detail] for m in marks],
             ]
         )
-    data = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-    return f'<template class="rows">{html.escape(data, quote=False)}</template>'
+    return f'<template class="rows">{template_json(rows)}</template>'
 
 
 def _legend(groups: Iterable[Sequence[Mark]]) -> str:
@@ -396,6 +397,9 @@ def _legend(groups: Iterable[Sequence[Mark]]) -> str:
     )
     return f'<ul class="legend">{cells}</ul>'
 
+
+# OK_OUTCOMES as the page's script tests them (`OK[outcome]`).
+OK_JS = json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1))
 
 # Draws each lane's track (every server's events, and a stop mark after each problem server's
 # last event unless that event says it stopped) when the page loads, and a lane's server rows
@@ -522,7 +526,7 @@ ROWS_SCRIPT = (
             {"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H, "lane": _LANE_H}
         ),
     )
-    .replace("__OK__", json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1)))
+    .replace("__OK__", OK_JS)
     .replace("__STOPS__", json.dumps(dict.fromkeys(sorted(STOP_EVENTS), 1)))
     .replace("__GLYPHS__", json.dumps({e: g for e, (g, _) in EVENT_GLYPHS.items()}))
 )
