@@ -5,7 +5,7 @@ an old report.json. The page loads nothing: inline CSS, one inline script pinned
 Content-Security-Policy hash, the timeline's SVG from `report_timeline`. Every value from the
 document is HTML-escaped (names come from MGN tags). The script filters and reorders the table
 and draws an application's server rows on the timeline when it is first opened, from data the
-page carries (`report_timeline.ROWS_SCRIPT`); it builds elements, it never inserts markup.
+page carries (`report_script`); it builds elements, it never inserts markup.
 Fields added after schema v1 (`run_id`, `applications`, per-server `timeline`, ...) are drawn
 when present; without a timeline, lanes are built from `finalized_at` and `converged_at`.
 """
@@ -19,10 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.outcome import exit_meaning
+from orchestrator.report_script import SCRIPT
 from orchestrator.report_timeline import (
-    OK_JS,
     OUTCOME_ORDER,
-    ROWS_SCRIPT,
     TIMELINE_CSS,
     Lane,
     build_lanes,
@@ -58,7 +57,7 @@ def html_parts(doc: Mapping[str, Any]) -> Iterator[str]:
     servers = [s for s in _list(doc.get("servers")) if isinstance(s, Mapping)]
     lanes = build_lanes(doc, servers)
     wave = _text(doc.get("wave")) or "?"
-    script_hash = base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+    script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     csp = (
         "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
         f"script-src 'sha256-{script_hash}'"
@@ -80,7 +79,7 @@ def html_parts(doc: Mapping[str, Any]) -> Iterator[str]:
     yield from timeline_parts(lanes, started, finished)
     yield "\n"
     yield from _table_parts(servers, lanes)
-    yield f"\n{_footer(doc)}\n<script>{_SCRIPT}</script>\n</body></html>\n"
+    yield f"\n{_footer(doc)}\n<script>{SCRIPT}</script>\n</body></html>\n"
 
 
 # --- reading the document -------------------------------------------------------------------
@@ -383,149 +382,3 @@ footer{margin-top:28px;font-size:12px}footer table{font-size:12px;border-collaps
 footer th{text-align:left;padding:1px 10px 1px 0;font-weight:500;color:var(--muted)}
 @media print{.controls{display:none}}
 """
-
-# Reads and reorders the table rendered above; never inserts markup from the document.
-_TABLE_SCRIPT = """
-(function () {
-  'use strict';
-  var table = document.getElementById('server-table');
-  var input = document.getElementById('filter');
-  var select = document.getElementById('outcome');
-  var shown = document.getElementById('shown');
-  if (!table || !input || !select || !shown) { return; }
-  var body = table.tBodies[0];
-  var rows = Array.prototype.slice.call(body.rows);
-  var ok = __OK__;
-  var texts = new WeakMap();
-  rows.forEach(function (row) { texts.set(row, row.textContent.toLowerCase()); });
-  function apply() {
-    var needle = input.value.trim().toLowerCase();
-    var want = select.value;
-    var count = 0;
-    rows.forEach(function (row) {
-      var outcome = row.dataset.outcome;
-      var match = (!needle || texts.get(row).indexOf(needle) !== -1) &&
-        (!want || (want === '__problems' ? !ok[outcome] : outcome === want));
-      row.hidden = !match;
-      if (match) { count += 1; }
-    });
-    shown.textContent = count + ' of ' + rows.length + ' servers';
-  }
-  function key(row, index, numeric) {
-    var cell = row.cells[index];
-    var raw = cell.hasAttribute('data-v') ? cell.getAttribute('data-v') : cell.textContent;
-    if (numeric) { var n = parseFloat(raw); return isNaN(n) ? -Infinity : n; }
-    return raw.trim().toLowerCase();
-  }
-  function sortBy(th) {
-    var index = th.cellIndex;
-    var numeric = th.dataset.type === 'num';
-    var descending = th.getAttribute('aria-sort') === 'ascending';
-    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) {
-      c.setAttribute('aria-sort', 'none');
-    });
-    th.setAttribute('aria-sort', descending ? 'descending' : 'ascending');
-    var sorted = rows.slice().sort(function (a, b) {
-      var x = key(a, index, numeric), y = key(b, index, numeric);
-      var order = x < y ? -1 : x > y ? 1 : 0;
-      return descending ? -order : order;
-    });
-    sorted.forEach(function (row) { body.appendChild(row); });
-  }
-  input.addEventListener('input', apply);
-  select.addEventListener('change', apply);
-  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
-    th.addEventListener('click', function () { sortBy(th); });
-    th.addEventListener('keydown', function (ev) {
-      if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); sortBy(th); }
-    });
-  });
-  Array.prototype.forEach.call(document.querySelectorAll('.app-link'), function (a) {
-    a.addEventListener('click', function () {
-      input.value = a.dataset.filter; select.value = ''; apply();
-    });
-  });
-  document.body.dataset.ready = 'true';
-  apply();
-})();
-""".replace("__OK__", OK_JS)
-
-# Fills the server table from the rows' data (`_row`), before _TABLE_SCRIPT reads it: cells
-# built with createElement and textContent, the markup `_row`'s fields once had in Python.
-_TABLE_ROWS_JS = """
-(function () {
-  'use strict';
-  var data = document.getElementById('server-rows');
-  var table = document.getElementById('server-table');
-  if (!data || !table) { return; }
-  var rows = JSON.parse(data.content.textContent);
-  data.remove();
-  var OK = __OK__;
-  var LABELS = [['lifecycle', 7], ['replication', 8], ['first boot', 9]];
-  function td(cls, text) {
-    var cell = document.createElement('td');
-    if (cls) { cell.className = cls; }
-    if (text !== undefined) { cell.textContent = text; }
-    return cell;
-  }
-  function plain(value, cls) { return value ? td(cls, value) : td('muted', '-'); }
-  function twoLine(name, ident) {
-    var cell = td('');
-    cell.dataset.v = name || ident;
-    if (name) {
-      cell.appendChild(document.createTextNode(name));
-      cell.appendChild(document.createElement('br'));
-    }
-    var code = document.createElement('code');
-    code.textContent = ident;
-    cell.appendChild(code);
-    return cell;
-  }
-  function state(r) {
-    var cell = td('state');
-    cell.dataset.v = r[7] || '';
-    var any = false;
-    LABELS.forEach(function (pair) {
-      var value = r[pair[1]];
-      if (!value) { return; }
-      if (any) { cell.appendChild(document.createElement('br')); }
-      var label = document.createElement('span');
-      label.className = 'muted';
-      label.textContent = pair[0];
-      cell.appendChild(label);
-      cell.appendChild(document.createTextNode(' ' + value));
-      any = true;
-    });
-    if (!any) { cell.textContent = '-'; }
-    return cell;
-  }
-  function time(value) {
-    if (!Array.isArray(value)) { return plain(value, ''); }
-    var cell = td('nw', value[1]);
-    cell.dataset.v = value[0];
-    cell.title = value[0];
-    return cell;
-  }
-  var body = document.createDocumentFragment();
-  rows.forEach(function (r) {
-    var tr = document.createElement('tr');
-    tr.className = OK[r[4]] ? 'ok' : 'problem';
-    tr.dataset.outcome = r[4];
-    var badge = document.createElement('span');
-    badge.className = 'badge o-' + String(r[4]).replace(/[^A-Za-z0-9_]/g, '_');
-    badge.textContent = r[4];
-    var outcome = td('');
-    outcome.appendChild(badge);
-    var attempts = td('num', r[12]);
-    attempts.dataset.v = r[11];
-    [twoLine(r[1], r[0]), twoLine(r[2], r[3]), outcome, plain(r[5], ''), plain(r[6], ''),
-      state(r), plain(r[10], 'nw'), attempts, time(r[13]), time(r[14])
-    ].forEach(function (cell) { tr.appendChild(cell); });
-    body.appendChild(tr);
-  });
-  table.tBodies[0].appendChild(body);
-})();
-""".replace("__OK__", OK_JS)
-
-# One inline script, pinned by its hash in the page's Content-Security-Policy.
-_SCRIPT = _TABLE_ROWS_JS + _TABLE_SCRIPT + ROWS_SCRIPT

@@ -6,7 +6,7 @@ application lane inside a `<details>`, so opening it shows that application's se
 each, on the same time axis (every SVG shares one viewBox width, so x positions line up).
 
 The axis, the legend and each lane's frame (name, status, grid) are drawn here. The events are
-drawn by the page's script (`ROWS_SCRIPT`), from each lane's server rows carried as data in a
+drawn by the page's script (`report_script`), from each lane's server rows carried as data in a
 `<template>`: the lane's track when the page loads, a server's own row when its lane is first
 opened. Drawing every server's marks in Python cost more than all the rest of the report, and
 most rows are never opened (a wave of 40,000 servers drew a 94 MB page). The data is JSON inside
@@ -68,6 +68,8 @@ _PLOT_X0, _PLOT_X1 = 340, 1170
 _AXIS_H = 30
 _LANE_H = 38
 _ROW_H = 24
+# What the page's script (`report_script`) needs of it to draw marks and rows alike.
+SCRIPT_GEOMETRY = {"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H, "lane": _LANE_H}
 _TICK_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600)
 
 
@@ -365,7 +367,7 @@ def _lane_block(lane: Lane, scale: _Scale) -> str:
 
 
 def _rows_data(lane: Lane, scale: _Scale) -> str:
-    """The lane's server rows as data for ROWS_SCRIPT, one list per server:
+    """The lane's server rows as data for the page's script (`report_script`), one per server:
     [ID, label, outcome, reason (problem servers only), [[offset s, event, detail], ...]]."""
     if not lane.servers:
         return ""
@@ -397,139 +399,6 @@ def _legend(groups: Iterable[Sequence[Mark]]) -> str:
     )
     return f'<ul class="legend">{cells}</ul>'
 
-
-# OK_OUTCOMES as the page's script tests them (`OK[outcome]`).
-OK_JS = json.dumps(dict.fromkeys(sorted(OK_OUTCOMES), 1))
-
-# Draws each lane's track (every server's events, and a stop mark after each problem server's
-# last event unless that event says it stopped) when the page loads, and a lane's server rows
-# the first time it opens: built with createElementNS and textContent, from the rows' data.
-_ROWS_JS = """
-(function () {
-  'use strict';
-  var tl = document.querySelector('#timeline .tl');
-  if (!tl) { return; }
-  var NS = 'http://www.w3.org/2000/svg';
-  var T0 = parseFloat(tl.dataset.t0), SPAN = parseFloat(tl.dataset.span);
-  var G = __GEOMETRY__;
-  var OK = __OK__, STOPS = __STOPS__, GLYPHS = __GLYPHS__;
-  function el(name, attrs, text) {
-    var node = document.createElementNS(NS, name);
-    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined) { node.textContent = text; }
-    return node;
-  }
-  function titled(node, tip) { node.appendChild(el('title', {}, tip)); return node; }
-  function token(v) { return String(v).replace(/[^A-Za-z0-9_]/g, '_'); }
-  function clip(t, n) {
-    var c = Array.from(t);
-    return c.length <= n ? t : c.slice(0, n - 1).join('') + '\\u2026';
-  }
-  function x(off) {
-    return G.x0 + (G.x1 - G.x0) * Math.min(Math.max(off / SPAN, 0), 1);
-  }
-  function clock(off) { return new Date(T0 + off * 1000).toISOString().slice(11, 19); }
-  function spaced(e) { return e.replace(/_/g, ' '); }
-  function marksOf(row) {
-    return row[4].map(function (m) { return [m[0], m[1], m[2], row[1]]; });
-  }
-  // The bar from the first to the last event and a mark per event ([offset, event, detail,
-  // server label]), or a text saying why there is none.
-  function track(svg, marks, mid, title, why, big) {
-    if (!marks.length) {
-      var text = why ? 'stopped before any timed event: ' + why : 'no timed events';
-      var cls = 'nolane' + (why ? '' : ' quiet');
-      svg.appendChild(titled(el('text', {'class': cls, x: G.x0, y: mid + 4},
-        clip(text, big ? 110 : 120)), text));
-      return;
-    }
-    var half = big ? 5 : 3;
-    var first = marks[0][0], last = marks[marks.length - 1][0];
-    svg.appendChild(titled(el('rect', {
-      'class': 'span', x: x(first).toFixed(1), y: mid - half,
-      width: Math.max(x(last) - x(first), 3).toFixed(1), height: 2 * half, rx: half
-    }), title + ': ' + clock(first) + ' to ' + clock(last) + ' UTC'));
-    marks.forEach(function (m) {
-      var tip = m[3] + ': ' + spaced(m[1]) + ' at ' + clock(m[0]) + ' UTC';
-      if (m[2]) { tip += ' (' + m[2] + ')'; }
-      var g = titled(el('g', {'class': 'mark e-' + token(m[1])}), tip);
-      g.appendChild(el('use', {
-        href: '#' + (GLYPHS[m[1]] || 'g-dot'), x: x(m[0]).toFixed(1), y: mid.toFixed(1)
-      }));
-      svg.appendChild(g);
-    });
-  }
-  function stops(svg, rows, mid) {
-    rows.forEach(function (row) {
-      var end = row[4][row[4].length - 1];
-      if (OK[row[2]] || !end || STOPS[end[1]]) { return; }
-      var tip = row[1] + ': ' + row[2] + ' after ' + spaced(end[1]) + ': ' + (row[3] || row[2]);
-      var g = titled(el('g', {'class': 'mark stop'}), tip);
-      g.appendChild(el('use', {
-        href: '#g-stop', x: (x(end[0]) + 9).toFixed(1), y: mid.toFixed(1)
-      }));
-      svg.appendChild(g);
-    });
-  }
-  function background(details, height, svg) {
-    details.querySelectorAll(':scope > summary > svg > line').forEach(function (line) {
-      var copy = line.cloneNode(true);
-      copy.setAttribute('y2', height);
-      svg.appendChild(copy);
-    });
-  }
-  function drawRows(details, rows) {
-    var height = G.row * rows.length;
-    var svg = el('svg', {
-      'class': 'servers', viewBox: '0 0 ' + G.width + ' ' + height, width: '100%',
-      preserveAspectRatio: 'xMinYMin meet'
-    });
-    background(details, height, svg);
-    rows.forEach(function (row, i) {
-      var g = el('g', {
-        'class': 'server-row o-' + token(row[2]), 'data-server': row[0],
-        transform: 'translate(0 ' + i * G.row + ')'
-      });
-      g.appendChild(titled(el('text', {'class': 'sname', x: 22, y: 16}, clip(row[1], 36)), row[1]));
-      g.appendChild(el('text', {
-        'class': 'soutcome', x: G.x0 - 8, y: 16, 'text-anchor': 'end'
-      }, row[2]));
-      track(g, marksOf(row), G.row / 2, row[1], OK[row[2]] ? null : row[3], false);
-      stops(g, [row], G.row / 2);
-      svg.appendChild(g);
-    });
-    details.appendChild(svg);
-  }
-  tl.querySelectorAll('details.lane-block').forEach(function (details) {
-    var lane = details.querySelector(':scope > summary > svg.lane');
-    var data = details.querySelector(':scope > template.rows');
-    var rows = data ? JSON.parse(data.content.textContent) : [];
-    if (data) { data.remove(); }
-    if (lane) {
-      var marks = [].concat.apply([], rows.map(marksOf));
-      marks.sort(function (a, b) { return a[0] - b[0]; });
-      track(lane, marks, G.lane / 2, lane.dataset.title, lane.dataset.why || null, true);
-      stops(lane, rows, G.lane / 2);
-    }
-    var drawn = !rows.length;
-    function open() { if (!drawn) { drawn = true; drawRows(details, rows); } }
-    var summary = details.querySelector(':scope > summary');
-    if (summary) { summary.addEventListener('click', open); }
-    details.addEventListener('toggle', function () { if (details.open) { open(); } });
-  });
-})();
-"""
-ROWS_SCRIPT = (
-    _ROWS_JS.replace(
-        "__GEOMETRY__",
-        json.dumps(
-            {"width": _WIDTH, "x0": _PLOT_X0, "x1": _PLOT_X1, "row": _ROW_H, "lane": _LANE_H}
-        ),
-    )
-    .replace("__OK__", OK_JS)
-    .replace("__STOPS__", json.dumps(dict.fromkeys(sorted(STOP_EVENTS), 1)))
-    .replace("__GLYPHS__", json.dumps({e: g for e, (g, _) in EVENT_GLYPHS.items()}))
-)
 
 GLYPH_DEFS = """<defs>
 <symbol id="g-dot" overflow="visible"><circle r="3" class="gl-grey"/></symbol>
