@@ -214,8 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "run":  # a bug: say so on stdout too, then let the traceback show
             print(refusal_line(ns.wave, 1, f"internal error {type(exc).__name__} (see stderr)"))
         raise
-    if ns.command == "run" and argv is None:
-        _exit_now(code)
+    if ns.command == "run" and argv is None and sys.getprofile() is None:
+        _exit_now(code)  # not under cProfile, which writes its file at the interpreter's exit
     return code
 
 
