@@ -3,12 +3,12 @@
 A small state machine per server: pending -> converged (MGN shows it), or -> expired once its
 deadline passes; what each means is the ledger's business (`on_seen`, `on_expired`). Polls run
 every `poll_interval_s`, drift-corrected, with one DescribeSourceServers per 200 pending servers
-(a quarter interval for the last 200 once nothing more will be added). It never sends anything
-mutating. It ends when closed with nothing pending, or at once when the run halts; a closed
-cutover window does not stop it (it polls until its own deadlines). Servers are polled per stop
-that governs them (`stop_of`: their (account, region)'s part of the run's stop): an account error
-stops that part, whose servers are no longer polled (the ledger says why at the end), and the
-others go on.
+(a quarter interval once nothing more will be added and no part has more than 200 left). It
+never sends anything mutating. It ends when closed with nothing pending, or at once when the
+run halts; a closed cutover window does not stop it (it polls until its own deadlines). Servers
+are polled per stop that governs them (`stop_of`: their (account, region)'s part of the run's
+stop), the parts at once: an account error stops that part, whose servers are no longer polled
+(the ledger says why at the end), and the others go on.
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ class Reconciler:
         self._deadlines: dict[str, float] = {}
         self._closed = False
         self._wake: asyncio.Event | None = None
+        self._largest_part = 0  # pending servers of the part with most, after the last poll
         self.stats = ReconcileStats()
 
     def deadline(self) -> float | None:
@@ -111,10 +112,11 @@ class Reconciler:
     def _interval_s(self) -> float:
         """The poll interval; quartered for the last few servers once nothing more comes.
 
-        Then one small call per cycle is all a poll costs, and the wave's end is not held back
-        by up to a whole interval after the last server's change becomes visible.
+        Then one small call per part (account and region) per cycle is all a poll costs, and
+        the wave's end is not held back by up to a whole interval after the last server's
+        change becomes visible.
         """
-        if self._closed and len(self._deadlines) <= MAX_IDS_PER_DESCRIBE:
+        if self._closed and self._largest_part <= MAX_IDS_PER_DESCRIBE:
             return self.poll_interval_s / TAIL_SPEEDUP
         return self.poll_interval_s
 
@@ -135,23 +137,36 @@ class Reconciler:
         groups: dict[Stop, list[str]] = {}
         for server_id in sorted(self._deadlines):
             groups.setdefault(self._stop_of(server_id), []).append(server_id)
-        for stop, pending in groups.items():
-            try:
-                await self._poll_part(stop, pending)
-            except AccountError as err:
-                stop.request(StopReason.ACCOUNT, str(err))
-            except Stopped:
-                pass
-            if self._stop.halted:
-                raise Stopped()
-            if stop.halted:  # that target is stopped: its servers are no longer watched
-                for server_id in pending:
-                    self._deadlines.pop(server_id, None)
+        # Each part (account and region) is read at once: each has its own describe limiter,
+        # and one after the other, ten accounts' reads took ten round trips per cycle.
+        parts = [self._poll_governed(stop, pending) for stop, pending in groups.items()]
+        for failed in await asyncio.gather(*parts, return_exceptions=True):
+            if isinstance(failed, BaseException):
+                raise failed  # a bug: the parts handle what MGN and the stops raise
+        if self._stop.halted:
+            raise Stopped()
+        self._largest_part = max(
+            (sum(1 for s in pending if s in self._deadlines) for pending in groups.values()),
+            default=0,
+        )
         now = self._clock()
         for server_id, deadline in list(self._deadlines.items()):
             if now >= deadline:
                 del self._deadlines[server_id]
                 self._on_expired(server_id)
+
+    async def _poll_governed(self, stop: Stop, pending: list[str]) -> None:
+        """Poll one stop's servers; an account error stops that part, whose servers are then
+        no longer watched."""
+        try:
+            await self._poll_part(stop, pending)
+        except AccountError as err:
+            stop.request(StopReason.ACCOUNT, str(err))
+        except Stopped:
+            pass
+        if stop.halted:
+            for server_id in pending:
+                self._deadlines.pop(server_id, None)
 
     async def _poll_part(self, stop: Stop, pending: list[str]) -> None:
         """Describe the pending servers one stop governs, unless it has halted.

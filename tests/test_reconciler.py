@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,9 +23,16 @@ class FakeReads:
         self.converge_at = converge_at
         self.calls: list[tuple[float, int]] = []
         self.fail_next: Exception | None = None
+        self.fail_for: dict[str, Exception] = {}  # a read naming this server fails so
+        self.latency_s = 0.0
 
     async def __call__(self, ids: Sequence[str]) -> list[ServerView]:
         self.calls.append((self.vt.now, len(ids)))
+        if self.latency_s:
+            await self.vt.sleep(self.latency_s)
+        for sid in ids:
+            if sid in self.fail_for:
+                raise self.fail_for[sid]
         if self.fail_next is not None:
             err, self.fail_next = self.fail_next, None
             raise err
@@ -63,6 +71,7 @@ def _reconciler(vt: VirtualTime, reads: FakeReads, **kw: Any) -> tuple[Reconcile
         on_seen=converged,
         on_expired=timed_out,
         stop=kw.pop("stop", None),
+        stop_of=kw.pop("stop_of", None),
         clock=vt.clock,
         sleep=vt.sleep,
     )
@@ -166,6 +175,30 @@ async def test_account_errors_stop_the_run() -> None:
     assert len(reads.calls) == 1 and seen["converged"] == []
 
 
+async def test_each_account_is_read_at_once_and_an_account_error_stops_only_its_own() -> None:
+    """Ten parts (accounts) of the run's stop: every cycle reads all of them at the same moment
+    (one after the other, each read taking 0.1 s, the tenth would start 0.9 s late); the
+    account whose read is refused is stopped and no longer polled, the others converge."""
+    vt = VirtualTime()
+    ids = [f"s-{a}" for a in range(10)]
+    reads = FakeReads(vt, dict.fromkeys(ids, 2.0))
+    reads.latency_s = 0.1
+    reads.fail_for["s-3"] = AccountError("AccessDeniedException", "not yours")
+    stop = Stop()
+    parts = {sid: stop.part(sid) for sid in ids}
+    rec, seen = _reconciler(vt, reads, stop=stop, stop_of=parts.__getitem__)
+    for sid in ids:
+        rec.add(sid)
+    rec.close()
+    await vt.run(rec.run())
+    per_cycle = Counter(t for t, _ in reads.calls)
+    assert per_cycle[0.0] == 10  # every account at t = 0
+    assert len(per_cycle) > 2 and all(n == 9 for t, n in per_cycle.items() if t > 0)
+    assert parts["s-3"].reason is StopReason.ACCOUNT and stop.reason is None
+    assert sorted(sid for sid, _ in seen["converged"]) == [sid for sid in ids if sid != "s-3"]
+    assert len({t for _, t in seen["converged"]}) == 1  # seen in one cycle, all at once
+
+
 async def test_a_halting_stop_ends_polling_at_once_but_a_closed_window_does_not() -> None:
     """SIGTERM ends the reconciler mid-wait; a closed window lets it poll to convergence."""
     vt = VirtualTime()
@@ -231,3 +264,23 @@ async def test_polls_four_times_as_often_for_the_last_servers() -> None:
     times = sorted({t for t, _ in reads.calls})
     assert times == [0.0, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
     assert max(t for _, t in seen["converged"]) == 2.75
+
+
+async def test_the_quarter_interval_counts_the_last_servers_per_account() -> None:
+    """Two accounts with 150 pending each (300 in all) are one small call each per cycle:
+    the last servers are polled every quarter interval, as a lone account's would be."""
+    vt = VirtualTime()
+    ids = [f"s-{i:017d}" for i in range(300)]
+    reads = FakeReads(vt, dict.fromkeys(ids, 1.6))
+    stop = Stop()
+    parts = {"a": stop.part("a"), "b": stop.part("b")}
+    rec, seen = _reconciler(
+        vt, reads, poll_interval_s=1.0, stop=stop, stop_of=lambda s: parts["ab"[int(s[2:]) % 2]]
+    )
+    for sid in ids:
+        rec.add(sid)
+    rec.close()
+    await vt.run(rec.run())
+    assert sorted({t for t, _ in reads.calls}) == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert all(n == 150 for _, n in reads.calls)
+    assert {t for _, t in seen["converged"]} == {1.75}
