@@ -210,21 +210,27 @@ async def preflight_stream(
 ) -> AsyncIterator[list[Check]]:
     """The verdicts, application by application, as soon as each application is wholly read.
 
-    Every 200-ID batch is read at once (the describe limiter paces them); batches are consumed
-    in plan order, so the run can start finalizing the first applications while later ones are
-    still being read. An application is never split: the ledger's gate sees all its servers.
-    Raises MgnError/AccountError from the reads; nothing more is yielded after one.
+    The first 200-ID batch is read alone, then every other batch at once (the describe
+    limiter paces them): a wave across many accounts has every account's first batch read, and
+    its first applications finalizing, before any account's second batch takes MGN's (or this
+    process's) time. Batches are consumed in plan order, so the run can start finalizing the
+    first applications while later ones are still being read. An application is never split:
+    the ledger's gate sees all its servers. Raises MgnError/AccountError from the reads; nothing
+    more is yielded after one.
     """
     servers = wave.servers
     ids = [s.source_server_id for s in servers]
     batches = chunks(ids, MAX_IDS_PER_DESCRIBE)
-    reads = [asyncio.ensure_future(describe(batch)) for batch in batches]
+    reads = [asyncio.ensure_future(describe(batch)) for batch in batches[:1]]
     views: dict[str, ServerView] = {}
     app_ends = list(itertools.accumulate(len(a.servers) for a in wave.applications))
     emitted_apps = emitted_servers = 0
     try:
-        for i, read in enumerate(reads):
-            for view in await read:
+        for i in range(len(batches)):
+            page = await reads[i]
+            if i == 0:
+                reads += [asyncio.ensure_future(describe(batch)) for batch in batches[1:]]
+            for view in page:
                 views[view.source_server_id] = view
             known = min((i + 1) * MAX_IDS_PER_DESCRIBE, len(ids))
             ready = emitted_apps

@@ -162,7 +162,10 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     first = await anext(stream)
     assert {c.server.application_id for c in first} == {apps[0].application_id}
     assert len(first) == 150 and all(c.decision is Decision.FINALIZE for c in first)
-    assert reads == [200, 200, 50]  # every batch was asked at once
+    assert reads == [200]  # the first batch alone: other accounts' first batches go first
+    for _ in range(3):
+        await asyncio.sleep(0)  # the later batches' reads start, and wait
+    assert reads == [200, 200, 50]  # the rest at once, neither waiting for the other
     release.set()
     rest = [c async for part in stream for c in part]
     assert [c.server.application_id for c in rest[:1]] == [apps[1].application_id]
