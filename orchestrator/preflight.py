@@ -29,6 +29,12 @@ from orchestrator.mgn import (
 )
 from orchestrator.plan import Server, Wave
 
+# The pre-flight's first read of a wave (or of one account's part of it): whole applications,
+# at least this many servers. A small first page is read and finalizing within a round trip or
+# two in every account; a too-small one runs out (at 50 FinalizeCutover/s, 50 servers last 1 s)
+# before the account's other pages are in.
+FIRST_READ = 50
+
 
 class Decision(StrEnum):
     """What a run would do to a server."""
@@ -210,29 +216,32 @@ async def preflight_stream(
 ) -> AsyncIterator[list[Check]]:
     """The verdicts, application by application, as soon as each application is wholly read.
 
-    The first 200-ID batch is read alone, then every other batch at once (the describe
-    limiter paces them): a wave across many accounts has every account's first batch read, and
-    its first applications finalizing, before any account's second batch takes MGN's (or this
-    process's) time. Batches are consumed in plan order, so the run can start finalizing the
-    first applications while later ones are still being read. An application is never split:
-    the ledger's gate sees all its servers. Raises MgnError/AccountError from the reads; nothing
-    more is yielded after one.
+    The first applications (FIRST_READ servers or more) are read alone, in one small page,
+    then the rest in 200-ID batches at once (the describe limiter paces them): every account of
+    a wave gets its first applications read, and finalizing, within a round trip or two,
+    instead of after every account's pages of 200 were answered and read. Batches are consumed
+    in plan order, so the run finalizes the first applications while later ones are still
+    being read. An application is never split: the ledger's gate sees all its servers. Raises
+    MgnError/AccountError from the reads; nothing more is yielded after one.
     """
     servers = wave.servers
     ids = [s.source_server_id for s in servers]
-    batches = chunks(ids, MAX_IDS_PER_DESCRIBE)
+    app_ends = list(itertools.accumulate(len(a.servers) for a in wave.applications))
+    # The first read: whole applications, at least FIRST_READ servers where the wave has them.
+    first = next((end for end in app_ends if end >= FIRST_READ), len(ids))
+    first = max(1, min(first, MAX_IDS_PER_DESCRIBE))
+    batches = [ids[:first], *chunks(ids[first:], MAX_IDS_PER_DESCRIBE)] if ids else []
+    batch_ends = list(itertools.accumulate(len(batch) for batch in batches))
     reads = [asyncio.ensure_future(describe(batch)) for batch in batches[:1]]
     views: dict[str, ServerView] = {}
-    app_ends = list(itertools.accumulate(len(a.servers) for a in wave.applications))
     emitted_apps = emitted_servers = 0
     try:
-        for i in range(len(batches)):
+        for i, known in enumerate(batch_ends):
             page = await reads[i]
             if i == 0:
                 reads += [asyncio.ensure_future(describe(batch)) for batch in batches[1:]]
             for view in page:
                 views[view.source_server_id] = view
-            known = min((i + 1) * MAX_IDS_PER_DESCRIBE, len(ids))
             ready = emitted_apps
             while ready < len(app_ends) and app_ends[ready] <= known:
                 ready += 1

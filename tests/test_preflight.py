@@ -137,7 +137,8 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     from orchestrator.plan import Application, Wave
     from orchestrator.preflight import preflight_stream
 
-    # 3 applications of 150 servers: batch 1 (200 IDs) holds app 0 and half of app 1.
+    # 3 applications of 150 servers: app 0 is read alone, then 200 IDs (app 1 and a third of
+    # app 2), then the rest of app 2.
     apps = tuple(
         Application(
             f"app-{a:017d}",
@@ -162,10 +163,10 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     first = await anext(stream)
     assert {c.server.application_id for c in first} == {apps[0].application_id}
     assert len(first) == 150 and all(c.decision is Decision.FINALIZE for c in first)
-    assert reads == [200]  # the first batch alone: other accounts' first batches go first
+    assert reads == [150]  # the first application alone: a small first page
     for _ in range(3):
         await asyncio.sleep(0)  # the later batches' reads start, and wait
-    assert reads == [200, 200, 50]  # the rest at once, neither waiting for the other
+    assert reads == [150, 200, 100]  # the rest at once, neither waiting for the other
     release.set()
     rest = [c async for part in stream for c in part]
     assert [c.server.application_id for c in rest[:1]] == [apps[1].application_id]
