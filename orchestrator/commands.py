@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import endpoints, logs, notify
+from orchestrator import endpoints, logs, notify, rowmemo
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.files import wave_dir
@@ -525,7 +525,10 @@ def _run_locked(
                 )
                 return record, paths, published
 
-        return asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
+        # One memo for the run and its report: rows done before the end are rendered while
+        # the run waits for the others (`rowmemo`).
+        with rowmemo.using(rowmemo.RowMemo()):
+            return asyncio.run(_with_gateway(config, wave, work, stop=state.stop))
 
 
 def _summary_line(

@@ -995,6 +995,18 @@ class Ledger:
         """Every server of the wave as a report row, in plan order."""
         return [self._result(r) for r in self._rows.values()]
 
+    def converged_results(self, seen: set[str]) -> list[ServerResult]:
+        """Report rows of the converged servers not in `seen` (then added to it): rows the
+        run can render while it waits for the others (`rowmemo`); nothing but archiving
+        changes them any more."""
+        fresh = [
+            row
+            for server_id, row in self._rows.items()
+            if row.fate in _CONVERGED and server_id not in seen
+        ]
+        seen.update(row.server.source_server_id for row in fresh)
+        return [self._result(row) for row in fresh]
+
     def exit_code(self, *, covered_only: bool) -> ExitCode:
         """0 only when every server (of the covered applications, or of the whole wave)
         converged and nothing stopped the run; the stop reason's code first, then 4 when an

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import operator
+import uuid
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
+
+from orchestrator import rowmemo
 
 
 class Outcome(StrEnum):
@@ -48,9 +51,10 @@ def exit_meaning(exit_code: int, dry_run: bool = False) -> str:
 CONVERGED_OUTCOMES = frozenset({Outcome.FINALIZED, Outcome.ALREADY_CUTOVER})
 
 
-@dataclass(slots=True)  # one per server, 40,000 in a big wave
+@dataclass(frozen=True, slots=True)  # one per server, 40,000 in a big wave
 class ServerResult:
-    """One server's row in the report. Times are ISO 8601 UTC strings or None."""
+    """One server's row in the report, a value: never changed once made (`rowmemo` keys
+    what each row renders to by its value). Times are ISO 8601 UTC strings or None."""
 
     source_server_id: str
     application_id: str
@@ -106,16 +110,32 @@ class RunRecord:
 def record_json(record: RunRecord) -> str:
     """The record as `json.dumps(dataclasses.asdict(record), default=str)` writes it, without
     asdict's deep copy of every row and timeline: each row becomes a dict only while it is
-    encoded."""
-    return json.dumps(record, default=_plain)
+    encoded. With a row memo (`rowmemo`), rows it already holds are not encoded again."""
+    if rowmemo.current() is None:
+        return json.dumps(record, default=_plain)
+    # The rows spliced in where a placeholder no value can hold stands (json.dumps writes a
+    # list as its items' own texts joined by ", ").
+    placeholder = f"mgn-cutover-rows-{uuid.uuid4().hex}"
+    head = json.dumps({**_plain_record(record), "servers": placeholder}, default=_plain)
+    rows = ", ".join(record_row_json(row) for row in record.servers)
+    return head.replace(json.dumps(placeholder), f"[{rows}]", 1)
+
+
+def record_row_json(row: ServerResult) -> str:
+    """One row as `record_json` writes it inside the record, kept in the row memo if any."""
+    return rowmemo.piece("record", row, lambda: json.dumps(row, default=_plain))
 
 
 def _plain(value: object) -> object:
     if isinstance(value, ServerResult):
         return dict(zip(_SERVER_FIELDS, _server_values(value), strict=True))
     if isinstance(value, RunRecord):
-        return {f.name: getattr(value, f.name) for f in fields(value)}
+        return _plain_record(value)
     return str(value)
+
+
+def _plain_record(record: RunRecord) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
 _SERVER_FIELDS = tuple(f.name for f in fields(ServerResult))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator import rowmemo
 from orchestrator.files import ensure_private_dir, fsync_dir, wave_dir
 from orchestrator.outcome import (
     CONVERGED_OUTCOMES,
@@ -26,8 +27,9 @@ from orchestrator.outcome import (
     RunRecord,
     ServerResult,
     exit_meaning,
+    record_row_json,
 )
-from orchestrator.report_html import html_parts
+from orchestrator.report_html import html_parts, prepare_html_rows
 
 __all__ = ["EXIT_MEANINGS", "exit_meaning", "render_json", "write_report"]
 
@@ -111,7 +113,7 @@ def _json_parts(doc: dict[str, Any]) -> Iterator[str]:
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             yield "["
             for i, item in enumerate(value):
-                yield f'{"," if i else ""}\n    {_compact(item)}'
+                yield f'{"," if i else ""}\n    {_json_line(item)}'
             yield "\n  ]"
         else:
             yield _compact(value)
@@ -120,6 +122,29 @@ def _json_parts(doc: dict[str, Any]) -> Iterator[str]:
 
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str, separators=(", ", ": "))
+
+
+def _json_line(item: dict[str, Any]) -> str:
+    return rowmemo.of_document_row("json", item, lambda: _compact(item))
+
+
+def _document_row(s: ServerResult) -> dict[str, Any]:
+    """The server's report.json entry (`_server_json`), kept in the row memo if any."""
+    return rowmemo.document_row(s, lambda: _server_json(s))
+
+
+def prepare_rows(rows: Sequence[ServerResult], wave: str, started_at: str) -> None:
+    """Render every piece of these rows the report and the journal's record will need into
+    the current memo (`rowmemo`), exactly as writing them would: the run calls this for
+    servers that are done while it waits for the others. Nothing without a memo."""
+    if rowmemo.current() is None:
+        return
+    for s in rows:
+        _json_line(_document_row(s))
+        _csv_row(s, wave)
+        _md_row(s)
+        record_row_json(s)
+    prepare_html_rows([_document_row(s) for s in rows], started_at)
 
 
 def report_document(record: RunRecord) -> dict[str, Any]:
@@ -135,7 +160,7 @@ def report_document(record: RunRecord) -> dict[str, Any]:
         "account_error": record.account_error,
         "config": record.config,
         "summary": summarize(record.servers),
-        "servers": [_server_json(s) for s in _sorted(record.servers)],
+        "servers": [_document_row(s) for s in _sorted(record.servers)],
         # Grown after v1 (additive): scripts may ignore them.
         "applications": application_summaries(record.servers),
         "run_id": record.run_id,
@@ -398,13 +423,24 @@ def _csv_parts(record: RunRecord, rows_per_part: int = 1000) -> Iterator[str]:
     writer = csv.writer(buf)
     writer.writerow(CSV_FIELDS)
     for n, server in enumerate(_sorted(record.servers), start=1):
-        row = [*_server_flat(server), record.wave, server.application_name]
-        writer.writerow([_csv_cell(v) for v in row])
+        buf.write(_csv_row(server, record.wave))
         if n % rows_per_part == 0:
             yield buf.getvalue()
             buf.seek(0)
             buf.truncate()
     yield buf.getvalue()
+
+
+def _csv_row(server: ServerResult, wave: str) -> str:
+    """The server's CSV line, as `csv.writer` writes it, kept in the row memo if any."""
+
+    def line() -> str:
+        row = [*_server_flat(server), wave, server.application_name]
+        buf = io.StringIO()
+        csv.writer(buf).writerow([_csv_cell(v) for v in row])
+        return buf.getvalue()
+
+    return rowmemo.piece("csv", server, line, wave)
 
 
 @dataclass(frozen=True)
@@ -548,23 +584,31 @@ def _application_section(app_id: str, servers: Sequence[ServerResult]) -> list[s
         "| Server | Name | Outcome | Reason | Lifecycle | Replication | Error |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for s in servers:
-        error = ": ".join(x for x in (s.error_code, s.error_message) if x) or None
-        cells = (
-            s.source_server_id,
-            s.name,
-            Outcome(s.outcome).value,
-            s.reason,
-            s.lifecycle_state,
-            s.replication_state,
-            error,
-        )
-        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    lines += [_md_row(s) for s in servers]
     present = {Outcome(s.outcome) for s in servers}
     steps = [f"- **{o.value}**: {text}" for o, text in NEXT_STEPS.items() if o in present]
     if steps:
         lines += ["", "What to do next:", "", *steps]
     return lines
+
+
+def _md_row(s: ServerResult) -> str:
+    """The server's row in its application's table, kept in the row memo if any."""
+    return rowmemo.piece("md", s, lambda: _md_line(s))
+
+
+def _md_line(s: ServerResult) -> str:
+    error = ": ".join(x for x in (s.error_code, s.error_message) if x) or None
+    cells = (
+        s.source_server_id,
+        s.name,
+        Outcome(s.outcome).value,
+        s.reason,
+        s.lifecycle_state,
+        s.replication_state,
+        error,
+    )
+    return "| " + " | ".join(_md(c) for c in cells) + " |"
 
 
 def _md(value: str | None) -> str:

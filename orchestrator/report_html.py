@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+from orchestrator import rowmemo
 from orchestrator.outcome import exit_meaning
 from orchestrator.report_script import SCRIPT
 from orchestrator.report_timeline import (
@@ -31,6 +32,7 @@ from orchestrator.report_timeline import (
     is_problem,
     outcome_of,
     parse_time,
+    prepare_timeline_rows,
     stop_reason,
     template_json,
     text_of,
@@ -260,11 +262,36 @@ def _table_parts(servers: Sequence[Mapping[str, Any]], lanes: Sequence[Lane]) ->
         f'<div class="tablewrap"><table id="server-table"><thead><tr>{heads}</tr></thead>'
         '<tbody></tbody></table></div><template id="server-rows">['
     )
-    # The rows as data for _TABLE_ROWS_JS, in pieces of 1,000 servers (one JSON list in all).
+    # The rows as data for _TABLE_ROWS_JS, in pieces of 1,000 servers (one JSON list in all,
+    # which is its items' texts joined by commas).
     for index in range(0, len(servers), 1000):
-        chunk = [_row(server, names) for server in servers[index : index + 1000]]
-        yield ("," if index else "") + template_json(chunk)[1:-1]
+        chunk = servers[index : index + 1000]
+        yield ("," if index else "") + ",".join(_row_json(s, names) for s in chunk)
     yield "]</template></section>"
+
+
+def _row_json(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> str:
+    """`_row` as the page's data, kept in the row memo if any; the application's name from
+    `app_names` is part of the key only for a server without a name of its own."""
+    app_id = _text(server.get("applicationID")) or "(no application)"
+    named = _text(server.get("application_name")) is not None
+    names = {} if named else {app_id: app_names.get(app_id)}
+    context = None if named else names[app_id]
+
+    def make() -> str:
+        return template_json(_row(server, names))
+
+    return rowmemo.of_document_row("table", server, make, context)
+
+
+def prepare_html_rows(servers: Sequence[Mapping[str, Any]], started_at: object) -> None:
+    """Render these report.json rows' pieces of the page into the current memo (`rowmemo`):
+    the table's rows and the timeline's, as the page will draw them."""
+    if rowmemo.current() is None:
+        return
+    for server in servers:
+        _row_json(server, {})
+    prepare_timeline_rows(servers, started_at)
 
 
 def _row(server: Mapping[str, Any], app_names: Mapping[str, str | None]) -> list[Any]:

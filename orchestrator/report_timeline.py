@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator import rowmemo
+
 # Outcomes that need no action; the rest make their application a problem.
 OK_OUTCOMES = frozenset({"finalized", "already_cutover", "would_finalize"})
 CONVERGED_OUTCOMES = frozenset({"finalized", "already_cutover"})
@@ -162,6 +164,11 @@ def server_marks(server: Mapping[str, Any]) -> list[Mark]:
     return sorted(marks, key=lambda m: m.at)
 
 
+def _marks_of(server: Mapping[str, Any]) -> list[Mark]:
+    """`server_marks`, kept in the row memo if any (callers must not change the list)."""
+    return rowmemo.of_document_row("marks", server, lambda: server_marks(server))
+
+
 def build_lanes(doc: Mapping[str, Any], servers: Sequence[Mapping[str, Any]]) -> list[Lane]:
     """One lane per application, in the document's order of applications, then of servers."""
     lanes: dict[str, Lane] = {}
@@ -177,7 +184,7 @@ def build_lanes(doc: Mapping[str, Any], servers: Sequence[Mapping[str, Any]]) ->
         lane = lanes.setdefault(app_id, Lane(app_id, None))
         lane.name = lane.name or text_of(server.get("application_name"))
         lane.servers.append(server)
-        lane.server_marks.append(server_marks(server))
+        lane.server_marks.append(_marks_of(server))
     dry_run = bool(doc.get("dry_run"))
     for lane in lanes.values():
         lane.status = lane.status or _app_status(lane.servers, dry_run)
@@ -249,9 +256,7 @@ class _Scale:
         frac = (at - self.t0).total_seconds() / self.span_s
         return _PLOT_X0 + (_PLOT_X1 - _PLOT_X0) * min(max(frac, 0.0), 1.0)
 
-    def offset_s(self, at: datetime) -> float:
-        """Seconds from the axis' start, to the millisecond (what the rows' data carries)."""
-        return round((at - self.t0).total_seconds(), 3)
+
 
 
 def timeline_parts(
@@ -371,19 +376,42 @@ def _rows_data(lane: Lane, scale: _Scale) -> str:
     [ID, label, outcome, reason (problem servers only), [[offset s, event, detail], ...]]."""
     if not lane.servers:
         return ""
-    rows = []
-    for server, marks in zip(lane.servers, lane.server_marks, strict=True):
-        outcome = outcome_of(server)
-        rows.append(
-            [
-                text_of(server.get("sourceServerID")) or "",
-                server_label(server),
-                outcome,
-                server_reason(server) if outcome not in OK_OUTCOMES else None,
-                [[scale.offset_s(m.at), m.event, m.detail] for m in marks],
-            ]
-        )
-    return f'<template class="rows">{template_json(rows)}</template>'
+    rows = [
+        timeline_row(server, marks, scale.t0)
+        for server, marks in zip(lane.servers, lane.server_marks, strict=True)
+    ]
+    # A JSON list is its items' texts joined by commas; escaping goes character by character.
+    return f'<template class="rows">[{",".join(rows)}]</template>'
+
+
+def _row_data(server: Mapping[str, Any], marks: Sequence[Mark], t0: datetime) -> str:
+    outcome = outcome_of(server)
+    row = [
+        text_of(server.get("sourceServerID")) or "",
+        server_label(server),
+        outcome,
+        server_reason(server) if outcome not in OK_OUTCOMES else None,
+        # Seconds from the axis' start, to the millisecond.
+        [[round((m.at - t0).total_seconds(), 3), m.event, m.detail] for m in marks],
+    ]
+    return template_json(row)
+
+
+def timeline_row(server: Mapping[str, Any], marks: Sequence[Mark], t0: datetime) -> str:
+    """One server's row of data (`_rows_data`), kept in the row memo if any: its marks are
+    the memo's own for the row (`build_lanes`), so the row and the axis' start are all it
+    depends on."""
+    return rowmemo.of_document_row("timeline", server, lambda: _row_data(server, marks, t0), t0)
+
+
+def prepare_timeline_rows(servers: Sequence[Mapping[str, Any]], started_at: object) -> None:
+    """Render these report.json rows' timeline pieces into the current memo, as a page whose
+    axis starts at `started_at` (the usual case: no mark before the run's start) would."""
+    t0 = parse_time(started_at)
+    if rowmemo.current() is None or t0 is None:
+        return
+    for server in servers:
+        timeline_row(server, _marks_of(server), t0)
 
 
 def _legend(groups: Iterable[Sequence[Mark]]) -> str:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from structlog.contextvars import bound_contextvars
 
+from orchestrator import rowmemo
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, ExitCode, MgnError, StateWriteError
 from orchestrator.gateway import Gateway
@@ -32,6 +33,7 @@ from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
 from orchestrator.reconciler import Reconciler
+from orchestrator.report import prepare_rows
 from orchestrator.state import RunJournal
 from orchestrator.stop import Stop, Stopped, StopReason
 from orchestrator.targets import Targets, by_target, gateway_for, resolved, target_in
@@ -39,6 +41,9 @@ from orchestrator.targets import Targets, by_target, gateway_for, resolved, targ
 log = structlog.get_logger(__name__)
 
 FINAL_READ_S = 10.0  # at most this long for the last read of unconfirmed servers
+# Report rows of servers that are done are rendered every this often, this many at a time.
+PREPARE_EVERY_S = 0.25
+PREPARE_CHUNK = 50
 
 
 class _Stamps:
@@ -154,6 +159,7 @@ async def run_wave(
         )
         incomplete = False
         window = asyncio.ensure_future(_close_window(stop, not_after, wall, sleep))
+        preparing = asyncio.ensure_future(_prepare_report(ledger, wave.name, started_at, sleep))
         try:
             await _execute(
                 wave,
@@ -172,7 +178,8 @@ async def run_wave(
             ledger.not_checked(f"run ended by an internal error: {type(err).__name__}")
         finally:
             window.cancel()
-            await asyncio.gather(window, return_exceptions=True)
+            preparing.cancel()
+            await asyncio.gather(window, preparing, return_exceptions=True)
         state.phase = "report"
         ledger.settle()
         record = _record(wave, config, ledger, state, run_id, started_at, now_iso(), incomplete)
@@ -190,6 +197,25 @@ async def run_wave(
             cpu_s=round(time.process_time(), 3),
         )
         return record
+
+
+async def _prepare_report(ledger: Ledger, wave: str, started_at: str, sleep: Sleep) -> None:
+    """While the run waits on MGN, render the report rows of the servers that are done into
+    the row memo (`rowmemo`), a few at a time between the run's own work: the report and the
+    journal's record then render only what changed since. Without a memo, nothing."""
+    memo = rowmemo.current()
+    if memo is None:
+        return
+    seen: set[str] = set()
+    try:
+        while len(memo) < memo.max_rows:
+            await sleep(PREPARE_EVERY_S)
+            rows = ledger.converged_results(seen)
+            for index in range(0, len(rows), PREPARE_CHUNK):
+                prepare_rows(rows[index : index + PREPARE_CHUNK], wave, started_at)
+                await asyncio.sleep(0)  # the sends and polls that are due go first
+    except Exception:  # a bug here costs the report's time, never the run: say so, stop
+        log.exception("report_prepare_failed")
 
 
 async def _close_window(
