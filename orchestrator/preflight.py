@@ -217,9 +217,10 @@ async def preflight_stream(
     """The verdicts, application by application, as soon as each application is wholly read.
 
     The first applications (FIRST_READ servers or more) are read alone, in one small page,
-    then the rest in 200-ID batches at once (the describe limiter paces them): every account of
-    a wave gets its first applications read, and finalizing, within a round trip or two,
-    instead of after every account's pages of 200 were answered and read. Batches are consumed
+    then one batch of 200 IDs, then the rest at once (the describe limiter paces them): every
+    account of a wave gets its first applications read, and finalizing, within a round trip or
+    two, and its next 200 before the first run out, instead of after every account's pages of
+    200 were answered and read. Batches are consumed
     in plan order, so the run finalizes the first applications while later ones are still
     being read. An application is never split: the ledger's gate sees all its servers. Raises
     MgnError/AccountError from the reads; nothing more is yielded after one.
@@ -238,8 +239,9 @@ async def preflight_stream(
     try:
         for i, known in enumerate(batch_ends):
             page = await reads[i]
-            if i == 0:
-                reads += [asyncio.ensure_future(describe(batch)) for batch in batches[1:]]
+            if i < 2:  # the second batch once the first is in; the rest once the second is
+                more = batches[1:2] if i == 0 else batches[2:]
+                reads += [asyncio.ensure_future(describe(batch)) for batch in more]
             for view in page:
                 views[view.source_server_id] = view
             ready = emitted_apps

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# The rows a memo keeps at most (~3 KB each): a wave's report must never be held whole, and a
+# The rows a memo keeps at most (~6 KB each): a wave's report must never be held whole, and a
 # run of 4,000 servers per account in ten accounts has a memory budget (benchmarks/README.md).
-# Rows past it are rendered at the end, as without a memo.
-MAX_ROWS = 10_000
+# Rows past it are rendered at the end, as without a memo. One account's largest wave fits.
+MAX_ROWS = 5_000
 
 _CURRENT: contextvars.ContextVar[RowMemo | None] = contextvars.ContextVar(
     "mgn_cutover_row_memo", default=None
@@ -101,13 +101,16 @@ class RowMemo:
         key = self.key(row)
         pieces = self._entries.get(key)
         if pieces is None:
-            if len(self._entries) >= self.max_rows:
-                return {}  # full: this row's pieces are made and not kept
-            pieces = self._entries[key] = {}
+            # Full: this row's pieces are made and not kept (nor its key worked out again).
+            full = len(self._entries) >= self.max_rows
+            pieces = _NOT_KEPT if full else self._entries.setdefault(key, {})
         self._by_id[id(row)] = (row, pieces)
         return pieces
 
     def _get(self, pieces: dict[Hashable, Any], slot: Hashable, make: Callable[[], T]) -> T:
+        if pieces is _NOT_KEPT:
+            self.misses += 1
+            return make()
         found = pieces.get(slot, _MISSING)
         if found is not _MISSING:
             self.hits += 1
@@ -125,7 +128,8 @@ class RowMemo:
         memoized too (`of_document_row`). Callers must not change the dict."""
         pieces = self._pieces_of(row)
         doc = self._get(pieces, ("document", None), make)
-        self._by_id[id(doc)] = (doc, pieces)
+        if pieces is not _NOT_KEPT:
+            self._by_id[id(doc)] = (doc, pieces)
         return doc
 
     def of_document_row(
@@ -144,3 +148,4 @@ class RowMemo:
 
 
 _MISSING: Any = object()
+_NOT_KEPT: dict[Hashable, Any] = {}  # the pieces of a row a full memo does not keep: never filled

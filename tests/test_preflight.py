@@ -165,9 +165,10 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     assert len(first) == 150 and all(c.decision is Decision.FINALIZE for c in first)
     assert reads == [150]  # the first application alone: a small first page
     for _ in range(3):
-        await asyncio.sleep(0)  # the later batches' reads start, and wait
-    assert reads == [150, 200, 100]  # the rest at once, neither waiting for the other
+        await asyncio.sleep(0)  # the next batch's read starts, and waits
+    assert reads == [150, 200]  # then the next 200 alone
     release.set()
     rest = [c async for part in stream for c in part]
     assert [c.server.application_id for c in rest[:1]] == [apps[1].application_id]
     assert len(rest) == 300
+    assert reads == [150, 200, 100]  # and the rest
