@@ -3,7 +3,9 @@
 The STS boundary lives here (as MGN's lives in `mgn.py`): AssumeRole against the target region's
 own STS endpoint, the session named after the wave, and credentials that refresh themselves
 before they expire (aiobotocore's RefreshableCredentials), so a long night never meets an
-expired token. Credentials are never logged, returned in messages or written anywhere.
+expired token. Credentials are never logged, returned in messages or written anywhere. Only
+assume-role imports aioboto3 (and aiobotocore, aiohttp: ~0.2 s); profiles and the global view
+start on botocore's own sessions (`mgn.AwsSession`).
 
     global-view   MGN calls carry accountID; ListManagedAccounts must list the account
     assume-role   role_arn (with {accountID}) assumed per account; no accountID sent
@@ -17,17 +19,17 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aioboto3
-from aiobotocore.config import AioConfig
-from aiobotocore.credentials import AioRefreshableCredentials
+import botocore.session
 
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, MgnCutoverError
-from orchestrator.mgn import ClientSettings, translate
+from orchestrator.mgn import AwsSession, ClientSettings, default_loader, translate
 from orchestrator.plan import Target
-from orchestrator.validation import data_loader
+
+if TYPE_CHECKING:
+    from aiobotocore.config import AioConfig
 
 ASSUMED_ROLE_DURATION_S = 3600
 _SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]")
@@ -108,6 +110,8 @@ def assume_role_fetcher(
         params["ExternalId"] = config.external_id
 
     async def fetch() -> dict[str, Any]:
+        import aioboto3
+
         base = aioboto3.Session(profile_name=s.profile, region_name=s.region)
         base._session.set_config_variable("sts_regional_endpoints", "regional")
         try:
@@ -137,46 +141,50 @@ def _assume_failed(err: MgnCutoverError, role_arn: str) -> AccountError:
 
 
 def _sts_config() -> AioConfig:
+    from aiobotocore.config import AioConfig
+
     return AioConfig(retries={"total_max_attempts": 3, "mode": "standard"}, connect_timeout=5)
 
 
 class Sessions:
-    """The aioboto3 Sessions of one run: one per profile, shared by every target it reaches, and
-    one per assumed role; all share one botocore data loader, so each service model is loaded
-    and kept once (ten accounts would otherwise hold ten copies)."""
+    """The AWS sessions of one run: one per profile, shared by every target it reaches, and one
+    per assumed role; all share one botocore data loader, so each service model is loaded and
+    kept once (ten accounts would otherwise hold ten copies)."""
 
     def __init__(self) -> None:
-        self._by_profile: dict[str | None, Any] = {}
+        self._by_profile: dict[str | None, AwsSession] = {}
         self._loader: Any = None
 
+    def loader(self, session: botocore.session.Session) -> Any:
+        """The loader every session of the run shares: the first session's choice
+        (`mgn.default_loader`)."""
+        if self._loader is None:
+            self._loader = default_loader(session)
+        return self._loader
+
     def new(self, profile: str | None, region: str | None) -> Any:
-        """A fresh Session (for credentials of its own) sharing the data loader."""
+        """A fresh aioboto3 Session (for credentials of its own) sharing the data loader."""
+        import aioboto3
+
         session = aioboto3.Session(profile_name=profile, region_name=region)
-        if self._loader is None:
-            # Without a data_path, botocore's own loader would be the one plan validation
-            # already read the endpoint data with: use that one.
-            default = session._session.get_config_variable("data_path") is None
-            self._loader = data_loader() if default else None
-        if self._loader is None:
-            self._loader = session._session.get_component("data_loader")
-        else:  # botocore keeps loaded models in its loader: share it
-            session._session.register_component("data_loader", self._loader)
+        session._session.register_component("data_loader", self.loader(session._session))
         return session
 
-    def of_profile(self, profile: str | None, region: str | None) -> Any:
-        """The Session of `profile` (boto3's chain for None), made once."""
+    def of_profile(self, profile: str | None, region: str | None) -> AwsSession:
+        """The sessions of `profile` (botocore's chain for None), made once."""
         session = self._by_profile.get(profile)
         if session is None:
-            session = self._by_profile[profile] = self.new(profile, region)
+            session = AwsSession(profile, region, loader=self.loader)
+            self._by_profile[profile] = session
         return session
 
 
 async def open_session(
     route: Route, config: Config, wave: str, sessions: Sessions | None = None
-) -> Any:
-    """An aioboto3 Session for the route: for assume-role, holding credentials of the role that
-    refresh themselves (aiobotocore refreshes them 15 min before they expire); otherwise the
-    profile's session, shared through `sessions`.
+) -> AwsSession:
+    """The sessions for the route: for assume-role, an aioboto3 Session holding credentials of
+    the role that refresh themselves (aiobotocore refreshes them 15 min before they expire);
+    otherwise the profile's, shared through `sessions`.
 
     Raises AccountError when the first AssumeRole fails.
     """
@@ -184,6 +192,8 @@ async def open_session(
     sessions = sessions or Sessions()
     if route.role_arn is None:
         return sessions.of_profile(s.profile, s.region)
+    from aiobotocore.credentials import AioRefreshableCredentials
+
     session = sessions.new(s.profile, s.region)
     fetch = assume_role_fetcher(route, config, wave)
     metadata = await fetch()
@@ -192,4 +202,4 @@ async def open_session(
     )
     # aioboto3 keeps its botocore session private; this is where a session's credentials live.
     session._session._credentials = credentials
-    return session
+    return AwsSession(s.profile, s.region, assumed=session, loader=sessions.loader)

@@ -2,10 +2,12 @@
 
 Nothing else in the package imports botocore, boto3 or aioboto3, but `wire`, which sends the
 calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID), and the global view's
-ListManagedAccounts, through this client's endpoint, credentials and connection pool without
-botocore's per-request machinery. Each method makes exactly one attempt (botocore's own retries
-are off because botocore ignores `Retry-After`); retrying is the caller's business
-(`orchestrator.retry`).
+ListManagedAccounts, with this client's endpoint, credentials and settings without botocore's
+per-request machinery. Those come from a plain botocore client, so a run whose calls are all
+lean never imports aioboto3, aiobotocore or aiohttp (~0.2 s of a ~0.6 s start); aiobotocore's
+client is made on the first call that needs it. Each method makes exactly one attempt
+(botocore's own retries are off because botocore ignores `Retry-After`); retrying is the
+caller's business (`orchestrator.retry`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,14 @@ import asyncio
 import contextlib
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-import aioboto3
+import botocore.config
 import botocore.exceptions as bce
 import botocore.session
-from aiobotocore.config import AioConfig
 from botocore.parsers import ResponseParserError
 
 from orchestrator import __version__
@@ -38,7 +39,8 @@ from orchestrator.errors import (
     RetryableError,
     ThrottledError,
 )
-from orchestrator.wire import AnswerError, Wire, WireError
+from orchestrator.validation import data_loader
+from orchestrator.wire import AnswerError, Wire, WireError, sends_itself
 
 MAX_IDS_PER_DESCRIBE = 200  # DescribeSourceServers filters.sourceServerIDs max
 MAX_IDS_PER_INSTANCE_STATUS = 100
@@ -402,46 +404,160 @@ def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-class MgnClient:
-    """One aioboto3 MGN client for one (account, region); `async with` opens and closes it."""
+Loader = Callable[[botocore.session.Session], Any]
 
-    def __init__(self, settings: ClientSettings, *, session: Any = None) -> None:
-        """`session`: an aioboto3 Session to use (an assumed role's); default: boto3's chain."""
+
+def default_loader(session: botocore.session.Session) -> Any:
+    """The data loader for a botocore session: without a data_path, the process's own (the one
+    plan validation already read botocore's endpoint data with); with one, the session's."""
+    if session.get_config_variable("data_path") is None:
+        return data_loader()
+    return session.get_component("data_loader")
+
+
+class AwsSession:
+    """The AWS sessions behind the clients of one profile, or of one assumed role.
+
+    botocore's own session gives the lean calls (`wire`) their endpoint, settings and
+    credentials; aioboto3's, for every other call, is made on first need. An assumed role's
+    credentials are aiobotocore's (refreshed by an async AssumeRole), so its clients are
+    aiobotocore's from the start.
+    """
+
+    def __init__(
+        self,
+        profile: str | None = None,
+        region: str | None = None,
+        *,
+        assumed: Any = None,
+        loader: Loader = default_loader,
+    ) -> None:
+        """`assumed`: an aioboto3 Session holding an assumed role's credentials."""
+        self.profile, self.region = profile, region
+        self.assumed = assumed is not None
+        self._aio: Any = assumed
+        self._loader = loader
+        self._plain: botocore.session.Session | None = None
+        self._resolving = asyncio.Lock()
+        self._resolved = False
+
+    async def plain(self) -> botocore.session.Session:
+        """botocore's session of the profile, its credentials resolved: in a thread, as
+        botocore's chain may ask a container or instance endpoint or run a credential process.
+        Raises botocore's errors (ProfileNotFound, CredentialRetrievalError, ...)."""
+        if self._plain is None:
+            session = botocore.session.Session(profile=self.profile)
+            if self.region is not None:
+                session.set_config_variable("region", self.region)
+            session.register_component("data_loader", self._loader(session))
+            self._plain = session
+        if not self._resolved:
+            async with self._resolving:  # one resolution per session, however many clients
+                if not self._resolved:
+                    await asyncio.to_thread(self._plain.get_credentials)
+                    self._resolved = True
+        return self._plain
+
+    def aio(self) -> Any:
+        """aioboto3's Session of the profile (the assumed role's one as given), made once."""
+        if self._aio is None:
+            import aioboto3  # ~0.2 s with aiobotocore and aiohttp: only for a call that needs it
+
+            session = aioboto3.Session(profile_name=self.profile, region_name=self.region)
+            session._session.register_component("data_loader", self._loader(session._session))
+            self._aio = session
+        return self._aio
+
+
+class MgnClient:
+    """One MGN client for one (account, region); `async with` opens and closes it.
+
+    The lean calls go out through `wire` from a plain botocore client's endpoint, settings and
+    credentials; aiobotocore's client is made on the first call that needs it (any other
+    operation), or at once where `wire` cannot send itself (a proxy, a client certificate) or
+    the credentials are an assumed role's.
+    """
+
+    def __init__(self, settings: ClientSettings, *, session: AwsSession | None = None) -> None:
+        """`session`: the profile's or assumed role's sessions; default: the settings' profile."""
         self.settings = settings
+        self._session = session or AwsSession(settings.profile, settings.region)
         self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
+        self._opening = asyncio.Lock()
+        self._plain: Any = None  # botocore's MGN client: never sends, only describes
+        self._client: Any = None  # aiobotocore's MGN client, made by `_mgn`
         self._ec2: Any = None
-        self._session: Any = session
         self._wire: Wire | None = None
 
     async def __aenter__(self) -> MgnClient:
-        s = self.settings
         try:
-            if self._session is None:
-                self._session = aioboto3.Session(profile_name=s.profile, region_name=s.region)
-            self._client = await self._stack.enter_async_context(
-                self._session.client(
-                    "mgn", region_name=s.region, endpoint_url=s.endpoint_url, config=self._config()
-                )
-            )
+            base = await self._plain_client()
+            if base is None:
+                base = await self._mgn()
         except Exception as exc:
-            await self._stack.aclose()
+            await self._close()
             raise self._located(translate(exc)) from exc
-        self._check_answers(self._client)
+        self._check_answers(base.meta.service_model)
         user_agent = f"mgn-cutover/{__version__} botocore/{botocore.__version__}"
-        self._wire = Wire(self._client, user_agent)
+        self._wire = Wire(base, user_agent)
         return self
 
-    def _check_answers(self, client: Any) -> None:
-        """Catch off-model SourceServer answers: in the lean calls' JSON, and before
-        botocore's parser sees them in the others."""
-        model = client.meta.service_model
+    async def _plain_client(self) -> Any:
+        """botocore's MGN client with the same settings as aiobotocore's, for `wire` to send
+        with; None for an assumed role's credentials or where `wire` cannot send itself."""
+        if self._session.assumed:
+            return None
+        s = self.settings
+        session = await self._session.plain()
+        config = botocore.config.Config(**self._config_values())
+        client = session.create_client(
+            "mgn", region_name=s.region, endpoint_url=s.endpoint_url, config=config
+        )
+        if not sends_itself(client):
+            client.close()
+            return None
+        self._plain = client
+        return client
+
+    async def _mgn(self) -> Any:
+        """aiobotocore's MGN client, made once, on first need. Raises botocore's errors."""
+        if self._client is None:
+            async with self._opening:
+                if self._client is None:
+                    s = self.settings
+                    client = await self._open_aio(
+                        "mgn", region_name=s.region, endpoint_url=s.endpoint_url
+                    )
+                    # DescribeSourceServers by application goes through botocore's parser.
+                    hook = checks_for(client.meta.service_model).page_hook
+                    client.meta.events.register("before-parse.mgn.DescribeSourceServers", hook)
+                    self._client = client
+        return self._client
+
+    async def _ec2_client(self) -> Any:
+        """aiobotocore's EC2 client, made once, on first need."""
+        if self._ec2 is None:
+            async with self._opening:
+                if self._ec2 is None:
+                    # endpoint_url is for MGN; EC2 follows AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
+                    self._ec2 = await self._open_aio("ec2", region_name=self.settings.region)
+        return self._ec2
+
+    async def _open_aio(self, service: str, **kwargs: Any) -> Any:
+        from aiobotocore.config import AioConfig
+
+        config = AioConfig(**self._config_values())
+        session = self._session.aio()
+        return await self._stack.enter_async_context(
+            session.client(service, config=config, **kwargs)
+        )
+
+    def _check_answers(self, model: Any) -> None:
+        """Catch off-model SourceServer answers in the lean calls' JSON (and, by `_mgn`'s
+        hook, before botocore's parser sees them in the others)."""
         use_model(model)
         checks = checks_for(model)
         self._check_answer, self._check_item = checks.answer, checks.item
-        # FinalizeCutover is always a lean call; DescribeSourceServers also goes through
-        # botocore (by application, every server of an account).
-        client.meta.events.register("before-parse.mgn.DescribeSourceServers", checks.page_hook)
 
     async def __aexit__(
         self,
@@ -451,23 +567,35 @@ class MgnClient:
     ) -> None:
         if self._wire is not None:
             self._wire.close()
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._plain is not None:
+            self._plain.close()
         await self._stack.aclose()
 
-    def _config(self) -> AioConfig:
+    def _config_values(self) -> dict[str, Any]:
+        """botocore's Config (AioConfig for aiobotocore) of both clients."""
         s = self.settings
-        return AioConfig(
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=max(10, s.max_pool_connections),
-            connect_timeout=s.connect_timeout_s,
-            read_timeout=s.read_timeout_s,
-        )
+        return {
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
+            "max_pool_connections": max(10, s.max_pool_connections),
+            "connect_timeout": s.connect_timeout_s,
+            "read_timeout": s.read_timeout_s,
+        }
 
     def _account(self) -> dict[str, str]:
         return {"accountID": self.settings.account_id} if self.settings.account_id else {}
 
-    async def _call(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """One MGN call through aiobotocore's client (made on the first one)."""
+        return await self._invoke(self._mgn, operation, params)
+
+    async def _invoke(
+        self, client: Callable[[], Awaitable[Any]], operation: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         try:
-            response: dict[str, Any] = await getattr(client, operation)(**params)
+            response: dict[str, Any] = await getattr(await client(), operation)(**params)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -558,7 +686,7 @@ class MgnClient:
                 **self._account(),
             }
             while True:
-                page = await self._call(self._client, "describe_source_servers", **params)
+                page = await self._call("describe_source_servers", **params)
                 items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
                 if not page.get("nextToken"):
                     break
@@ -575,7 +703,7 @@ class MgnClient:
         }
         found: list[ServerIdentity] = []
         while True:
-            page = await self._call(self._client, "describe_source_servers", **params)
+            page = await self._call("describe_source_servers", **params)
             for item in page.get("items") or []:
                 identity = parse_identity(item) if isinstance(item, dict) else None
                 if identity is not None:
@@ -622,7 +750,7 @@ class MgnClient:
         if len(server_ids) > MAX_IDS_PER_DESCRIBE:
             raise ValueError(f"at most {MAX_IDS_PER_DESCRIBE} IDs per job, got {len(server_ids)}")
         answer = await self._call(
-            self._client, "start_cutover", sourceServerIDs=list(server_ids), **self._account()
+            "start_cutover", sourceServerIDs=list(server_ids), **self._account()
         )
         return parse_job(_dict(answer.get("job")))
 
@@ -638,7 +766,7 @@ class MgnClient:
         params: dict[str, Any] = {"filters": filters, "maxResults": 1000, **self._account()}
         jobs: list[JobView] = []
         while True:
-            page = await self._call(self._client, "describe_jobs", **params)
+            page = await self._call("describe_jobs", **params)
             for item in page.get("items") or []:
                 job = parse_job(_dict(item))
                 if job is not None:
@@ -650,7 +778,6 @@ class MgnClient:
     async def revert_to_ready(self, server_id: str) -> None:
         """ChangeServerLifeCycleState to READY_FOR_CUTOVER: the console's "revert"."""
         await self._call(
-            self._client,
             "change_server_life_cycle_state",
             sourceServerID=server_id,
             lifeCycle={"state": "READY_FOR_CUTOVER"},
@@ -660,7 +787,6 @@ class MgnClient:
     async def terminate_instances(self, server_ids: Sequence[str]) -> None:
         """TerminateTargetInstances for at most 200 servers (refused before a revert)."""
         await self._call(
-            self._client,
             "terminate_target_instances",
             sourceServerIDs=list(server_ids),
             **self._account(),
@@ -668,9 +794,7 @@ class MgnClient:
 
     async def archive(self, server_id: str) -> None:
         """MarkAsArchived (only from CUTOVER or DISCONNECTED)."""
-        await self._call(
-            self._client, "mark_as_archived", sourceServerID=server_id, **self._account()
-        )
+        await self._call("mark_as_archived", sourceServerID=server_id, **self._account())
 
     async def list_waves(self) -> list[dict[str, Any]]:
         """Every MGN wave of the account (ListWaves, all pages)."""
@@ -684,7 +808,7 @@ class MgnClient:
         items: list[dict[str, Any]] = []
         params = {**params, **self._account()}
         while True:
-            page = await self._call(self._client, operation, **params)
+            page = await self._call(operation, **params)
             items.extend(i for i in page.get("items") or [] if isinstance(i, dict))
             if not page.get("nextToken"):
                 return items
@@ -695,15 +819,10 @@ class MgnClient:
 
         Instances EC2 does not report are absent from the answer.
         """
-        if self._ec2 is None:
-            # endpoint_url is for MGN; EC2 follows AWS_ENDPOINT_URL_EC2 / AWS_ENDPOINT_URL.
-            self._ec2 = await self._stack.enter_async_context(
-                self._session.client("ec2", region_name=self.settings.region, config=self._config())
-            )
         result: dict[str, dict[str, str]] = {}
         params: dict[str, Any] = {"InstanceIds": list(instance_ids), "IncludeAllInstances": True}
         while True:
-            page = await self._call(self._ec2, "describe_instance_status", **params)
+            page = await self._invoke(self._ec2_client, "describe_instance_status", params)
             for st in page.get("InstanceStatuses") or []:
                 result[str(st.get("InstanceId"))] = {
                     "state": str((st.get("InstanceState") or {}).get("Name", "unknown")),

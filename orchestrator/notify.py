@@ -15,6 +15,9 @@ subscribers the JSON payload; `event` and `wave` are message attributes for filt
 Webhook URLs carry their secret in the query or in the path (Slack's
 `/services/T…/B…/<token>`), so a URL is only ever shown as `redact_url` makes it:
 scheme, host and first path segment, the rest `<redacted>`.
+
+aiohttp and aioboto3 are imported only by the destinations that use them: a run that notifies
+nowhere never imports them (~0.2 s of its start).
 """
 
 from __future__ import annotations
@@ -30,18 +33,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import aioboto3
-import aiohttp
 import structlog
-from aiobotocore.config import AioConfig
 
 from orchestrator.config import redact_url
 from orchestrator.errors import MgnCutoverError, RetryableError
 from orchestrator.mgn import translate
 from orchestrator.outcome import exit_meaning
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger(__name__)
 
@@ -269,6 +272,8 @@ class WebhookSink:
     """POSTs the event's JSON payload to a Slack- or Teams-style incoming webhook."""
 
     def __init__(self, url: str, *, attempt_timeout_s: float = 10.0) -> None:
+        import aiohttp
+
         self._url = check_webhook_url(url)
         self.name = f"webhook {redact_url(url)}"
         self._timeout = aiohttp.ClientTimeout(total=attempt_timeout_s)
@@ -278,6 +283,8 @@ class WebhookSink:
         return f"WebhookSink({self.name!r})"
 
     async def deliver(self, event: Event) -> None:
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         try:
@@ -323,6 +330,9 @@ class SnsSink:
     async def deliver(self, event: Event) -> None:
         try:
             if self._client is None:
+                import aioboto3
+                from aiobotocore.config import AioConfig
+
                 session = aioboto3.Session(profile_name=self._profile, region_name=self._region)
                 config = AioConfig(
                     retries={"total_max_attempts": 1},

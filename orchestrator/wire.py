@@ -8,12 +8,15 @@ SourceServer record), more than the run's whole budget per call. `Wire` sends th
 - the request: the operation's method and path from the client's own service model, the body
   as compact JSON (the emulator checks every request against that model);
 - signing: SigV4 with a per-day signing key (`sign`, checked against botocore's `SigV4Auth` in
-  tests/test_wire.py), with the client's own credentials object, so refreshable (assumed-role)
-  credentials refresh as they do for the client;
+  tests/test_wire.py), with the client's own credentials object, so refreshable credentials
+  refresh as they do for the client: aiobotocore's (an assumed role's) awaited, botocore's own
+  (SSO, container or instance roles, assume-role profiles) refreshed in a thread, never in the
+  event loop;
 - sending: with `http1`, a small keep-alive client (~0.1 ms a request instead of ~0.4 ms
   through aiohttp's session), with the client's timeouts, pool size and TLS trust; through the
-  client's own HTTP session where it needs a proxy or a client certificate. Failed connections
-  raise the botocore exceptions the client raises, so they mean the same (sent or not);
+  client's own HTTP session where it needs a proxy or a client certificate (`sends_itself`:
+  then the client must be aiobotocore's). Failed connections raise the botocore exceptions the
+  client raises, so they mean the same (sent or not);
 - answers: read as JSON; an error keeps botocore's wire rules (`x-amzn-ErrorType` first, then the
   body's `code`) and becomes the same botocore-shaped error response the client would raise.
 
@@ -21,15 +24,19 @@ ListManagedAccounts goes lean too: a global-view run makes it once, before its f
 FinalizeCutover, and it would be the run's only call through botocore's client, whose first
 request costs ~40 ms of one-time setup here.
 
-Every other call goes through the botocore client.
+The client is a plain botocore one where `sends_itself` allows it (`mgn.MgnClient`): it never
+sends, it only gives the endpoint, settings and credentials. Every other call goes through
+aiobotocore's client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
 import http
+import inspect
 import json
 import ssl
 import time
@@ -110,7 +117,8 @@ def sign(
 
 
 class Wire:
-    """Lean REST-JSON calls through one botocore MGN client's endpoint, credentials and pool."""
+    """Lean REST-JSON calls with one botocore or aiobotocore MGN client's endpoint, credentials
+    and settings (through its HTTP session only where `sends_itself` is false)."""
 
     def __init__(self, client: Any, user_agent: str) -> None:
         meta = client.meta
@@ -128,9 +136,12 @@ class Wire:
             for name in LEAN_OPERATIONS
             for op in (meta.service_model.operation_model(name),)
         }
-        # aiobotocore keeps these private; they are what the client itself sends with.
+        # botocore keeps these private; they are what the client itself sends with.
         self._http = client._endpoint.http_session
         self._credentials = client._request_signer._credentials
+        self._awaited = self._credentials is not None and inspect.iscoroutinefunction(
+            self._credentials.get_frozen_credentials
+        )
         self._user_agent = user_agent
         self._key: tuple[str, str, bytes] | None = None  # (secret, date, derived key)
         self._lean = _lean_http(self._http, parts, meta.config)
@@ -149,9 +160,7 @@ class Wire:
         method, route = self._routes[operation]
         path = self._prefix + route
         body = json.dumps(params, separators=(",", ":")).encode()
-        credentials = None
-        if self._credentials is not None:
-            credentials = await self._credentials.get_frozen_credentials()
+        credentials = await self._frozen()
         if credentials is None or not credentials.access_key:
             raise NoCredentialsError()
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -190,6 +199,21 @@ class Wire:
             raise AnswerError(f"{operation}: the answer is not JSON: {exc}") from None
         return answer
 
+    async def _frozen(self) -> Any:
+        """The credentials' keys now; a refresh of botocore's own (sync) credentials runs in a
+        thread, as it may call STS, SSO or a metadata endpoint."""
+        credentials = self._credentials
+        if credentials is None:
+            return None
+        if self._awaited:  # aiobotocore's
+            return await credentials.get_frozen_credentials()
+        needed = getattr(credentials, "refresh_needed", None)  # RefreshableCredentials'
+        if needed is not None:
+            # A second past botocore's own advisory window: it cannot start a refresh in between.
+            window_s = getattr(credentials, "_advisory_refresh_timeout", 0) + 1
+            if needed(window_s):
+                return await asyncio.to_thread(credentials.get_frozen_credentials)
+        return credentials.get_frozen_credentials()
 
     async def _send_lean(
         self, method: str, path: str, headers: dict[str, str], body: bytes
@@ -211,13 +235,23 @@ class Wire:
         return response.status, response.headers, response.body
 
 
-def _lean_http(http_session: Any, parts: Any, config: Any) -> Http1 | None:
-    """The lean client for this endpoint, or None where botocore's session must send: a proxy
-    for the URL, a client certificate, or a scheme other than http(s)."""
-    url = parts.geturl()
+def sends_itself(client: Any) -> bool:
+    """Whether `Wire` sends this client's calls itself: not where the client's own HTTP session
+    must (a proxy for the URL, a client certificate, a scheme other than http(s))."""
+    parts = urlsplit(client.meta.endpoint_url.rstrip("/"))
+    return _sends_itself(client._endpoint.http_session, parts)
+
+
+def _sends_itself(http_session: Any, parts: Any) -> bool:
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if http_session._proxy_config.proxy_url_for(url) or http_session._cert_file:
+        return False
+    proxy = http_session._proxy_config.proxy_url_for(parts.geturl())
+    return not proxy and not http_session._cert_file
+
+
+def _lean_http(http_session: Any, parts: Any, config: Any) -> Http1 | None:
+    """The lean client for this endpoint, or None where the client's session must send."""
+    if not _sends_itself(http_session, parts):
         return None
     context: ssl.SSLContext | None = None
     if parts.scheme == "https":

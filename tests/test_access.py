@@ -46,7 +46,7 @@ def test_assumed_credentials_refresh_before_they_expire(
 
     async def scenario() -> tuple[str, str]:
         session = await access.open_session(route, config, "night")
-        creds = session._session._credentials
+        creds = session.aio()._session._credentials
         first = (await creds.get_frozen_credentials()).access_key
         # As if the night went on for 55 minutes: 5 minutes left, inside the mandatory window.
         creds._expiry_time = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
@@ -108,15 +108,23 @@ def test_routes_per_access_mode() -> None:
 def test_sessions_share_the_data_loader_plan_validation_read_the_regions_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without a data_path every session uses the loader that already holds botocore's
-    endpoint data; with one, botocore's own loader for that path (shared among sessions)."""
+    """Without a data_path every session (botocore's own and aioboto3's) uses the loader that
+    already holds botocore's endpoint data; with one, botocore's own loader for that path
+    (shared among sessions)."""
+
+    async def loaders(sessions: access.Sessions, region: str) -> list[Any]:
+        session = sessions.of_profile(None, region)
+        plain = (await session.plain()).get_component("data_loader")
+        aio = session.aio()._session.get_component("data_loader")
+        assumed = sessions.new(None, region)._session.get_component("data_loader")
+        return [plain, aio, assumed]
+
     sessions = access.Sessions()
-    first = sessions.new(None, "us-east-1")._session.get_component("data_loader")
-    second = sessions.new(None, "eu-west-1")._session.get_component("data_loader")
-    assert first is second is validation.data_loader()
+    found = asyncio.run(loaders(sessions, "us-east-1"))
+    assert all(loader is validation.data_loader() for loader in found)
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path))
     custom = access.Sessions()
-    loader = custom.new(None, "us-east-1")._session.get_component("data_loader")
+    (loader, *others) = asyncio.run(loaders(custom, "us-east-1"))
     assert loader is not validation.data_loader()
     assert str(tmp_path) in loader.search_paths
-    assert custom.new(None, "us-east-1")._session.get_component("data_loader") is loader
+    assert all(other is loader for other in others)

@@ -426,3 +426,67 @@ def test_an_account_denied_from_the_start_of_a_night_blocks_only_its_application
     assert set(emulator.launches(ACCT_A)) == set(apps[aid(1)][1])
     assert max(emulator.launches(ACCT_A).values()) == 1
     assert not emulator.launches(ACCT_B)
+
+
+# Imported by aioboto3 alone: ~0.2 s of a run's ~0.6 s start.
+ASYNC_AWS = frozenset({"aiohttp", "aiobotocore", "aioboto3", "boto3"})
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules a process imported, from its `-X importtime` lines on stderr."""
+    prefix = "import time:"
+    return {
+        line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith(prefix)
+    }
+
+
+def test_a_global_view_run_of_lean_calls_never_imports_aiobotocore(
+    emulator: Any, work_dir: Path
+) -> None:
+    """A global-view wave that makes only lean calls (ListManagedAccounts, DescribeSourceServers
+    by ID, FinalizeCutover) finalizes every server without importing aiohttp, aiobotocore,
+    aioboto3 or boto3, as Python's own import log shows."""
+    seed_accounts(emulator, TWO)
+    plan = write_wave(work_dir, "lean", TWO)
+    env = cli_env(emulator.url, {"PYTHONPROFILEIMPORTTIME": "1"})
+    out = mgn_cutover(run_args(plan, "lean", work_dir), env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {r["outcome"] for r in report(work_dir, "lean")["servers"]} == {"finalized"}
+    assert emulator.calls("ListManagedAccounts") == 1
+    modules = imported(out.stderr)
+    assert {"orchestrator.wire", "botocore.session"} <= modules  # the log is there
+    assert not {name.partition(".")[0] for name in modules} & ASYNC_AWS
+
+
+def test_a_launch_run_opens_aiobotocore_on_its_first_job_call(
+    emulator: Any, work_dir: Path
+) -> None:
+    """`run --launch` (StartCutover, DescribeJobs: not lean) in global view: aiobotocore's
+    client is made when the first of those calls needs it, and the night finalizes."""
+    apps = {aid(1): (ACCT_A, [sid(1, n) for n in range(2)])}
+    emulator.seed(
+        {
+            "servers": [
+                {
+                    "sourceServerID": s,
+                    "applicationID": app,
+                    "accountID": acct,
+                    "state": "READY_FOR_CUTOVER",
+                    "lagDuration": "PT5S",
+                }
+                for app, (acct, ids) in apps.items()
+                for s in ids
+            ]
+        }
+    )
+    emulator.set_faults(
+        time_scale=2000.0, launch_s=(60.0, 120.0), boot_s=(30.0, 60.0), post_launch_actions=()
+    )
+    plan = write_wave(work_dir, "launch", apps)
+    args = run_args(plan, "launch", work_dir, "--launch", "--poll-interval", "0.05")
+    env = cli_env(emulator.url, {"PYTHONPROFILEIMPORTTIME": "1"})
+    out = mgn_cutover(args, env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {r["outcome"] for r in report(work_dir, "launch")["servers"]} == {"finalized"}
+    assert emulator.calls("StartCutover") == 1
+    assert {"aiobotocore", "aiohttp"} <= imported(out.stderr)

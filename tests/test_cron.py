@@ -291,10 +291,10 @@ def test_iam_policy_covers_every_call_the_adapter_makes() -> None:
     """Every AWS operation orchestrator/mgn.py calls (through botocore or the lean calls) is in
     the policy, and nothing else is."""
     source = (ROOT / "orchestrator" / "mgn.py").read_text()
-    called = set(re.findall(r'_call\(\s*self\._(\w+),\s*"(\w+)"', source))
-    called |= {("client", op) for op in re.findall(r'self\._list\(\s*"(\w+)"', source)}
-    service = {"client": "mgn", "ec2": "ec2"}
-    wanted = {f"{service[c]}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
+    called = {("mgn", op) for op in re.findall(r'self\._(?:call|list)\(\s*"(\w+)"', source)}
+    ec2 = re.findall(r'_invoke\(\s*self\._ec2_client,\s*"(\w+)"', source)
+    called |= {("ec2", op) for op in ec2}
+    wanted = {f"{c}:{''.join(p.capitalize() for p in op.split('_'))}" for c, op in called}
     lean = re.findall(r'self\._(?:send|page)\(\s*"(\w+)"', source)
     wanted |= {f"mgn:{op}" for op in lean}
     assert {"mgn:FinalizeCutover", "mgn:DescribeSourceServers"} <= wanted

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import botocore.auth
@@ -16,13 +19,14 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.parsers import RestJSONParser
 
-from orchestrator.errors import ConflictError, ThrottledError
-from orchestrator.mgn import translate_response
+from orchestrator.errors import ConflictError, RetryableError, ThrottledError
+from orchestrator.mgn import AwsSession, ClientSettings, MgnClient, translate_response
 from orchestrator.wire import error_response, sign, signing_key
 
 AK = "AKIAWIRETEST00000001"
 SK = "wireTestSecret/0000000000000000000000000"
 WHEN = datetime.datetime(2026, 11, 28, 23, 59, 58)
+SERVER, ROLE_ACCOUNT = "s-1234567890abcdef0", "222222222222"
 
 
 def _botocore_authorization(
@@ -121,3 +125,57 @@ def test_what_the_translated_errors_mean() -> None:
     assert isinstance(conflict, ConflictError)
     throttled = translate_response(error_response(*WIRE_ERRORS[2]))
     assert isinstance(throttled, ThrottledError) and throttled.retry_after_s == 3.0
+
+
+async def test_a_profiles_assumed_role_refreshes_off_the_event_loop(
+    emulator: Any, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An assume-role profile (botocore's own refreshable credentials, through moto's STS): the
+    lean calls carry the role's keys (the emulator reads its account's server), and each
+    refresh, the first and one due mid-run, runs in a thread, never in the event loop."""
+    Path(os.environ["AWS_CONFIG_FILE"]).write_text(
+        "[profile base]\nregion = us-east-1\n[profile roled]\n"
+        f"role_arn = arn:aws:iam::{ROLE_ACCOUNT}:role/R\nsource_profile = base\n"
+    )
+    Path(os.environ["AWS_SHARED_CREDENTIALS_FILE"]).write_text(
+        f"[base]\naws_access_key_id = {AK}\naws_secret_access_key = {SK}\n"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_url)
+    server = {"sourceServerID": SERVER, "applicationID": "app-1234567890abcdef0"}
+    emulator.seed({"servers": [{**server, "accountID": ROLE_ACCOUNT, "state": "CUTTING_OVER"}]})
+    threads: list[threading.Thread] = []
+    session = AwsSession("roled", "us-east-1")
+    credentials = (await session.plain()).get_credentials()  # not fetched yet: deferred
+    fetch = credentials._refresh_using
+
+    def fetch_recorded() -> Any:
+        threads.append(threading.current_thread())
+        return fetch()
+
+    credentials._refresh_using = fetch_recorded
+    settings = ClientSettings(region="us-east-1", profile="roled", endpoint_url=emulator.url)
+    async with MgnClient(settings, session=session) as client:
+        assert [v.source_server_id for v in await client.describe([SERVER])] == [SERVER]
+        credentials._expiry_time = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            minutes=5
+        )  # as if the night had gone on for 55 minutes
+        assert [v.source_server_id for v in await client.describe([SERVER])] == [SERVER]
+    assert len(threads) == 2 and threading.main_thread() not in threads
+
+
+async def test_a_proxy_sends_the_lean_calls_through_aiobotocores_session(
+    emulator: Any, fake_credentials: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a proxy for MGN's URL the lean calls go through aiobotocore's HTTP session (made at
+    once), so through the proxy: an unreachable one fails as botocore's ProxyConnectionError,
+    naming the endpoint, and nothing reaches MGN."""
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    settings = ClientSettings(region="us-east-1", endpoint_url=emulator.url)
+    async with MgnClient(settings) as client:
+        with pytest.raises(RetryableError) as failed:
+            await client.finalize("s-1234567890abcdef0")
+    assert failed.value.code == "ProxyConnectionError"
+    assert emulator.url in str(failed.value)
+    assert emulator.calls("FinalizeCutover") == 0
