@@ -440,6 +440,7 @@ class AwsSession:
         self._plain: botocore.session.Session | None = None
         self._resolving = asyncio.Lock()
         self._resolved = False
+        self._clients: dict[tuple[Any, ...], list[Any]] = {}  # `describing_client`: [it, holders]
 
     async def plain(self) -> botocore.session.Session:
         """botocore's session of the profile, its credentials resolved: in a thread, as
@@ -457,6 +458,35 @@ class AwsSession:
                     await asyncio.to_thread(self._plain.get_credentials)
                     self._resolved = True
         return self._plain
+
+    async def describing_client(
+        self, region: str | None, endpoint_url: str | None, config: dict[str, Any]
+    ) -> Any:
+        """botocore's MGN client for these settings, made once and shared by every (account,
+        region) reached with them (the global view's accounts of one region): it never sends,
+        it only gives `wire` the endpoint, settings and credentials. Each caller gives it back
+        with `release`; the last one closes it."""
+        key = (region, endpoint_url, repr(sorted(config.items())))
+        found = self._clients.get(key)
+        if found is None:
+            session = await self.plain()
+            client = session.create_client(
+                "mgn", region_name=region, endpoint_url=endpoint_url,
+                config=botocore.config.Config(**config),
+            )  # fmt: skip
+            found = self._clients[key] = [client, 0]
+        found[1] += 1
+        return found[0]
+
+    def release(self, client: Any) -> None:
+        """Give back a client from `describing_client`; closed when nobody holds it."""
+        for key, found in list(self._clients.items()):
+            if found[0] is client:
+                found[1] -= 1
+                if found[1] <= 0:
+                    del self._clients[key]
+                    client.close()
+                return
 
     def aio(self) -> Any:
         """aioboto3's Session of the profile (the assumed role's one as given), made once."""
@@ -508,13 +538,11 @@ class MgnClient:
         if self._session.assumed:
             return None
         s = self.settings
-        session = await self._session.plain()
-        config = botocore.config.Config(**self._config_values())
-        client = session.create_client(
-            "mgn", region_name=s.region, endpoint_url=s.endpoint_url, config=config
+        client = await self._session.describing_client(
+            s.region, s.endpoint_url, self._config_values()
         )
         if not sends_itself(client):
-            client.close()
+            self._session.release(client)
             return None
         self._plain = client
         return client
@@ -571,7 +599,8 @@ class MgnClient:
 
     async def _close(self) -> None:
         if self._plain is not None:
-            self._plain.close()
+            self._session.release(self._plain)
+            self._plain = None
         await self._stack.aclose()
 
     def _config_values(self) -> dict[str, Any]:

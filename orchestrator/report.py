@@ -93,7 +93,7 @@ def summarize(servers: Sequence[ServerResult]) -> dict[str, int]:
     """
     counts = {"total": len(servers)} | {o.value: 0 for o in Outcome}
     for server in servers:
-        counts[Outcome(server.outcome).value] += 1
+        counts[_outcome(server).value] += 1
     return counts
 
 
@@ -181,8 +181,8 @@ def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any
     `blocked`, `would_finalize` (dry run) or `not_converged`."""
     out = []
     for app_id, rows in _by_application(servers).items():
-        converged = sum(Outcome(s.outcome) in CONVERGED_OUTCOMES for s in rows)
-        outcomes = {Outcome(s.outcome) for s in rows}
+        converged = sum(_outcome(s) in CONVERGED_OUTCOMES for s in rows)
+        outcomes = {_outcome(s) for s in rows}
         if converged == len(rows):
             status = "converged"
         elif converged:
@@ -327,7 +327,7 @@ def _applications_table(servers: Sequence[ServerResult]) -> list[str]:
 
 
 def _problems_table(servers: Sequence[ServerResult]) -> list[str]:
-    problems = [s for s in _sorted(servers) if Outcome(s.outcome) not in OK_OUTCOMES]
+    problems = [s for s in _sorted(servers) if _outcome(s) not in OK_OUTCOMES]
     if not problems:
         return ["## Problem servers", "", "None: every server converged."]
     lines = [
@@ -337,7 +337,7 @@ def _problems_table(servers: Sequence[ServerResult]) -> list[str]:
         "| --- | --- | --- | --- | --- |",
     ]
     for s in problems:
-        outcome = Outcome(s.outcome)
+        outcome = _outcome(s)
         app = f"{s.application_name} ({s.application_id})" if s.application_name else None
         cells = (
             s.source_server_id,
@@ -519,6 +519,13 @@ def _has_real_report(folder: Path) -> bool:
         return True
 
 
+def _outcome(s: ServerResult) -> Outcome:
+    """The row's outcome as an Outcome (rows read back from a file may hold its text);
+    raises ValueError for an unknown one."""
+    outcome = s.outcome
+    return outcome if type(outcome) is Outcome else Outcome(outcome)
+
+
 def _sorted(servers: Sequence[ServerResult]) -> list[ServerResult]:
     return sorted(servers, key=lambda s: (s.application_id, s.source_server_id))
 
@@ -531,7 +538,7 @@ def _by_application(servers: Sequence[ServerResult]) -> dict[str, list[ServerRes
 
 
 def _is_problem(servers: Sequence[ServerResult]) -> bool:
-    return any(Outcome(s.outcome) not in OK_OUTCOMES for s in servers)
+    return any(_outcome(s) not in OK_OUTCOMES for s in servers)
 
 
 def _server_json(s: ServerResult) -> dict[str, Any]:
@@ -540,7 +547,7 @@ def _server_json(s: ServerResult) -> dict[str, Any]:
         "sourceServerID": s.source_server_id,
         "applicationID": s.application_id,
         "name": s.name,
-        "outcome": Outcome(s.outcome).value,
+        "outcome": _outcome(s).value,
         "reason": s.reason,
         "lifecycle_state": s.lifecycle_state,
         "replication_state": s.replication_state,
@@ -585,7 +592,7 @@ def _application_section(app_id: str, servers: Sequence[ServerResult]) -> list[s
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     lines += [_md_row(s) for s in servers]
-    present = {Outcome(s.outcome) for s in servers}
+    present = {_outcome(s) for s in servers}
     steps = [f"- **{o.value}**: {text}" for o, text in NEXT_STEPS.items() if o in present]
     if steps:
         lines += ["", "What to do next:", "", *steps]
@@ -602,7 +609,7 @@ def _md_line(s: ServerResult) -> str:
     cells = (
         s.source_server_id,
         s.name,
-        Outcome(s.outcome).value,
+        _outcome(s).value,
         s.reason,
         s.lifecycle_state,
         s.replication_state,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,38 @@ def test_sessions_share_the_data_loader_plan_validation_read_the_regions_with(
     assert loader is not validation.data_loader()
     assert str(tmp_path) in loader.search_paths
     assert all(other is loader for other in others)
+
+
+def test_the_accounts_of_one_profile_and_region_share_one_describing_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Global view: ten accounts reached with one profile in one region open one botocore
+    client for their endpoint and credentials (it never sends), each with its own lean
+    connections; another region gets its own; the last account closing closes it."""
+    from orchestrator.mgn import ClientSettings, MgnClient
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKETESTKEY00001")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "fakeSecretKeyDoNotLeak000")
+
+    async def open_them() -> None:
+        session = access.Sessions().of_profile(None, "us-east-1")
+        clients = [
+            MgnClient(
+                ClientSettings(
+                    region=region, endpoint_url="http://127.0.0.1:9", account_id=f"{n:012d}"
+                ),
+                session=session,
+            )
+            for n, region in enumerate(["us-east-1"] * 3 + ["eu-west-1"])
+        ]
+        async with contextlib.AsyncExitStack() as stack:
+            for client in clients:
+                await stack.enter_async_context(client)
+            plain = [client._plain for client in clients]
+            assert plain[0] is plain[1] is plain[2] and plain[3] is not plain[0]
+            assert len({id(client._wire) for client in clients}) == 4
+            assert plain[3].meta.region_name == "eu-west-1"
+            assert len(session._clients) == 2
+        assert session._clients == {}
+
+    asyncio.run(open_them())
