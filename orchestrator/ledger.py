@@ -323,6 +323,14 @@ class _Row:
     launch_job_id: str | None = None  # the launch job it is (or was) in
     launched_at: float | None = None  # clock time it joined a launch job (launch_timeout_s)
     archived_at: str | None = None
+    # Its report row as last built (`Ledger._result`), kept until the row changes: the rows of
+    # servers done early are the same objects at the end (`rowmemo` knows them by identity).
+    result: ServerResult | None = field(default=None, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        if name != "result":
+            object.__setattr__(self, "result", None)  # any change: the report row is rebuilt
 
 
 @dataclass(frozen=True)
@@ -1040,6 +1048,12 @@ class Ledger:
         return self._outcome(row)
 
     def _result(self, row: _Row) -> ServerResult:
+        """The row's report row: the one last built while the row has not changed since."""
+        if row.result is None:
+            row.result = self._build_result(row)
+        return row.result
+
+    def _build_result(self, row: _Row) -> ServerResult:
         server = row.server
         if row.fate is F.UNCOVERED:
             if row.carried is not None:
@@ -1151,6 +1165,7 @@ class Ledger:
 
     def _timeline(self, row: _Row, event: str, detail: str | None) -> None:
         row.timeline.append({"at": self._now(), "event": event, "detail": detail})
+        row.result = None  # the list changed in place: the report row is rebuilt
 
     @staticmethod
     def _error(row: _Row, err: MgnError | None) -> None:
