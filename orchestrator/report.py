@@ -431,14 +431,21 @@ def _csv_parts(record: RunRecord, rows_per_part: int = 1000) -> Iterator[str]:
     yield buf.getvalue()
 
 
+# One line at a time, read back at once: a writer for each row cost more than the row.
+_CSV_BUFFER = io.StringIO()
+_CSV_LINE = csv.writer(_CSV_BUFFER)
+
+
 def _csv_row(server: ServerResult, wave: str) -> str:
     """The server's CSV line, as `csv.writer` writes it, kept in the row memo if any."""
 
     def line() -> str:
         row = [*_server_flat(server), wave, server.application_name]
-        buf = io.StringIO()
-        csv.writer(buf).writerow([_csv_cell(v) for v in row])
-        return buf.getvalue()
+        _CSV_LINE.writerow([_csv_cell(v) for v in row])
+        text = _CSV_BUFFER.getvalue()
+        _CSV_BUFFER.seek(0)
+        _CSV_BUFFER.truncate()
+        return text
 
     return rowmemo.piece("csv", server, line, wave)
 

@@ -324,7 +324,7 @@ def _time(value: object) -> list[str] | str | None:
     at = parse_time(value)
     if at is None:
         return _text(value)
-    return [at.isoformat(), f"{at:%H:%M:%S}"]
+    return [at.isoformat(), f"{at.hour:02d}:{at.minute:02d}:{at.second:02d}"]
 
 
 def _footer(doc: Mapping[str, Any]) -> str:
