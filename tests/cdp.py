@@ -161,12 +161,26 @@ class Page:
         await self.send("Input.insertText", text=text)
 
     async def click(self, selector: str) -> None:
-        """A real mouse click at the middle of the element."""
-        box = await self.js(
-            f"(function(){{var e=document.querySelector({json.dumps(selector)});"
-            "e.scrollIntoView({block:'center'});var r=e.getBoundingClientRect();"
-            "return [r.left+r.width/2, r.top+r.height/2];})()"
+        """A real mouse click at the middle of the element, once it is scrolled into view,
+        laid out (two frames: parts of the page lay out only near the screen) and the element
+        a click there would reach."""
+        found = await self.send(
+            "Runtime.evaluate",
+            expression=(
+                f"(async function(){{var e=document.querySelector({json.dumps(selector)});"
+                "for(var i=0;i<20;i++){e.scrollIntoView({block:'center'});"
+                "await new Promise(f=>requestAnimationFrame(()=>requestAnimationFrame(f)));"
+                "var r=e.getBoundingClientRect(),x=r.left+r.width/2,y=r.top+r.height/2;"
+                "var hit=document.elementFromPoint(x,y);"
+                "if(hit&&(hit===e||e.contains(hit)))return [x,y];}"
+                f"throw new Error('not clickable: '+{json.dumps(selector)});}})()"
+            ),
+            awaitPromise=True,
+            returnByValue=True,
         )
+        if "exceptionDetails" in found:
+            raise RuntimeError(f"JS failed: {found['exceptionDetails']}")
+        box = found["result"]["value"]
         for kind in ("mousePressed", "mouseReleased"):
             await self.send(
                 "Input.dispatchMouseEvent",
