@@ -42,6 +42,25 @@ def seed_accounts(emulator: Any, apps: dict[str, tuple[str, list[str]]]) -> None
     )
 
 
+def seed_launchable(emulator: Any, apps: dict[str, tuple[str, list[str]]]) -> None:
+    """Seed each application's servers READY_FOR_CUTOVER in its account, for `run --launch`."""
+    emulator.seed(
+        {
+            "servers": [
+                {
+                    "sourceServerID": s,
+                    "applicationID": app,
+                    "accountID": acct,
+                    "state": "READY_FOR_CUTOVER",
+                    "lagDuration": "PT5S",
+                }
+                for app, (acct, ids) in apps.items()
+                for s in ids
+            ]
+        }
+    )
+
+
 TWO = {
     aid(1): (ACCT_A, [sid(1, n) for n in range(3)]),
     aid(2): (ACCT_B, [sid(2, n) for n in range(3)]),
@@ -391,21 +410,7 @@ def test_an_account_denied_from_the_start_of_a_night_blocks_only_its_application
         aid(1): (ACCT_A, [sid(1, n) for n in range(3)]),
         aid(2): (ACCT_B, [sid(2, n) for n in range(3)]),
     }
-    emulator.seed(
-        {
-            "servers": [
-                {
-                    "sourceServerID": s,
-                    "applicationID": app,
-                    "accountID": acct,
-                    "state": "READY_FOR_CUTOVER",
-                    "lagDuration": "PT5S",
-                }
-                for app, (acct, ids) in apps.items()
-                for s in ids
-            ]
-        }
-    )
+    seed_launchable(emulator, apps)
     emulator.set_faults(
         time_scale=2000.0, launch_s=(60.0, 120.0), boot_s=(30.0, 60.0), post_launch_actions=(),
         denied_after={ACCT_B: 0},
@@ -464,21 +469,7 @@ def test_a_launch_run_opens_aiobotocore_on_its_first_job_call(
     """`run --launch` (StartCutover, DescribeJobs: not lean) in global view: aiobotocore's
     client is made when the first of those calls needs it, and the night finalizes."""
     apps = {aid(1): (ACCT_A, [sid(1, n) for n in range(2)])}
-    emulator.seed(
-        {
-            "servers": [
-                {
-                    "sourceServerID": s,
-                    "applicationID": app,
-                    "accountID": acct,
-                    "state": "READY_FOR_CUTOVER",
-                    "lagDuration": "PT5S",
-                }
-                for app, (acct, ids) in apps.items()
-                for s in ids
-            ]
-        }
-    )
+    seed_launchable(emulator, apps)
     emulator.set_faults(
         time_scale=2000.0, launch_s=(60.0, 120.0), boot_s=(30.0, 60.0), post_launch_actions=()
     )
