@@ -220,10 +220,10 @@ async def preflight_stream(
     then one batch of 200 IDs, then the rest at once (the describe limiter paces them): every
     account of a wave gets its first applications read, and finalizing, within a round trip or
     two, and its next 200 before the first run out, instead of after every account's pages of
-    200 were answered and read. Batches are consumed
-    in plan order, so the run finalizes the first applications while later ones are still
-    being read. An application is never split: the ledger's gate sees all its servers. Raises
-    MgnError/AccountError from the reads; nothing more is yielded after one.
+    200 were answered and read. Batches are consumed in plan order, so the run finalizes the
+    first applications while later ones are still being read. An application is never split:
+    the ledger's gate sees all its servers. Raises MgnError/AccountError from the reads;
+    nothing more is yielded after one.
     """
     servers = wave.servers
     ids = [s.source_server_id for s in servers]

@@ -139,12 +139,13 @@ def prepare_rows(rows: Sequence[ServerResult], wave: str, started_at: str) -> No
     servers that are done while it waits for the others. Nothing without a memo."""
     if rowmemo.current() is None:
         return
-    for s in rows:
-        _json_line(_document_row(s))
+    docs = [_document_row(s) for s in rows]
+    for s, doc in zip(rows, docs, strict=True):
+        _json_line(doc)
         _csv_row(s, wave)
         _md_row(s)
         record_row_json(s)
-    prepare_html_rows([_document_row(s) for s in rows], started_at)
+    prepare_html_rows(docs, started_at)
 
 
 def report_document(record: RunRecord) -> dict[str, Any]:
