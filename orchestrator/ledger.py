@@ -47,9 +47,9 @@ Rules the table encodes:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -332,6 +332,24 @@ class _Row:
         if name != "result":
             object.__setattr__(self, "result", None)  # any change: the report row is rebuilt
 
+    @classmethod
+    def new(cls, server: Server) -> _Row:
+        """`_Row(server)` without `__setattr__` for each field: a third of the time, for the
+        rows of a big wave made before anything is sent."""
+        row = object.__new__(cls)
+        object.__setattr__(row, "server", server)
+        for name, default in _ROW_DEFAULTS:
+            object.__setattr__(row, name, default)
+        for name, factory in _ROW_FACTORIES:
+            object.__setattr__(row, name, factory())
+        return row
+
+
+_ROW_DEFAULTS = [(f.name, f.default) for f in fields(_Row) if f.default is not MISSING]
+_ROW_FACTORIES: list[tuple[str, Callable[[], Any]]] = [
+    (f.name, f.default_factory) for f in fields(_Row) if f.default_factory is not MISSING
+]
+
 
 @dataclass(frozen=True)
 class Work:
@@ -393,10 +411,10 @@ class Ledger:
         self._where = where or {}  # server -> (account, region) it is reached in
         self._told: set[str] = set()  # applications on_application has heard of
         for server in wave.servers:
-            row = _Row(server)
+            row = _Row.new(server)
             entry = self._entries.get(server.source_server_id)
-            row.prior_attempts = entry.attempts if entry else 0
-            row.ambiguous = row.prior_attempts > 0
+            if entry is not None and entry.attempts:
+                row.prior_attempts, row.ambiguous = entry.attempts, True
             if self.covered is not None and server.application_id not in self.covered:
                 row.fate, row.reason = Fate.UNCOVERED, None
                 row.carried = (carried or {}).get(server.source_server_id)

@@ -467,9 +467,9 @@ class AwsSession:
         it only gives `wire` the endpoint, settings and credentials. Each caller gives it back
         with `release`; the last one closes it."""
         key = (region, endpoint_url, repr(sorted(config.items())))
+        session = await self.plain()  # first: the accounts open at once and all wait here
         found = self._clients.get(key)
         if found is None:
-            session = await self.plain()
             client = session.create_client(
                 "mgn", region_name=region, endpoint_url=endpoint_url,
                 config=botocore.config.Config(**config),

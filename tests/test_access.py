@@ -134,9 +134,9 @@ def test_sessions_share_the_data_loader_plan_validation_read_the_regions_with(
 def test_the_accounts_of_one_profile_and_region_share_one_describing_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Global view: ten accounts reached with one profile in one region open one botocore
-    client for their endpoint and credentials (it never sends), each with its own lean
-    connections; another region gets its own; the last account closing closes it."""
+    """Global view: ten accounts reached with one profile in one region, opened at once, open
+    one botocore client for their endpoint and credentials (it never sends), each with its own
+    lean connections; another region gets its own; the last account closing closes it."""
     from orchestrator.mgn import ClientSettings, MgnClient
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFAKETESTKEY00001")
@@ -155,7 +155,9 @@ def test_the_accounts_of_one_profile_and_region_share_one_describing_client(
         ]
         async with contextlib.AsyncExitStack() as stack:
             for client in clients:
-                await stack.enter_async_context(client)
+                stack.push_async_exit(client)
+            # as a run opens them: all at once, each first waiting for the credentials
+            await asyncio.gather(*(client.__aenter__() for client in clients))
             plain = [client._plain for client in clients]
             assert plain[0] is plain[1] is plain[2] and plain[3] is not plain[0]
             assert len({id(client._wire) for client in clients}) == 4

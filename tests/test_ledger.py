@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from orchestrator.config import Config
 from orchestrator.errors import ConflictError, ExitCode, NotFoundError, StateWriteError
 from orchestrator.journal import JournalEntry
-from orchestrator.ledger import TRANSITIONS, Event, Fate, IllegalMove, Ledger
+from orchestrator.ledger import TRANSITIONS, Event, Fate, IllegalMove, Ledger, _Row
 from orchestrator.mgn import ServerView
 from orchestrator.outcome import Outcome, ServerResult
 from orchestrator.plan import Application, Server, Wave
@@ -895,6 +895,19 @@ def test_report_rows_kept_between_events_are_never_stale(case: Case) -> None:
         assert kept == [ledger._build_result(row) for row in ledger._rows.values()]
         again = ledger.results()
         assert all(a is b for a, b in zip(again, kept, strict=True))  # kept, not rebuilt
+
+
+def test_a_row_made_fast_is_the_row_the_dataclass_makes() -> None:
+    """`_Row.new` (the ledger's start, without `__setattr__`) sets every field to the
+    dataclass's default, and each row gets its own timeline."""
+    server = Server("s-1234567890abcdef0", "app-1234567890abcdef0")
+    fast, slow = _Row.new(server), _Row(server)
+    assert [getattr(fast, f.name) for f in fields(_Row)] == [
+        getattr(slow, f.name) for f in fields(_Row)
+    ]
+    other = _Row.new(server)
+    other.timeline.append({"event": "checked"})
+    assert fast.timeline == [] and fast.result is None
 
 
 def test_the_table_is_exercised_in_full() -> None:
