@@ -7,10 +7,12 @@ import io
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from orchestrator import report
 from orchestrator.outcome import Outcome, RunRecord, ServerResult
 from orchestrator.report import (
     CSV_FIELDS,
@@ -235,6 +237,43 @@ def test_write_report_is_atomic_and_private_with_umask_0(tmp_path: Path) -> None
     assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()} == {0o600}
     assert (folder / "report.json").read_text() == render_json(record)
     assert (folder / "report.csv").read_bytes() == render_csv(record).encode()
+
+
+def _failing(parts: list[str]) -> Iterator[str]:
+    yield from parts
+    raise RuntimeError("a bug while rendering")
+
+
+@pytest.mark.parametrize("fails", ["rendering", "fsync"])
+def test_a_report_that_fails_midway_leaves_the_previous_files_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """The files are renamed over the old ones only once every one is on disk: a failure while
+    rendering the last one, or a failed fsync, leaves every previous file as it was, no temp
+    file and no open descriptor."""
+    files = [tmp_path / name for name in ("report.json", "report.md", "report.html")]
+    for path in files:
+        path.write_text(f"old {path.name}")
+    fds = len(os.listdir("/proc/self/fd"))
+    last: list[str] = ["<html>", "half"]
+    if fails == "fsync":
+        synced: list[int] = []
+
+        def fsync(fd: int) -> None:
+            synced.append(fd)
+            if len(synced) == 2:
+                raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(report.os, "fsync", fsync)
+    rendered = [lambda: iter(["{}"]), lambda: iter(["# new"])]
+    rendered.append((lambda: _failing(last)) if fails == "rendering" else (lambda: iter(last)))
+    with pytest.raises(RuntimeError if fails == "rendering" else OSError):
+        report._write_all(list(zip(files, rendered, strict=True)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
+    assert [p.read_text() for p in files] == [f"old {p.name}" for p in files]
+    assert len(os.listdir("/proc/self/fd")) == fds
+    report._write_all(list(zip(files, [lambda: iter(["{}"])] * 3, strict=True)))
+    assert [p.read_text() for p in files] == ["{}"] * 3
 
 
 def test_write_report_tightens_an_existing_open_folder(tmp_path: Path) -> None:
