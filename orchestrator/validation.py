@@ -6,8 +6,12 @@ import datetime as dt
 import difflib
 import functools
 import json
+import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 import botocore.loaders
 
@@ -22,12 +26,55 @@ ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
 REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
+class DataLoader(botocore.loaders.Loader):  # type: ignore[misc]  # botocore is untyped
+    """botocore's loader, except that loading one service's model does not list every service.
+
+    `load_service_model` checks the name it is given against `list_available_services`, which
+    looks into the folders of all ~400 services (~15 ms a model type here; a first client loads
+    two). While it loads a service whose folder holds that model, that list is the one name;
+    anything else (an unknown service, any other caller) gets botocore's own full list.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loading = threading.local()  # the service whose model is being loaded
+
+    def load_service_model(
+        self, service_name: str, type_name: str, api_version: str | None = None
+    ) -> Any:
+        self._loading.name = service_name if self._has(service_name, type_name) else None
+        try:
+            return super().load_service_model(service_name, type_name, api_version)
+        finally:
+            self._loading.name = None
+
+    def list_available_services(self, type_name: str) -> list[str]:
+        name: str | None = getattr(self._loading, "name", None)
+        if name is not None:
+            return [name]
+        return super().list_available_services(type_name)  # type: ignore[no-any-return]
+
+    def _has(self, service_name: str, type_name: str) -> bool:
+        """Whether some version of the service has this model, botocore's test for a known
+        service (`list_available_services`) applied to its own folder alone."""
+        if not service_name or service_name in (".", "..") or os.sep in service_name:
+            return False
+        exists = self.file_loader.exists  # a path without its .json or .json.gz
+        for root in map(Path, self.search_paths):
+            folder = root / service_name
+            if not (root.is_dir() and folder.is_dir()):
+                continue
+            if any(exists(str(version / type_name)) for version in folder.iterdir()):
+                return True
+        return False
+
+
 @functools.cache
 def data_loader() -> botocore.loaders.Loader:
     """botocore's loader of its bundled data (no `data_path`), one per process: it keeps what
     it parsed, so the AWS sessions that share it (`access.Sessions`) do not parse the ~1 MB
     endpoint data the plan's regions were checked against a second time (~35 ms)."""
-    return botocore.loaders.create_loader()
+    return DataLoader()
 
 
 @functools.cache

@@ -8,6 +8,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
+import botocore.loaders
 import pytest
 
 from orchestrator import access, validation
@@ -166,3 +168,35 @@ def test_the_accounts_of_one_profile_and_region_share_one_describing_client(
         assert session._clients == {}
 
     asyncio.run(open_them())
+
+
+def test_the_data_loader_loads_a_service_without_listing_every_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`validation.DataLoader` loads the same models as botocore's own loader and refuses an
+    unknown service with the same error, but loading a known one never lists the folders of
+    every service (botocore's `list_available_services`, ~15 ms a model type); asked directly,
+    that list is botocore's."""
+    plain, fast = botocore.loaders.Loader(), validation.DataLoader()
+    listed: list[str] = []
+    listing = botocore.loaders.Loader.list_available_services
+
+    def counted(self: Any, type_name: str) -> list[str]:
+        listed.append(type_name)
+        return listing(self, type_name)  # type: ignore[no-any-return]
+
+    for service in ("mgn", "ec2", "sts", "s3", "sns", "dynamodb"):
+        for kind in ("service-2", "endpoint-rule-set-1"):
+            expected = plain.load_service_model(service, kind)
+            monkeypatch.setattr(botocore.loaders.Loader, "list_available_services", counted)
+            assert fast.load_service_model(service, kind) == expected
+            monkeypatch.setattr(botocore.loaders.Loader, "list_available_services", listing)
+    assert listed == []
+    for name in ("no-such-service", "..", "mgn/../ec2"):
+        with pytest.raises(botocore.exceptions.UnknownServiceError) as wanted:
+            plain.load_service_model(name, "service-2")
+        with pytest.raises(botocore.exceptions.UnknownServiceError) as got:
+            fast.load_service_model(name, "service-2")
+        assert str(got.value) == str(wanted.value)
+    assert fast.list_available_services("service-2") == plain.list_available_services("service-2")
+    assert "mgn" in fast.list_available_services("service-2")
