@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -14,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from orchestrator import __version__
+from orchestrator import __version__, collector
 from orchestrator.config import SETTINGS, Command
 from orchestrator.errors import ExitCode, InputError, MgnCutoverError
 from orchestrator.logs import use_json
@@ -184,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the program itself, not a caller in the same process
-        _collect_cycles_less_often()
+        collector.for_the_program()
     parser = build_parser()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -217,15 +216,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "run" and argv is None and sys.getprofile() is None:
         _exit_now(code)  # not under cProfile, which writes its file at the interpreter's exit
     return code
-
-
-def _collect_cycles_less_often() -> None:
-    """Raise the cyclic collector's thresholds for this process. A wave's objects (the plan,
-    the ledger, MGN's answers, the report) live until the end and are freed by reference
-    counting; at the default thresholds (700, 10, 10) the collector re-scanned them all several
-    times in a 4,000-server run, ~0.5 s of CPU, up to 0.14 s at a time in the middle of the run.
-    Cycles (asyncio's futures and tracebacks) are still collected, every 50,000 allocations."""
-    gc.set_threshold(50_000, 20, 20)
 
 
 def _exit_now(code: int) -> NoReturn:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import rowmemo
+from orchestrator import collector, rowmemo
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, ExitCode, MgnError, StateWriteError
 from orchestrator.gateway import Gateway
@@ -149,6 +149,7 @@ async def run_wave(
             stop_of=gateway.stop_of,
         )
         state.ledger = ledger
+        collector.run_set_up()
         # cpu_s: this process's CPU seconds so far (here and at run_finished): what the run
         # itself costs, apart from starting and writing the report (benchmarks/accounts.py).
         log.info(
@@ -386,6 +387,7 @@ async def _execute(
         await pool.run()
         state.phase = "reconcile"
         reconciler.close()
+        collector.sends_done()
 
     async with asyncio.TaskGroup() as group:
         group.create_task(feed())

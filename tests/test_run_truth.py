@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from orchestrator import collector
 from orchestrator.config import Config
 from orchestrator.errors import StateWriteError
 from orchestrator.gateway import Gateway
@@ -218,3 +219,34 @@ async def test_an_internal_error_still_ends_with_a_report_marked_incomplete(
     assert all("internal error" in (r.reason or "") for r in record.servers)
     assert any(e["event"] == "run_internal_error" for e in logs)
     assert emulator.calls("FinalizeCutover") == 0
+
+
+@pytest.mark.parametrize("program", [True, False])
+async def test_the_programs_collector_is_frozen_at_the_start_and_run_once_the_sends_are_done(
+    emulator: Any, work_dir: Path, monkeypatch: pytest.MonkeyPatch, program: bool
+) -> None:
+    """The program (`collector.for_the_program`) freezes what the run set up before its first
+    MGN call and collects the young generation once every FinalizeCutover is answered, before
+    the run ends; a caller in its own process (these tests) keeps its collector untouched."""
+    plan = _ready(emulator, work_dir, apps=2, per_app=3)
+    seen: list[tuple[str, int, int]] = []
+
+    def at(what: str) -> None:
+        calls = sum(emulator.stats()["calls"].values())
+        seen.append((what, calls, emulator.calls("FinalizeCutover")))
+
+    monkeypatch.setattr(collector.gc, "freeze", lambda: at("freeze"))
+    monkeypatch.setattr(collector.gc, "collect", lambda generation=2: at(f"collect {generation}"))
+    monkeypatch.setattr(collector, "_program", program)
+    with Journal.open(work_dir / "state", "w") as journal:
+        record = await _run_in_process(emulator, work_dir, plan, journal)
+    at("end")
+    assert {r.outcome for r in record.servers} == {Outcome.FINALIZED}
+    if not program:
+        assert [what for what, _, _ in seen] == ["end"]
+        return
+    assert [what for what, _, _ in seen] == ["freeze", "collect 0", "end"]
+    (_, calls_at_freeze, _), (_, _, finalized_at_collect), (_, calls_at_end, _) = seen
+    assert calls_at_freeze == 0  # set up, nothing asked of MGN yet
+    assert finalized_at_collect == 6  # every FinalizeCutover sent and answered
+    assert calls_at_end > emulator.calls("FinalizeCutover")  # ... and polled after
