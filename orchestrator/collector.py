@@ -8,8 +8,10 @@ So the program:
 
 - collects less often: thresholds 50,000/20/20 (at the default 700/10/10 the collector walked
   a 4,000-server run's objects again and again, ~0.5 s of CPU, up to 0.14 s at a time);
-- freezes what the run set up (the plan, its ledger, the clients) once it starts: no collection
-  walks them again, and the young generation starts empty;
+- does not collect while a run sets up (its plan, ledger and clients) and its pre-flight reads
+  every server's state (the first sends go out meanwhile), objects that then live all night:
+  no collection pauses the first sends; once the pre-flight is done they are frozen, never
+  walked again;
 - collects the young generation once the last FinalizeCutover is answered, while MGN has yet to
   show the last servers converged: the pause falls in that wait, not in the wave's last polls,
   its record or its report.
@@ -32,10 +34,18 @@ def for_the_program() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def run_set_up() -> None:
-    """The run is set up: freeze what is tracked so far (never collected or walked again)."""
+def run_starting() -> None:
+    """A run sets up: no collection until its pre-flight is done (`preflight_done`)."""
+    if _program:
+        gc.disable()
+
+
+def preflight_done() -> None:
+    """The run's pre-flight is done (or stopped): freeze what is tracked so far (never walked
+    again) and collect as usual from here."""
     if _program:
         gc.freeze()
+        gc.enable()
 
 
 def sends_done() -> None:

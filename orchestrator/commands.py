@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import structlog
 from structlog.contextvars import bound_contextvars
 
-from orchestrator import endpoints, logs, notify, rowmemo
+from orchestrator import collector, endpoints, logs, notify, rowmemo
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
 from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
 from orchestrator.files import wave_dir
@@ -416,6 +416,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     Every event carries the wave and this run's ID; stdout gets exactly one summary line.
     """
+    collector.run_starting()
     inputs = load_inputs(ns)
     settings, wave = inputs.settings, inputs.wave
     show_progress = sys.stderr.isatty() and not logs.use_json(settings.log_format, sys.stderr)

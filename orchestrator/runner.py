@@ -149,7 +149,6 @@ async def run_wave(
             stop_of=gateway.stop_of,
         )
         state.ledger = ledger
-        collector.run_set_up()
         # cpu_s: this process's CPU seconds so far (here and at run_finished): what the run
         # itself costs, apart from starting and writing the report (benchmarks/accounts.py).
         log.info(
@@ -371,6 +370,7 @@ async def _execute(
             log.error("preflight_failed", error_code=err.code, error=err.message)
             ledger.not_checked(f"pre-flight failed, not sent: {err}")
         finally:
+            collector.preflight_done()
             if night:
                 for launcher in launchers.values():
                     launcher.close()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from orchestrator import collector, commands
 from orchestrator.commands import for_wave
 from orchestrator.config import load_config
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InputError
 from orchestrator.plan import Application, Server, Wave
 
 APP = "app-0a1b2c3d4e5f6a7b8"
@@ -41,3 +43,22 @@ def test_a_contradicting_setting_is_refused_naming_both_places() -> None:
         "--region: region eu-west-1 contradicts wave w's region: us-east-1 at w.yaml:3:9; "
         "drop the setting or make them agree"
     )
+
+
+def test_a_run_pauses_the_programs_collector_before_it_reads_its_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the program, `run` stops the cyclic collector before it reads its plan: what a run
+    sets up lives all night and is frozen once its pre-flight is done (`collector`)."""
+    order: list[str] = []
+
+    def refused(ns: argparse.Namespace) -> None:
+        order.append("plan read")
+        raise InputError("plan.yaml:1:1: refused by the test")
+
+    monkeypatch.setattr(collector, "_program", True)
+    monkeypatch.setattr(collector.gc, "disable", lambda: order.append("collector paused"))
+    monkeypatch.setattr(commands, "load_inputs", refused)
+    with pytest.raises(InputError):
+        commands.cmd_run(argparse.Namespace())
+    assert order == ["collector paused", "plan read"]

@@ -222,20 +222,23 @@ async def test_an_internal_error_still_ends_with_a_report_marked_incomplete(
 
 
 @pytest.mark.parametrize("program", [True, False])
-async def test_the_programs_collector_is_frozen_at_the_start_and_run_once_the_sends_are_done(
+async def test_the_programs_collector_freezes_after_the_preflight_and_runs_once_sends_are_done(
     emulator: Any, work_dir: Path, monkeypatch: pytest.MonkeyPatch, program: bool
 ) -> None:
-    """The program (`collector.for_the_program`) freezes what the run set up before its first
-    MGN call and collects the young generation once every FinalizeCutover is answered, before
-    the run ends; a caller in its own process (these tests) keeps its collector untouched."""
+    """The program (`collector.for_the_program`) freezes what the run set up and read once the
+    pre-flight has read every server, then collects as usual, and collects the young
+    generation once every FinalizeCutover is answered, before the run ends; a caller in its
+    own process (these tests) keeps its collector untouched."""
     plan = _ready(emulator, work_dir, apps=2, per_app=3)
+    ids = [s.source_server_id for s in load_waves([plan]).waves[0].servers]
     seen: list[tuple[str, int, int]] = []
 
     def at(what: str) -> None:
-        calls = sum(emulator.stats()["calls"].values())
-        seen.append((what, calls, emulator.calls("FinalizeCutover")))
+        read = sum(emulator.calls_for(s, "DescribeSourceServers") > 0 for s in ids)
+        seen.append((what, read, emulator.calls("FinalizeCutover")))
 
     monkeypatch.setattr(collector.gc, "freeze", lambda: at("freeze"))
+    monkeypatch.setattr(collector.gc, "enable", lambda: at("enable"))
     monkeypatch.setattr(collector.gc, "collect", lambda generation=2: at(f"collect {generation}"))
     monkeypatch.setattr(collector, "_program", program)
     with Journal.open(work_dir / "state", "w") as journal:
@@ -245,8 +248,7 @@ async def test_the_programs_collector_is_frozen_at_the_start_and_run_once_the_se
     if not program:
         assert [what for what, _, _ in seen] == ["end"]
         return
-    assert [what for what, _, _ in seen] == ["freeze", "collect 0", "end"]
-    (_, calls_at_freeze, _), (_, _, finalized_at_collect), (_, calls_at_end, _) = seen
-    assert calls_at_freeze == 0  # set up, nothing asked of MGN yet
-    assert finalized_at_collect == 6  # every FinalizeCutover sent and answered
-    assert calls_at_end > emulator.calls("FinalizeCutover")  # ... and polled after
+    assert [what for what, _, _ in seen] == ["freeze", "enable", "collect 0", "end"]
+    assert seen[0][1] == len(ids)  # frozen once the pre-flight read every server
+    assert seen[2][2] == len(ids)  # every FinalizeCutover sent and answered ...
+    assert seen[3][2] == len(ids)  # ... and none after
