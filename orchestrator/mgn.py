@@ -409,7 +409,7 @@ Loader = Callable[[botocore.session.Session], Any]
 
 def default_loader(session: botocore.session.Session) -> Any:
     """The data loader for a botocore session: without a data_path, the process's own (the one
-    plan validation already read botocore's endpoint data with); with one, the session's."""
+    plan validation already read botocore's partition data with); with one, the session's."""
     if session.get_config_variable("data_path") is None:
         return data_loader()
     return session.get_component("data_loader")

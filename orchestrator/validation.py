@@ -72,20 +72,26 @@ class DataLoader(botocore.loaders.Loader):  # type: ignore[misc]  # botocore is 
 @functools.cache
 def data_loader() -> botocore.loaders.Loader:
     """botocore's loader of its bundled data (no `data_path`), one per process: it keeps what
-    it parsed, so the AWS sessions that share it (`access.Sessions`) do not parse the ~1 MB
-    endpoint data the plan's regions were checked against a second time (~35 ms)."""
+    it parsed, so the AWS sessions that share it (`access.Sessions`) do not parse again the
+    models and partition data the plan was checked against."""
     return DataLoader()
 
 
 @functools.cache
 def known_regions() -> frozenset[str]:
-    """Every region of every partition in botocore's bundled endpoint data (read offline, once).
+    """Every region of every partition in botocore's bundled partition data (read offline,
+    once): the regions of its ~1 MB endpoint data, which no client of ours reads, from a 7 KB
+    file (~30 ms less at each start). Not the `aws-global`-style names, which are no region.
 
     Partition data, not MGN's own endpoint list: a region MGN reaches later stays plannable.
     """
-    data = data_loader().load_data("endpoints")
-    partitions = data.get("partitions", [])
-    return frozenset(region for partition in partitions for region in partition.get("regions", {}))
+    data = data_loader().load_data("partitions")
+    return frozenset(
+        region
+        for partition in data.get("partitions", [])
+        for region in partition.get("regions", {})
+        if not region.endswith("-global")
+    )
 
 
 # Enough to locate and read a value; a multi-megabyte scalar is never echoed whole.

@@ -112,7 +112,7 @@ def test_sessions_share_the_data_loader_plan_validation_read_the_regions_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a data_path every session (botocore's own and aioboto3's) uses the loader that
-    already holds botocore's endpoint data; with one, botocore's own loader for that path
+    already holds botocore's partition data; with one, botocore's own loader for that path
     (shared among sessions)."""
 
     async def loaders(sessions: access.Sessions, region: str) -> list[Any]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from orchestrator import validation
 from orchestrator.commands import for_wave, wave_conflicts
 from orchestrator.config import load_config
 from orchestrator.errors import ConfigError, PlanError
@@ -82,6 +84,17 @@ def test_regions_of_other_partitions_are_known(tmp_path: Path) -> None:
     text = MIXED.replace("us-east-1", "us-gov-west-1").replace("eu-west-1", "cn-north-1")
     (wave,) = load_waves([write(tmp_path, "w.yaml", text)]).waves
     assert {t.region for t in wave.targets} == {"us-gov-west-1", "cn-north-1"}
+
+
+def test_the_known_regions_are_those_of_botocores_endpoint_data() -> None:
+    """The regions come from botocore's 7 KB partition data (no client of ours reads the ~1 MB
+    endpoint data): the same regions as the endpoint data lists, no `aws-global`-style name."""
+    import botocore
+
+    endpoints = json.loads((Path(botocore.__file__).parent / "data" / "endpoints.json").read_text())
+    listed = {r for part in endpoints["partitions"] for r in part.get("regions", {})}
+    assert validation.known_regions() == listed
+    assert {"us-east-1", "eu-west-1", "us-gov-west-1", "cn-north-1"} <= listed
 
 
 def test_a_setting_contradicting_one_application_is_refused_at_its_line(tmp_path: Path) -> None:
