@@ -971,6 +971,8 @@ class Ledger:
         """End of run: give every server not yet final its final state, with why (the stop
         that governs it: the run's, or an account error that stopped its target only)."""
         for row in self._rows.values():
+            if row.fate in _CONVERGED:  # final: most rows of a good night, ~10 ms at 4,000
+                continue
             stop = self._stop_of(row.server.source_server_id)
             stopped_why = stop.why()
             failed = stop.failure is not None  # its target stopped alone; the rest went on
