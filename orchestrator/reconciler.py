@@ -3,7 +3,7 @@
 A small state machine per server: pending -> converged (MGN shows it), or -> expired once its
 deadline passes; what each means is the ledger's business (`on_seen`, `on_expired`). Polls run
 every `poll_interval_s`, drift-corrected, with one DescribeSourceServers per 200 pending servers
-(a quarter interval once nothing more will be added and no part has more than 200 left). It
+(an eighth of it once nothing more will be added and no part has more than 200 left). It
 never sends anything mutating. It ends when closed with nothing pending, or at once when the
 run halts; a closed cutover window does not stop it (it polls until its own deadlines). Servers
 are polled per stop that governs them (`stop_of`: their (account, region)'s part of the run's
@@ -27,7 +27,7 @@ from orchestrator.stop import Stop, Stopped, StopReason, first_of
 
 log = structlog.get_logger(__name__)
 
-TAIL_SPEEDUP = 4
+TAIL_SPEEDUP = 8
 
 Describe = Callable[[Sequence[str]], Awaitable[list[ServerView]]]
 
@@ -110,7 +110,7 @@ class Reconciler:
             await self._wait(next_tick - now)
 
     def _interval_s(self) -> float:
-        """The poll interval; quartered for the last few servers once nothing more comes.
+        """The poll interval; an eighth of it for the last few servers once nothing more comes.
 
         Then one small call per part (account and region) per cycle is all a poll costs, and
         the wave's end is not held back by up to a whole interval after the last server's

@@ -159,7 +159,7 @@ async def test_a_failed_poll_is_retried_next_cycle() -> None:
     rec.close()
     await vt.run(rec.run())
     assert rec.stats.failed_polls == 1
-    assert seen["converged"] == [("s-a", 0.25)]  # the pool is done: a quarter interval
+    assert seen["converged"] == [("s-a", 0.125)]  # the pool is done: an eighth interval
 
 
 async def test_account_errors_stop_the_run() -> None:
@@ -250,8 +250,8 @@ async def test_waits_for_the_pool_while_nothing_is_pending() -> None:
     assert seen["converged"] == [("s-late", 4.0)]
 
 
-async def test_polls_four_times_as_often_for_the_last_servers() -> None:
-    """Once the pool is done and at most 200 are pending, polls come every quarter interval."""
+async def test_polls_eight_times_as_often_for_the_last_servers() -> None:
+    """Once the pool is done and at most 200 are pending, polls come every eighth interval."""
     vt = VirtualTime()
     ids = [f"s-{i:017d}" for i in range(250)]
     converge = dict.fromkeys(ids[:100], 1.0) | dict.fromkeys(ids[100:], 2.6)
@@ -262,13 +262,13 @@ async def test_polls_four_times_as_often_for_the_last_servers() -> None:
     rec.close()
     await vt.run(rec.run())
     times = sorted({t for t, _ in reads.calls})
-    assert times == [0.0, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
-    assert max(t for _, t in seen["converged"]) == 2.75
+    assert times == [0.0, 1.0, *(1.0 + n / 8 for n in range(1, 14))]
+    assert max(t for _, t in seen["converged"]) == 2.625
 
 
-async def test_the_quarter_interval_counts_the_last_servers_per_account() -> None:
+async def test_the_tail_interval_counts_the_last_servers_per_account() -> None:
     """Two accounts with 150 pending each (300 in all) are one small call each per cycle:
-    the last servers are polled every quarter interval, as a lone account's would be."""
+    the last servers are polled every eighth interval, as a lone account's would be."""
     vt = VirtualTime()
     ids = [f"s-{i:017d}" for i in range(300)]
     reads = FakeReads(vt, dict.fromkeys(ids, 1.6))
@@ -281,6 +281,6 @@ async def test_the_quarter_interval_counts_the_last_servers_per_account() -> Non
         rec.add(sid)
     rec.close()
     await vt.run(rec.run())
-    assert sorted({t for t, _ in reads.calls}) == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+    assert sorted({t for t, _ in reads.calls}) == [n / 8 for n in range(14)]
     assert all(n == 150 for _, n in reads.calls)
-    assert {t for _, t in seen["converged"]} == {1.75}
+    assert {t for _, t in seen["converged"]} == {1.625}
