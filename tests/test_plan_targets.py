@@ -87,8 +87,8 @@ def test_regions_of_other_partitions_are_known(tmp_path: Path) -> None:
 
 
 def test_the_known_regions_are_those_of_botocores_endpoint_data() -> None:
-    """The regions come from botocore's 7 KB partition data (no client of ours reads the ~1 MB
-    endpoint data): the same regions as the endpoint data lists, no `aws-global`-style name."""
+    """The regions come from botocore's 7 KB partition data, not its ~1 MB endpoint data: the
+    same regions as the endpoint data lists, no `aws-global`-style name."""
     import botocore
 
     endpoints = json.loads((Path(botocore.__file__).parent / "data" / "endpoints.json").read_text())
