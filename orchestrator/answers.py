@@ -170,8 +170,10 @@ def page_frame(answer: Any, operation: str) -> dict[str, Any]:
     raises the ambiguous ResponseParserError botocore's parser would raise."""
     items = answer.get("items") if isinstance(answer, dict) else None
     token = answer.get("nextToken") if isinstance(answer, dict) else None
-    if not isinstance(answer, dict) or (items is not None and not isinstance(items, list)) or (
-        token is not None and not isinstance(token, str)
+    if (
+        not isinstance(answer, dict)
+        or (items is not None and not isinstance(items, list))
+        or (token is not None and not isinstance(token, str))
     ):
         raise RetryableError(
             "ResponseParserError", f"{operation}: the page is off-model", ambiguous=True

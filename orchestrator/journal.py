@@ -561,9 +561,7 @@ class Journal:
             self._conn.rollback()
 
 
-def _intent(
-    cur: sqlite3.Cursor, server_id: str, application_id: str, at: str, run_id: str
-) -> None:
+def _intent(cur: sqlite3.Cursor, server_id: str, application_id: str, at: str, run_id: str) -> None:
     cur.execute(
         "INSERT INTO servers (source_server_id, application_id, status, attempts,"
         " intent_at, run_id) VALUES (?, ?, 'intent', 1, ?, ?)"

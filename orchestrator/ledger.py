@@ -1047,8 +1047,8 @@ class Ledger:
             rows = [r for r in rows if self._result_application(r) in covered]
         undone = [r for r in rows if self._result_outcome(r) not in CONVERGED_OUTCOMES]
         if any(
-            r.fate is not F.UNCOVERED and self._stop_of(r.server.source_server_id).failure
-            is not None
+            r.fate is not F.UNCOVERED
+            and self._stop_of(r.server.source_server_id).failure is not None
             for r in undone
         ):
             return ExitCode.ACCOUNT

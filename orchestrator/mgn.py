@@ -220,7 +220,9 @@ def iso_duration_s(text: str | None) -> float | None:
         return None
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
     return (
-        parts.get("d", 0) * 86400 + parts.get("h", 0) * 3600 + parts.get("m", 0) * 60
+        parts.get("d", 0) * 86400
+        + parts.get("h", 0) * 3600
+        + parts.get("m", 0) * 60
         + parts.get("s", 0)
     )
 

@@ -110,11 +110,11 @@ def _json_parts(doc: dict[str, Any]) -> Iterator[str]:
     one: ~4x the CPU for thousands of servers)."""
     yield "{"
     for n, (key, value) in enumerate(doc.items()):
-        yield f'{"," if n else ""}\n  {json.dumps(key, ensure_ascii=False)}: '
+        yield f"{',' if n else ''}\n  {json.dumps(key, ensure_ascii=False)}: "
         if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             yield "["
             for i, item in enumerate(value):
-                yield f'{"," if i else ""}\n    {_json_line(item)}'
+                yield f"{',' if i else ''}\n    {_json_line(item)}"
             yield "\n  ]"
         else:
             yield _compact(value)

@@ -262,8 +262,6 @@ class _Scale:
         return _PLOT_X0 + (_PLOT_X1 - _PLOT_X0) * min(max(frac, 0.0), 1.0)
 
 
-
-
 def timeline_parts(
     lanes: Sequence[Lane], started_at: datetime | None, finished_at: datetime | None
 ) -> Iterator[str]:

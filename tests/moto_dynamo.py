@@ -45,7 +45,7 @@ def fast_transactions() -> None:
         with _LOCK:
             errors: list[tuple[Any, Any, Any]] = []
             for action in transact_items:
-                (op_type, op), = action.items()
+                ((op_type, op),) = action.items()
                 table = self.get_table(op["TableName"])
                 if op_type == "Put":
                     attrs = op["Item"]
@@ -67,7 +67,7 @@ def fast_transactions() -> None:
             if any(code is not None for code, _, _ in errors):
                 raise TransactionCanceledException(errors)
             for action in transact_items:
-                (op_type, op), = action.items()
+                ((op_type, op),) = action.items()
                 names = op.get("ExpressionAttributeNames")
                 values = op.get("ExpressionAttributeValues")
                 if op_type == "Put":

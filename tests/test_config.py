@@ -396,7 +396,9 @@ def test_every_setting_has_its_environment_variable(tmp_path: Path) -> None:
     """MGN_CUTOVER_<NAME> sets each setting, and the config is told where it came from."""
     switches = {"verify_instances", "launch", "archive", "require_approval"}
     for name, raw in {
-        **FLAG_SAMPLES, **dict.fromkeys(switches, "true"), "server_deadline_s": "9"
+        **FLAG_SAMPLES,
+        **dict.fromkeys(switches, "true"),
+        "server_deadline_s": "9",
     }.items():
         assert raw is not None
         env = {f"MGN_CUTOVER_{name.upper()}": raw}

@@ -95,7 +95,7 @@ async def test_a_chunked_answer_with_trailers() -> None:
 
 
 async def test_an_answer_framed_by_the_connections_end() -> None:
-    answer = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"a\": 1}"
+    answer = b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"a": 1}'
     async with serving(lambda n: (answer, True)) as (server, client):
         for _ in range(2):
             response = await client.request(HEAD, b"{}")

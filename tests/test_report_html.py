@@ -210,7 +210,9 @@ async def test_browser_draws_each_server_row_as_text_from_the_page_data(
         assert pay[2][0] == "finalized"
         assert pay[3][0] == pay[4][0] == "-"
         assert pay[5] == [
-            "lifecycle CUTOVERreplication DISCONNECTEDfirst boot SUCCEEDED", "CUTOVER", None
+            "lifecycle CUTOVERreplication DISCONNECTEDfirst boot SUCCEEDED",
+            "CUTOVER",
+            None,
         ]
         assert pay[7] == ["1", "1", None]
         assert pay[8] == ["01:52:00", "2026-03-07T01:52:00+00:00", "2026-03-07T01:52:00+00:00"]

@@ -82,9 +82,7 @@ class DynamoBackend(Backend):
     def journal(self) -> Iterator[RunJournal]:
         # The journal writes under a held lease: fencing is part of every write.
         with self.lock("writer") as lease:
-            journal = DynamoJournal(
-                lease.table, lease.scope, WAVE, lease=lease, write_behind=False
-            )
+            journal = DynamoJournal(lease.table, lease.scope, WAVE, lease=lease, write_behind=False)
             with journal:
                 if self.read_first:
                     journal.entries()
@@ -306,9 +304,7 @@ def test_a_lock_cannot_be_acquired_twice_by_its_holder(backend: Backend) -> None
         lock.release()
 
 
-def test_a_dead_holders_lock_is_taken_over(
-    backend: Backend, expire: Callable[[Any], None]
-) -> None:
+def test_a_dead_holders_lock_is_taken_over(backend: Backend, expire: Callable[[Any], None]) -> None:
     """A holder that never released (it died) loses the lock to the next run: at once for
     SQLite (the kernel drops the flock), once its lease has expired for DynamoDB."""
     dead = backend.lock("dead")

@@ -48,7 +48,9 @@ async def _run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
 
 
 async def test_a_run_tells_the_webhook_what_happened(
-    emulator: Any, work_dir: Path, receiver: Receiver  # noqa: F811
+    emulator: Any,
+    work_dir: Path,
+    receiver: Receiver,  # noqa: F811
 ) -> None:
     """Start, an application finalized, one blocked, the end with the report: each is a JSON
     message Slack and Teams accept; the webhook's token appears in no output or report."""

@@ -66,7 +66,11 @@ def _ours(url: str, body: bytes, token: str | None, region: str) -> str:
     ("url", "token", "region"),
     [
         ("https://mgn.us-east-1.amazonaws.com/FinalizeCutover", None, "us-east-1"),
-        ("https://mgn.eu-west-1.amazonaws.com/DescribeSourceServers", "FwoGZXIvYXdzE//tok+en=", "eu-west-1"),  # noqa: E501
+        (
+            "https://mgn.eu-west-1.amazonaws.com/DescribeSourceServers",
+            "FwoGZXIvYXdzE//tok+en=",
+            "eu-west-1",
+        ),
         ("http://127.0.0.1:41234/FinalizeCutover", "session  token with  spaces", "us-west-2"),
     ],
 )
