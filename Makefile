@@ -21,6 +21,7 @@ bytecode: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator tests benchmarks
+	$(BIN)/ruff format --check orchestrator tests benchmarks
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
