@@ -5,7 +5,7 @@ own STS endpoint, the session named after the wave, and credentials that refresh
 before they expire (aiobotocore's RefreshableCredentials), so a long night never meets an
 expired token. Credentials are never logged, returned in messages or written anywhere. Only
 assume-role imports aioboto3 (and aiobotocore, aiohttp: ~0.2 s); profiles and the global view
-start on botocore's own sessions (`mgn.AwsSession`).
+start on botocore's own sessions (`sessions.AwsSession`).
 
     global-view   MGN calls carry accountID; ListManagedAccounts must list the account
     assume-role   role_arn (with {accountID}) assumed per account; no accountID sent
@@ -25,8 +25,9 @@ import botocore.session
 
 from orchestrator.config import Config
 from orchestrator.errors import AccountError, MgnCutoverError
-from orchestrator.mgn import AwsSession, ClientSettings, default_loader, translate
+from orchestrator.mgn import ClientSettings, translate
 from orchestrator.plan import Target
+from orchestrator.sessions import AwsSession, default_loader
 
 if TYPE_CHECKING:
     from aiobotocore.config import AioConfig
@@ -157,7 +158,7 @@ class Sessions:
 
     def loader(self, session: botocore.session.Session) -> Any:
         """The loader every session of the run shares: the first session's choice
-        (`mgn.default_loader`)."""
+        (`sessions.default_loader`)."""
         if self._loader is None:
             self._loader = default_loader(session)
         return self._loader

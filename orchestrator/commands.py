@@ -25,7 +25,7 @@ from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
 from orchestrator.journal import JOURNAL_FILE, JournalEntry
 from orchestrator.ledger import Fate, Ledger, record_approval
-from orchestrator.mgn import MgnClient, ServerView
+from orchestrator.mgn import MgnClient
 from orchestrator.outcome import Outcome, RunRecord, exit_meaning
 from orchestrator.plan import Application, LoadResult, Server, Wave, load_waves, select_wave
 from orchestrator.progress import Progress, Terminal, final_summary
@@ -42,6 +42,7 @@ from orchestrator.stop import Stop
 from orchestrator.targets import Targets, uncovered_accounts
 from orchestrator.tonight import load_tonight
 from orchestrator.validation import quote
+from orchestrator.views import ServerView
 
 if TYPE_CHECKING:
     from orchestrator import status

@@ -16,11 +16,12 @@ from collections.abc import AsyncIterator, Sequence
 from orchestrator.config import Config
 from orchestrator.errors import RequestRejectedError
 from orchestrator.limiter import Clock, RateLimiter, Sleep
-from orchestrator.mgn import CUTOVER, ClientSettings, MgnClient, ServerView
+from orchestrator.mgn import ClientSettings, MgnClient
 from orchestrator.plan import Wave
 from orchestrator.preflight import Check, preflight_stream, read_views
 from orchestrator.retry import Retrier, RetryPolicy
 from orchestrator.stop import Stop
+from orchestrator.views import CUTOVER, ServerView
 
 
 def client_settings(config: Config, account_id: str | None, region: str | None) -> ClientSettings:

@@ -24,10 +24,11 @@ from orchestrator.config import Config, flag_overrides, load_config
 from orchestrator.errors import AccountError, Diagnostic, ExitCode, InputError
 from orchestrator.exporter import safe_wave_name
 from orchestrator.importfile import APP, ImportFile, Row, read_import_file
-from orchestrator.mgn import MgnClient, ServerIdentity
+from orchestrator.mgn import MgnClient
 from orchestrator.plan import Target
 from orchestrator.planfile import dump_wave
 from orchestrator.validation import quote
+from orchestrator.views import ServerIdentity
 
 Connect = Callable[[Target], AbstractAsyncContextManager[MgnClient]]
 _LIST_MAX = 5  # names shown when listing what MGN has instead

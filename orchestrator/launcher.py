@@ -42,8 +42,9 @@ from orchestrator.errors import (
 from orchestrator.gateway import Gateway
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
-from orchestrator.mgn import CUTTING_OVER, SUCCEEDED, JobView, LaunchView, ServerView, chunks
+from orchestrator.mgn import chunks
 from orchestrator.stop import Stop, Stopped, StopReason, first_of
+from orchestrator.views import CUTTING_OVER, SUCCEEDED, JobView, LaunchView, ServerView
 
 log = structlog.get_logger(__name__)
 

@@ -55,11 +55,11 @@ import structlog
 
 from orchestrator.errors import ExitCode, MgnError, RetryableError, StateWriteError
 from orchestrator.journal import JournalEntry
-from orchestrator.mgn import CUTOVER, CUTTING_OVER, ServerView
 from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, ServerResult
 from orchestrator.plan import Server, Wave
 from orchestrator.preflight import Check, Decision
 from orchestrator.stop import Stop, StopReason
+from orchestrator.views import CUTOVER, CUTTING_OVER, ServerView
 
 log = structlog.get_logger(__name__)
 

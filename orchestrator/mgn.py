@@ -1,21 +1,20 @@
-"""The AWS boundary: every botocore call this project makes, and every botocore error translated.
+"""The MGN boundary: every MGN call this project makes, and every botocore error translated.
 
-Nothing else in the package imports botocore, boto3 or aioboto3, but `wire`, which sends the
-calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID), and the global view's
-ListManagedAccounts, with this client's endpoint, credentials and settings without botocore's
-per-request machinery. Those come from a plain botocore client, so a run whose calls are all
-lean never imports aioboto3, aiobotocore or aiohttp (~0.2 s of a ~0.6 s start); aiobotocore's
-client is made on the first call that needs it. Each method makes exactly one attempt
-(botocore's own retries are off because botocore ignores `Retry-After`); retrying is the
-caller's business (`orchestrator.retry`).
+The calls made by the thousand (FinalizeCutover, DescribeSourceServers by ID) and the global
+view's ListManagedAccounts go out through `wire`, with this client's endpoint, credentials and
+settings but without botocore's per-request machinery. Those come from a plain botocore client
+(`sessions`), so a run whose calls are all lean never imports aioboto3, aiobotocore or aiohttp
+(~0.2 s of a ~0.6 s start); aiobotocore's client is made on the first call that needs it. What
+the answers say is read by `views`. Each method makes exactly one attempt (botocore's own
+retries are off because botocore ignores `Retry-After`); retrying is the caller's business
+(`orchestrator.retry`). The other AWS services have their own boundaries: `access` (STS),
+`dynamo`, `publish` (S3) and `notify` (SNS); `validation` reads botocore's bundled data.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -39,7 +38,18 @@ from orchestrator.errors import (
     RetryableError,
     ThrottledError,
 )
-from orchestrator.validation import data_loader
+from orchestrator.sessions import AwsSession
+from orchestrator.views import (
+    JobView,
+    ServerIdentity,
+    ServerView,
+    mapping,
+    parse_identity,
+    parse_job,
+    parse_server,
+    text,
+    use_model,
+)
 from orchestrator.wire import AnswerError, Wire, WireError, sends_itself
 
 MAX_IDS_PER_DESCRIBE = 200  # DescribeSourceServers filters.sourceServerIDs max
@@ -84,245 +94,6 @@ _CREDENTIAL_ERRORS: tuple[type[Exception], ...] = (
     bce.SSOError,
     bce.ProfileNotFound,
 )
-
-
-_MODEL: list[Any] = []  # the MGN service model a client already loaded (loading one costs ~1 s)
-
-
-def use_model(model: Any) -> None:
-    """Read the enums from this (already loaded) botocore MGN service model."""
-    if not _MODEL:
-        _MODEL.append(model)
-
-
-@functools.cache
-def _enum(shape_name: str) -> frozenset[str]:
-    """The values botocore's MGN model allows for an enum shape (the model is read once)."""
-    if not _MODEL:
-        _MODEL.append(botocore.session.get_session().get_service_model("mgn"))
-    return frozenset(_MODEL[0].shape_for(shape_name).enum)
-
-
-def lifecycle_states() -> frozenset[str]:
-    """`lifeCycle.state` values (LifeCycleState in botocore's model)."""
-    return _enum("LifeCycleState")
-
-
-def replication_states() -> frozenset[str]:
-    """`dataReplicationInfo.dataReplicationState` values (DataReplicationState)."""
-    return _enum("DataReplicationState")
-
-
-def first_boot_values() -> frozenset[str]:
-    """`launchedInstance.firstBoot` values (FirstBoot)."""
-    return _enum("FirstBoot")
-
-
-# The few values our decisions name; each is checked against the model when a view is parsed.
-CUTTING_OVER, CUTOVER, DISCONNECTED, SUCCEEDED, READY_FOR_CUTOVER = (
-    "CUTTING_OVER",
-    "CUTOVER",
-    "DISCONNECTED",
-    "SUCCEEDED",
-    "READY_FOR_CUTOVER",
-)
-
-
-@dataclass(frozen=True, slots=True)  # one kept per server
-class ServerView:
-    """What MGN says of one server, read defensively: odd answers become `None` plus a problem."""
-
-    source_server_id: str
-    application_id: str | None = None
-    name: str | None = None
-    lifecycle_state: str | None = None
-    replication_state: str | None = None
-    first_boot: str | None = None
-    ec2_instance_id: str | None = None
-    archived: bool | None = None
-    problem: str | None = None
-    # For the launch pre-flight: replication lag in seconds (None: not replicating), any
-    # replication error, and the job of the last StartCutover.
-    lag_s: float | None = None
-    replication_error: str | None = None
-    last_cutover_job_id: str | None = None
-
-    @property
-    def converged(self) -> bool:
-        """MGN shows the cutover as finished: CUTOVER and replication DISCONNECTED."""
-        return self.lifecycle_state == CUTOVER and self.replication_state == DISCONNECTED
-
-
-def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def parse_server(item: dict[str, Any]) -> ServerView | None:
-    """Read one SourceServer answer; None when it has no usable sourceServerID."""
-    server_id = _str(item.get("sourceServerID"))
-    if server_id is None:
-        return None
-    life = _dict(item.get("lifeCycle"))
-    repl = _dict(item.get("dataReplicationInfo"))
-    launched = _dict(item.get("launchedInstance"))
-    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
-    tags = _dict(item.get("tags"))
-    state = _str(life.get("state"))
-    replication = _str(repl.get("dataReplicationState"))
-    first_boot = _str(launched.get("firstBoot"))
-    archived = item.get("isArchived")
-    problems = [str(item[PROBLEM_KEY])] if item.get(PROBLEM_KEY) else []
-    if launched.get("firstBoot") is not None and first_boot is None:
-        problems.append(f"firstBoot is not a string: {launched.get('firstBoot')!r}")
-    if state not in lifecycle_states():
-        problems.append(f"unknown lifecycle state {state!r}")
-    if replication is not None and replication not in replication_states():
-        problems.append(f"unknown replication state {replication!r}")
-    if first_boot is not None and first_boot not in first_boot_values():
-        problems.append(f"unknown firstBoot {first_boot!r}")
-    if archived is not None and not isinstance(archived, bool):
-        problems.append(f"isArchived is not a boolean: {archived!r}")
-    repl_error = _dict(repl.get("dataReplicationError"))
-    initiated = _dict(_dict(life.get("lastCutover")).get("initiated"))
-    return ServerView(
-        source_server_id=server_id,
-        application_id=_str(item.get("applicationID")),
-        name=_str(hints.get("hostname")) or _str(tags.get("Name")),
-        lifecycle_state=state,
-        replication_state=replication,
-        first_boot=first_boot,
-        ec2_instance_id=_str(launched.get("ec2InstanceID")),
-        archived=archived if isinstance(archived, bool) else None,
-        problem="; ".join(problems) or None,
-        lag_s=iso_duration_s(_str(repl.get("lagDuration"))),
-        replication_error=_str(repl_error.get("error")),
-        last_cutover_job_id=_str(initiated.get("jobID")),
-    )
-
-
-_DURATION = re.compile(
-    r"P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?"
-    r"(?:(?P<m>\d+(?:\.\d+)?)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?"
-)
-
-
-def iso_duration_s(text: str | None) -> float | None:
-    """Seconds in an ISO 8601 duration such as MGN's lagDuration (`PT1M30S`); None if absent
-    or unreadable."""
-    if not text:
-        return None
-    match = _DURATION.fullmatch(text)
-    if match is None or text in ("P", "PT"):
-        return None
-    parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return (
-        parts.get("d", 0) * 86400
-        + parts.get("h", 0) * 3600
-        + parts.get("m", 0) * 60
-        + parts.get("s", 0)
-    )
-
-
-@dataclass(frozen=True)
-class ActionView:
-    """One post-launch action of one server, as a launch job reports it."""
-
-    name: str
-    must_succeed: bool
-    status: str | None  # IN_PROGRESS | SUCCESS | FAILED
-    failure_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class LaunchView:
-    """One server's part in a launch job."""
-
-    source_server_id: str
-    launch_status: str | None  # PENDING | IN_PROGRESS | LAUNCHED | FAILED | TERMINATED
-    ec2_instance_id: str | None
-    actions: tuple[ActionView, ...] = ()
-
-
-@dataclass(frozen=True)
-class JobView:
-    """A launch job as DescribeJobs or StartCutover reports it."""
-
-    job_id: str
-    status: str | None  # PENDING | STARTED | COMPLETED
-    servers: tuple[LaunchView, ...] = ()
-    created: str | None = None
-
-    @property
-    def active(self) -> bool:
-        return self.status != "COMPLETED"
-
-
-def parse_job(item: dict[str, Any]) -> JobView | None:
-    """Read one Job answer; None when it has no usable jobID."""
-    job_id = _str(item.get("jobID"))
-    if job_id is None:
-        return None
-    servers = []
-    for raw in item.get("participatingServers") or []:
-        part = _dict(raw)
-        sid = _str(part.get("sourceServerID"))
-        if sid is None:
-            continue
-        actions = []
-        plan = _dict(part.get("postLaunchActionsStatus"))
-        for raw_action in plan.get("postLaunchActionsLaunchStatusList") or []:
-            action = _dict(raw_action)
-            doc = _dict(action.get("ssmDocument"))
-            actions.append(
-                ActionView(
-                    name=_str(doc.get("actionName")) or _str(doc.get("ssmDocumentName")) or "?",
-                    must_succeed=doc.get("mustSucceedForCutover") is True,
-                    status=_str(action.get("executionStatus")),
-                    failure_reason=_str(action.get("failureReason")),
-                )
-            )
-        servers.append(
-            LaunchView(
-                sid,
-                _str(part.get("launchStatus")),
-                _str(part.get("launchedEc2InstanceID")),
-                tuple(actions),
-            )
-        )
-    created = _str(item.get("creationDateTime"))
-    return JobView(job_id, _str(item.get("status")), tuple(servers), created)
-
-
-@dataclass(frozen=True)
-class ServerIdentity:
-    """The names MGN knows a source server by: what an import file's row is matched against."""
-
-    source_server_id: str
-    application_id: str | None = None
-    user_provided_id: str | None = None
-    hostname: str | None = None
-    fqdn: str | None = None
-    fqdn_for_action_framework: str | None = None
-
-
-def parse_identity(item: dict[str, Any]) -> ServerIdentity | None:
-    """A SourceServer answer's names; None when it has no usable sourceServerID."""
-    server_id = _str(item.get("sourceServerID"))
-    if server_id is None:
-        return None
-    hints = _dict(_dict(item.get("sourceProperties")).get("identificationHints"))
-    return ServerIdentity(
-        server_id,
-        _str(item.get("applicationID")),
-        _str(item.get("userProvidedID")),
-        _str(hints.get("hostname")),
-        _str(hints.get("fqdn")),
-        _str(item.get("fqdnForActionFramework")),
-    )
 
 
 @dataclass(frozen=True)
@@ -404,101 +175,6 @@ def _one_line(text: str) -> str:
 def chunks(items: Sequence[str], size: int) -> list[list[str]]:
     """Split `items` into lists of at most `size`, keeping order."""
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
-
-
-Loader = Callable[[botocore.session.Session], Any]
-
-
-def default_loader(session: botocore.session.Session) -> Any:
-    """The data loader for a botocore session: without a data_path, the process's own (the one
-    plan validation already read botocore's partition data with); with one, the session's."""
-    if session.get_config_variable("data_path") is None:
-        return data_loader()
-    return session.get_component("data_loader")
-
-
-class AwsSession:
-    """The AWS sessions behind the clients of one profile, or of one assumed role.
-
-    botocore's own session gives the lean calls (`wire`) their endpoint, settings and
-    credentials; aioboto3's, for every other call, is made on first need. An assumed role's
-    credentials are aiobotocore's (refreshed by an async AssumeRole), so its clients are
-    aiobotocore's from the start.
-    """
-
-    def __init__(
-        self,
-        profile: str | None = None,
-        region: str | None = None,
-        *,
-        assumed: Any = None,
-        loader: Loader = default_loader,
-    ) -> None:
-        """`assumed`: an aioboto3 Session holding an assumed role's credentials."""
-        self.profile, self.region = profile, region
-        self.assumed = assumed is not None
-        self._aio: Any = assumed
-        self._loader = loader
-        self._plain: botocore.session.Session | None = None
-        self._resolving = asyncio.Lock()
-        self._resolved = False
-        self._clients: dict[tuple[Any, ...], list[Any]] = {}  # `describing_client`: [it, holders]
-
-    async def plain(self) -> botocore.session.Session:
-        """botocore's session of the profile, its credentials resolved: in a thread, as
-        botocore's chain may ask a container or instance endpoint or run a credential process.
-        Raises botocore's errors (ProfileNotFound, CredentialRetrievalError, ...)."""
-        if self._plain is None:
-            session = botocore.session.Session(profile=self.profile)
-            if self.region is not None:
-                session.set_config_variable("region", self.region)
-            session.register_component("data_loader", self._loader(session))
-            self._plain = session
-        if not self._resolved:
-            async with self._resolving:  # one resolution per session, however many clients
-                if not self._resolved:
-                    await asyncio.to_thread(self._plain.get_credentials)
-                    self._resolved = True
-        return self._plain
-
-    async def describing_client(
-        self, region: str | None, endpoint_url: str | None, config: dict[str, Any]
-    ) -> Any:
-        """botocore's MGN client for these settings, made once and shared by every (account,
-        region) reached with them (the global view's accounts of one region): it never sends,
-        it only gives `wire` the endpoint, settings and credentials. Each caller gives it back
-        with `release`; the last one closes it."""
-        key = (region, endpoint_url, repr(sorted(config.items())))
-        session = await self.plain()  # first: the accounts open at once and all wait here
-        found = self._clients.get(key)
-        if found is None:
-            client = session.create_client(
-                "mgn", region_name=region, endpoint_url=endpoint_url,
-                config=botocore.config.Config(**config),
-            )  # fmt: skip
-            found = self._clients[key] = [client, 0]
-        found[1] += 1
-        return found[0]
-
-    def release(self, client: Any) -> None:
-        """Give back a client from `describing_client`; closed when nobody holds it."""
-        for key, found in list(self._clients.items()):
-            if found[0] is client:
-                found[1] -= 1
-                if found[1] <= 0:
-                    del self._clients[key]
-                    client.close()
-                return
-
-    def aio(self) -> Any:
-        """aioboto3's Session of the profile (the assumed role's one as given), made once."""
-        if self._aio is None:
-            import aioboto3  # ~0.2 s with aiobotocore and aiohttp: only for a call that needs it
-
-            session = aioboto3.Session(profile_name=self.profile, region_name=self.region)
-            session._session.register_component("data_loader", self._loader(session._session))
-            self._aio = session
-        return self._aio
 
 
 class MgnClient:
@@ -753,7 +429,7 @@ class MgnClient:
         while True:
             page = await self._page("ListManagedAccounts", params)
             for item in page.get("items") or []:
-                account = _str(_dict(item).get("accountId"))
+                account = text(mapping(item).get("accountId"))
                 if account is not None:
                     found.add(account)
             if not page.get("nextToken"):
@@ -783,7 +459,7 @@ class MgnClient:
         answer = await self._call(
             "start_cutover", sourceServerIDs=list(server_ids), **self._account()
         )
-        return parse_job(_dict(answer.get("job")))
+        return parse_job(mapping(answer.get("job")))
 
     async def describe_jobs(
         self, job_ids: Sequence[str] = (), from_date: str | None = None
@@ -799,7 +475,7 @@ class MgnClient:
         while True:
             page = await self._call("describe_jobs", **params)
             for item in page.get("items") or []:
-                job = parse_job(_dict(item))
+                job = parse_job(mapping(item))
                 if job is not None:
                     jobs.append(job)
             if not page.get("nextToken"):

@@ -36,9 +36,9 @@ from orchestrator.errors import (
 )
 from orchestrator.ledger import POLLED, Ledger
 from orchestrator.limiter import RateLimiter, Sleep
-from orchestrator.mgn import ServerView
 from orchestrator.retry import Retrier
 from orchestrator.stop import GRACE_S, Stop, Stopped, StopReason
+from orchestrator.views import ServerView
 
 log = structlog.get_logger(__name__)
 

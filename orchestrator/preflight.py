@@ -17,17 +17,9 @@ from enum import StrEnum
 
 from orchestrator.config import Config
 from orchestrator.errors import AccountError
-from orchestrator.mgn import (
-    CUTOVER,
-    CUTTING_OVER,
-    MAX_IDS_PER_DESCRIBE,
-    MAX_IDS_PER_INSTANCE_STATUS,
-    READY_FOR_CUTOVER,
-    SUCCEEDED,
-    ServerView,
-    chunks,
-)
+from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_INSTANCE_STATUS, chunks
 from orchestrator.plan import Server, Wave
+from orchestrator.views import CUTOVER, CUTTING_OVER, READY_FOR_CUTOVER, SUCCEEDED, ServerView
 
 # The pre-flight's first read of a wave (or of one account's part of it): whole applications,
 # at least this many servers. A small first page is read and finalizing within a round trip or

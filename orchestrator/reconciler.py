@@ -22,8 +22,9 @@ import structlog
 
 from orchestrator.errors import AccountError, MgnError
 from orchestrator.limiter import Clock, Sleep
-from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, ServerView, chunks
+from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, chunks
 from orchestrator.stop import Stop, Stopped, StopReason, first_of
+from orchestrator.views import ServerView
 
 log = structlog.get_logger(__name__)
 

@@ -28,7 +28,6 @@ from orchestrator.gateway import Gateway
 from orchestrator.launcher import Approvals, Launcher, archive_converged, running
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
-from orchestrator.mgn import JobView
 from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
 from orchestrator.pool import FinalizePool
@@ -37,6 +36,7 @@ from orchestrator.report import prepare_rows
 from orchestrator.state import RunJournal
 from orchestrator.stop import Stop, Stopped, StopReason
 from orchestrator.targets import Targets, by_target, gateway_for, resolved, target_in
+from orchestrator.views import JobView
 
 log = structlog.get_logger(__name__)
 

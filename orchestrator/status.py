@@ -18,9 +18,9 @@ from orchestrator.config import Config
 from orchestrator.files import wave_dir
 from orchestrator.journal import JournalEntry, StepEntry
 from orchestrator.lock import LOCK_FILE
-from orchestrator.mgn import ServerView
 from orchestrator.outcome import RunRecord, ServerResult
 from orchestrator.plan import Wave
+from orchestrator.views import ServerView
 
 # Journal states whose finalize may have gone out and that MGN has not confirmed yet.
 _SENT = frozenset({"intent", "accepted"})

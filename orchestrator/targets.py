@@ -25,12 +25,13 @@ from orchestrator.config import Config
 from orchestrator.errors import AccountError, Diagnostic
 from orchestrator.gateway import Gateway
 from orchestrator.limiter import Clock, Sleep
-from orchestrator.mgn import MgnClient, ServerView
+from orchestrator.mgn import MgnClient
 from orchestrator.outcome import ServerResult
 from orchestrator.plan import Application, Server, Target, Wave
 from orchestrator.preflight import Check, Decision, preflight_stream, read_views
 from orchestrator.retry import Retrier
 from orchestrator.stop import Stop, Stopped, StopReason
+from orchestrator.views import ServerView
 
 log = structlog.get_logger(__name__)
 

@@ -12,11 +12,11 @@ from orchestrator.config import Config
 from orchestrator.errors import ConflictError, ExitCode, NotFoundError, StateWriteError
 from orchestrator.journal import JournalEntry
 from orchestrator.ledger import TRANSITIONS, Event, Fate, IllegalMove, Ledger, _Row
-from orchestrator.mgn import ServerView
 from orchestrator.outcome import Outcome, ServerResult
 from orchestrator.plan import Application, Server, Wave
 from orchestrator.preflight import decide, decide_launch
 from orchestrator.stop import Stop, StopReason
+from orchestrator.views import ServerView
 
 APP = "app-0000000000000000a"
 OTHER = "app-0000000000000000b"

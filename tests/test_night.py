@@ -375,7 +375,7 @@ def test_a_server_is_verified_only_once_its_launch_job_ended() -> None:
     """A job lists a post-launch action only once it starts: booted, no action listed yet and
     the job still running is not verified (a must-succeed action may still come)."""
     from orchestrator.launcher import judge
-    from orchestrator.mgn import LaunchView, ServerView
+    from orchestrator.views import LaunchView, ServerView
 
     launch = LaunchView(sid(0, 0), "LAUNCHED", "i-0123456789abcdef0")
     booted = ServerView(sid(0, 0), lifecycle_state="CUTTING_OVER", first_boot="SUCCEEDED")

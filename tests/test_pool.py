@@ -26,7 +26,6 @@ from orchestrator.errors import (
 from orchestrator.journal import Journal
 from orchestrator.ledger import Ledger
 from orchestrator.limiter import RateLimiter
-from orchestrator.mgn import ServerView, parse_server
 from orchestrator.outcome import Outcome, ServerResult
 from orchestrator.plan import Application, Server, Wave
 from orchestrator.pool import FinalizePool
@@ -34,6 +33,7 @@ from orchestrator.preflight import decide
 from orchestrator.reconciler import Reconciler
 from orchestrator.retry import Retrier, RetryPolicy
 from orchestrator.stop import Stop, StopReason
+from orchestrator.views import ServerView, parse_server
 from tests.fakes import VirtualTime
 
 APP_A = "app-0000000000000000a"

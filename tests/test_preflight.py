@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Config
-from orchestrator.mgn import parse_server
 from orchestrator.plan import Server
 from orchestrator.preflight import Decision, check_instances, decide
+from orchestrator.views import parse_server
 
 APP = "app-0000000000000000a"
 OTHER_APP = "app-0000000000000000b"

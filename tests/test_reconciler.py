@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from orchestrator.errors import AccountError, RetryableError
-from orchestrator.mgn import ServerView, parse_server
 from orchestrator.reconciler import Reconciler
 from orchestrator.stop import Stop, StopReason
+from orchestrator.views import ServerView, parse_server
 from tests.fakes import VirtualTime
 
 

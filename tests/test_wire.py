@@ -20,7 +20,8 @@ from botocore.credentials import Credentials
 from botocore.parsers import RestJSONParser
 
 from orchestrator.errors import ConflictError, RetryableError, ThrottledError
-from orchestrator.mgn import AwsSession, ClientSettings, MgnClient, translate_response
+from orchestrator.mgn import ClientSettings, MgnClient, translate_response
+from orchestrator.sessions import AwsSession
 from orchestrator.wire import error_response, sign, signing_key
 
 AK = "AKIAWIRETEST00000001"
