@@ -130,6 +130,42 @@ async def test_instance_check_blocks_unhealthy_instances() -> None:
     assert asked == [instances]
 
 
+async def test_the_first_reads_grow_one_at_a_time_then_the_rest_go_at_once() -> None:
+    """60 applications of 10: the first application alone, then up to 50 servers, then 200,
+    each asked for once the one before is in; then the rest together."""
+    import asyncio
+
+    from orchestrator.plan import Application, Wave
+    from orchestrator.preflight import preflight_stream
+
+    apps = tuple(
+        Application(
+            f"app-{a:017d}",
+            None,
+            tuple(Server(f"s-{a:03d}{n:014d}", f"app-{a:017d}") for n in range(10)),
+        )
+        for a in range(60)
+    )
+    in_flight = 0
+    asked: list[tuple[int, int]] = []  # (batch size, reads already in flight when asked)
+
+    async def describe(batch: Any) -> list[Any]:
+        nonlocal in_flight
+        asked.append((len(batch), in_flight))
+        in_flight += 1
+        await asyncio.sleep(0)
+        in_flight -= 1
+        return [
+            parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch
+        ]
+
+    checks = [
+        c async for part in preflight_stream(Wave("w", apps), Config(), describe) for c in part
+    ]
+    assert len(checks) == 600
+    assert asked == [(10, 0), (40, 0), (200, 0), (200, 0), (150, 1)]
+
+
 async def test_stream_yields_each_application_once_wholly_read() -> None:
     """Applications come out as soon as all their servers are read, never split across parts."""
     import asyncio
