@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import report
+from orchestrator import files
 from orchestrator.outcome import Outcome, RunRecord, ServerResult
 from orchestrator.report import (
     CSV_FIELDS,
@@ -251,8 +251,8 @@ def test_a_report_that_fails_midway_leaves_the_previous_files_whole(
     """The files are renamed over the old ones only once every one is on disk: a failure while
     rendering the last one, or a failed fsync, leaves every previous file as it was, no temp
     file and no open descriptor."""
-    files = [tmp_path / name for name in ("report.json", "report.md", "report.html")]
-    for path in files:
+    paths = [tmp_path / name for name in ("report.json", "report.md", "report.html")]
+    for path in paths:
         path.write_text(f"old {path.name}")
     fds = len(os.listdir("/proc/self/fd"))
     last: list[str] = ["<html>", "half"]
@@ -264,16 +264,16 @@ def test_a_report_that_fails_midway_leaves_the_previous_files_whole(
             if len(synced) == 2:
                 raise OSError(5, "Input/output error")
 
-        monkeypatch.setattr(report.os, "fsync", fsync)
+        monkeypatch.setattr(files.os, "fsync", fsync)
     rendered = [lambda: iter(["{}"]), lambda: iter(["# new"])]
     rendered.append((lambda: _failing(last)) if fails == "rendering" else (lambda: iter(last)))
     with pytest.raises(RuntimeError if fails == "rendering" else OSError):
-        report._write_all(list(zip(files, rendered, strict=True)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
-    assert [p.read_text() for p in files] == [f"old {p.name}" for p in files]
+        files.write_all(list(zip(paths, rendered, strict=True)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in paths)
+    assert [p.read_text() for p in paths] == [f"old {p.name}" for p in paths]
     assert len(os.listdir("/proc/self/fd")) == fds
-    report._write_all(list(zip(files, [lambda: iter(["{}"])] * 3, strict=True)))
-    assert [p.read_text() for p in files] == ["{}"] * 3
+    files.write_all(list(zip(paths, [lambda: iter(["{}"])] * 3, strict=True)))
+    assert [p.read_text() for p in paths] == ["{}"] * 3
 
 
 def test_write_report_tightens_an_existing_open_folder(tmp_path: Path) -> None:
