@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from orchestrator.config import Config
-from orchestrator.plan import Server
-from orchestrator.preflight import Decision, check_instances, decide
+from orchestrator.plan import Application, Server, Wave
+from orchestrator.preflight import Decision, check_instances, decide, preflight_stream
 from orchestrator.views import parse_server
 
 APP = "app-0000000000000000a"
@@ -130,22 +131,29 @@ async def test_instance_check_blocks_unhealthy_instances() -> None:
     assert asked == [instances]
 
 
+def _wave(applications: int, servers_each: int) -> Wave:
+    """A wave of `applications` applications of `servers_each` servers (`_views` reads them)."""
+    return Wave(
+        "w",
+        tuple(
+            Application(
+                f"app-{a:017d}",
+                None,
+                tuple(Server(f"s-{a:03d}{n:014d}", f"app-{a:017d}") for n in range(servers_each)),
+            )
+            for a in range(applications)
+        ),
+    )
+
+
+def _views(batch: Any) -> list[Any]:
+    """MGN's view of `_wave`'s servers, each ready for finalize in its application."""
+    return [parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch]
+
+
 async def test_the_first_reads_grow_one_at_a_time_then_the_rest_go_at_once() -> None:
     """60 applications of 10: the first application alone, then up to 50 servers, then 200,
     each asked for once the one before is in; then the rest together."""
-    import asyncio
-
-    from orchestrator.plan import Application, Wave
-    from orchestrator.preflight import preflight_stream
-
-    apps = tuple(
-        Application(
-            f"app-{a:017d}",
-            None,
-            tuple(Server(f"s-{a:03d}{n:014d}", f"app-{a:017d}") for n in range(10)),
-        )
-        for a in range(60)
-    )
     in_flight = 0
     asked: list[tuple[int, int]] = []  # (batch size, reads already in flight when asked)
 
@@ -155,35 +163,20 @@ async def test_the_first_reads_grow_one_at_a_time_then_the_rest_go_at_once() -> 
         in_flight += 1
         await asyncio.sleep(0)
         in_flight -= 1
-        return [
-            parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch
-        ]
+        return _views(batch)
 
-    checks = [
-        c async for part in preflight_stream(Wave("w", apps), Config(), describe) for c in part
-    ]
+    wave = _wave(applications=60, servers_each=10)
+    checks = [c async for part in preflight_stream(wave, Config(), describe) for c in part]
     assert len(checks) == 600
     assert asked == [(10, 0), (40, 0), (200, 0), (200, 0), (150, 1)]
 
 
 async def test_stream_yields_each_application_once_wholly_read() -> None:
     """Applications come out as soon as all their servers are read, never split across parts."""
-    import asyncio
-
-    from orchestrator.plan import Application, Wave
-    from orchestrator.preflight import preflight_stream
-
     # 3 applications of 150 servers: app 0 is read alone, then 200 IDs (app 1 and a third of
     # app 2), then the rest of app 2.
-    apps = tuple(
-        Application(
-            f"app-{a:017d}",
-            None,
-            tuple(Server(f"s-{a:03d}{n:014d}", f"app-{a:017d}") for n in range(150)),
-        )
-        for a in range(3)
-    )
-    wave = Wave("w", apps)
+    wave = _wave(applications=3, servers_each=150)
+    apps = wave.applications
     release = asyncio.Event()
     reads: list[int] = []
 
@@ -191,9 +184,7 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
         reads.append(len(batch))
         if len(reads) > 1:
             await release.wait()  # later batches are slow
-        return [
-            parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch
-        ]
+        return _views(batch)
 
     stream = preflight_stream(wave, Config(), describe)
     first = await anext(stream)
