@@ -17,6 +17,13 @@ def _op_rate(text: str) -> tuple[str, float]:
     return op, value
 
 
+def _op_count(text: str) -> tuple[str, int]:
+    op, sep, count = text.partition("=")
+    if not sep or not op or not count.isdigit():
+        raise argparse.ArgumentTypeError(f"expected OPERATION=N with N >= 0, got {text!r}")
+    return op, int(count)
+
+
 def _duration(text: str) -> tuple[float, float]:
     low, _, high = text.partition(":")
     try:
@@ -83,6 +90,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--latency-ms", type=float, default=0.0)
     g.add_argument("--jitter-ms", type=float, default=0.0)
     g.add_argument("--error-rate", type=float, default=0.0, help="InternalServerException rate")
+    g.add_argument(
+        "--fail-first",
+        dest="fail_first",
+        type=_op_count,
+        action="append",
+        default=[],
+        metavar="OP=N",
+        help="the first N calls of an operation answer InternalServerException (repeatable)",
+    )
     g.add_argument("--drop-rate", type=float, default=0.0, help="dropped connection rate")
     g.add_argument(
         "--drop-after-apply",

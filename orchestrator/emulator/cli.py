@@ -40,6 +40,7 @@ def faults_from_args(ns: argparse.Namespace) -> Faults:
         latency_ms=ns.latency_ms,
         jitter_ms=ns.jitter_ms,
         error_rate=ns.error_rate,
+        fail_first=dict(ns.fail_first),
         drop_rate=ns.drop_rate,
         drop_after_apply=ns.drop_after_apply,
         visibility_lag_s=ns.visibility_lag,

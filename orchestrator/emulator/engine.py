@@ -233,7 +233,8 @@ class Emulator:
                 serviceCode="mgn",
                 quotaCode=f"emulator-{op}",
             )
-        if inj.inject_error(op):
+        # fail_first before the dice: its calls fail whatever error_rate draws.
+        if inj.fails_first(op) or inj.inject_error(op):
             err = ApiError(
                 "InternalServerException",
                 "Internal service error (injected by the emulator)",

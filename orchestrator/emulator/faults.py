@@ -3,7 +3,8 @@
 Per request, in this order (see engine.py): latency, AccessDeniedException (403: `access_denied`
 for every call, or `denied_after` an account's first N calls, as when its credentials expire
 mid-run), quota (429
-ThrottlingException), injected InternalServerException (500), validation,
+ThrottlingException), injected InternalServerException (500: `fail_first` an operation's first
+N calls, then `error_rate`), validation,
 UninitializedAccountException (400), then a dropped connection. A drop on a read, or a drop chosen
 "before apply" on a mutating operation, closes the connection before anything changes; a drop
 chosen "after apply" (probability `drop_after_apply` among drops of mutating calls) applies the
@@ -70,6 +71,9 @@ class Faults:
     # accountID -> how many of its calls are answered before every later one is denied
     # (AccessDeniedException), as when that account's credentials expire mid-run.
     denied_after: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    # operation -> how many of its first calls (since fail_first was set) answer 500
+    # InternalServerException: a transient error at start, e.g. {"ListManagedAccounts": 1}.
+    fail_first: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # The cutover night (jobs.py): emulated seconds per clock second, durations, outcomes.
     time_scale: float = 1.0
     launch_s: Range = (0.0, 0.0)
@@ -101,6 +105,7 @@ class Faults:
         for op in self.fault_ops or ():
             _check_operation(op, "fault_ops")
         object.__setattr__(self, "denied_after", _denied_after(self.denied_after))
+        object.__setattr__(self, "fail_first", _fail_first(self.fail_first))
         for name in RANGES:
             object.__setattr__(self, name, _range(name, getattr(self, name)))
         if not self.time_scale > 0:
@@ -140,7 +145,7 @@ class Faults:
                 value = tuple(value)
             elif name == "quota_per_s":
                 value = _frozen_map({str(k): float(v) for k, v in dict(value).items()})
-            elif name == "denied_after" and isinstance(value, Mapping):
+            elif name in ("denied_after", "fail_first") and isinstance(value, Mapping):
                 value = MappingProxyType(dict(value))
             converted[name] = value
         return replace(self, **converted)
@@ -183,6 +188,20 @@ def _denied_after(value: Any) -> Mapping[str, int]:
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
             raise FaultsError(
                 f"faults: denied_after: {account} needs a whole number of calls >= 0, got {calls!r}"
+            )
+    return MappingProxyType(dict(value))
+
+
+def _fail_first(value: Any) -> Mapping[str, int]:
+    """operation -> its first calls answered 500; FaultsError unless each key is an operation
+    the emulator serves and each count a whole number >= 0."""
+    if not isinstance(value, Mapping):
+        raise FaultsError(f"faults: fail_first must map operation to a call count, got {value!r}")
+    for op, calls in value.items():
+        _check_operation(op, "fail_first")
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise FaultsError(
+                f"faults: fail_first: {op} needs a whole number of calls >= 0, got {calls!r}"
             )
     return MappingProxyType(dict(value))
 
@@ -238,6 +257,7 @@ class FaultInjector:
         # (operation, account) -> its bucket: MGN's quotas are per account (and region).
         self._buckets: dict[tuple[str, str | None], TokenBucket] = {}
         self._account_calls: dict[str, int] = {}  # calls per account since denied_after was set
+        self._op_calls: dict[str, int] = {}  # calls per operation since fail_first was set
         self.faults = faults
         self.set_faults(faults)
 
@@ -246,6 +266,8 @@ class FaultInjector:
         counts of `denied_after` unless it changed)."""
         if faults.denied_after != self.faults.denied_after:
             self._account_calls = {}
+        if faults.fail_first != self.faults.fail_first:
+            self._op_calls = {}
         self.faults = faults
         self._buckets = {
             key: bucket
@@ -279,6 +301,14 @@ class FaultInjector:
             return False
         count = self._account_calls[account_id] = self._account_calls.get(account_id, 0) + 1
         return count > allowed
+
+    def fails_first(self, op: str) -> bool:
+        """Whether this call of `op` is one of the first `fail_first[op]` (answered 500)."""
+        allowed = self.faults.fail_first.get(op)
+        if not allowed:
+            return False
+        count = self._op_calls[op] = self._op_calls.get(op, 0) + 1
+        return count <= allowed
 
     def inject_error(self, op: str) -> bool:
         """Whether to answer this request with an injected InternalServerException."""
