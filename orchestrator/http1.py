@@ -6,7 +6,12 @@ multidicts, tracing hooks, a timer per request); this client writes the request 
 reads the answer with a small parser: ~0.1 ms. It does only what those calls need:
 
 - one host; at most `max_connections` at once, idle ones kept for reuse (latest first);
-- answers framed by Content-Length, chunked transfer coding, or the connection's end;
+- answers framed by Content-Length, chunked transfer coding, or the connection's end, after
+  any number of interim 1xx answers (100 Continue, 103 Early Hints), which are skipped;
+- one request at a time per connection, and a connection reused only when its last answer
+  ended exactly where its framing said: any doubt (a timeout, a cancel, a body not read to its
+  end, bytes past the answer or nobody asked for) closes it, so no answer can reach a request
+  other than the one it answers;
 - a connect timeout and a read timeout (from the last byte sent to the whole answer);
 - TLS with the given context.
 
@@ -14,7 +19,8 @@ What it does not do (proxies, client certificates) the caller leaves to botocore
 
 Failures say whether the request could have reached the server: `NotSent` (the connection
 could not be made) means it did not; `Dropped` (the connection broke or timed out after the
-request was written, a reused connection included) means it may have.
+request was written, a reused connection included) means it may have; its `status` is the
+final answer's status when that much had been read (a 200 whose body was cut short).
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ class NotSent(Exception):
 
 
 class Dropped(Exception):
-    """The request was written (or may have been) and no whole answer came back."""
+    """The request was written (or may have been) and no whole answer came back; `status`: the
+    final answer's status line, if it had come (then only its body is missing or unreadable)."""
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -59,13 +67,18 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the bytes of the answer not consumed yet
         self._answer: asyncio.Future[Response] | None = None
-        self._head: tuple[int, dict[str, str], bool] | None = None  # status, headers, keep
-        self._body_start = 0
+        self._head: tuple[int, dict[str, str], bool] | None = None  # final: status, headers, keep
+        self._at = 0  # where the next chunk starts (chunked) in `_buffer`
         self._chunks: list[bytes] = []
         self.reusable = False
         self.lost = False
+
+    @property
+    def status(self) -> int | None:
+        """The final answer's status once its head was read (interim 1xx never count)."""
+        return self._head[0] if self._head is not None else None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -80,72 +93,86 @@ class _Connection(asyncio.Protocol):
         head = self._head
         if head is not None and _length(head[1]) is None and not _chunked(head[1]):
             # Framed by the connection's end: the answer is whole now.
-            answer.set_result(Response(head[0], head[1], bytes(self._buffer[self._body_start :])))
+            answer.set_result(Response(head[0], head[1], bytes(self._buffer)))
             return
         why = f"connection lost: {exc}" if exc else "the server closed the connection"
-        answer.set_exception(Dropped(why))
+        answer.set_exception(Dropped(why, status=self.status))
 
     def data_received(self, data: bytes) -> None:
         answer = self._answer
         if answer is None or answer.done():
-            self.reusable = False  # bytes nobody asked for: never reuse this connection
-            if self.transport is not None:
-                self.transport.close()
+            self._close()  # bytes nobody asked for: never reuse this connection
             return
         self._buffer += data
         try:
             whole = self._parse()
         except _BadAnswer as err:
-            answer.set_exception(Dropped(f"unreadable answer: {err}"))
-            self.reusable = False
-            if self.transport is not None:
-                self.transport.close()
+            answer.set_exception(Dropped(f"unreadable answer: {err}", status=self.status))
+            self._close()
             return
         if whole is not None:
             answer.set_result(whole)
 
+    def idle(self) -> bool:
+        """Whether another request may go out on this connection: its last answer ended exactly
+        where its framing said, and nothing has come or gone wrong since."""
+        closing = self.transport is None or self.transport.is_closing()
+        return self.reusable and not self.lost and not closing and not self._buffer
+
     def send(self, data: bytes) -> asyncio.Future[Response]:
-        """Write one request; the future answer."""
+        """Write one request (on a new connection, or one that is `idle`); the future answer."""
         assert self.transport is not None
-        self._buffer.clear()
-        self._head, self._body_start, self._chunks = None, 0, []
-        self.reusable = False
+        self._head, self._at, self._chunks = None, 0, []
+        self.reusable = False  # until this request's answer has been read to its exact end
         self._answer = asyncio.get_running_loop().create_future()
         self.transport.write(data)
         return self._answer
 
+    def _close(self) -> None:
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.close()
+
     def _parse(self) -> Response | None:
+        """The whole final answer, or None while more is needed. Raises _BadAnswer."""
         buffer = self._buffer
-        if self._head is None:
+        while self._head is None:
             end = buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEADER_BYTES:
                 if len(buffer) > MAX_HEADER_BYTES:
                     raise _BadAnswer("headers too long")
                 return None
-            self._head = _head(bytes(buffer[:end]))
-            self._body_start = end + 4
+            head = _head(bytes(buffer[:end]))
+            del buffer[: end + 4]
+            if head[0] == 101:  # this client never asks to switch protocols
+                raise _BadAnswer("101 Switching Protocols")
+            if head[0] >= 200:
+                self._head = head
+            # else an interim answer (100 Continue, 103 Early Hints): the final one follows
         status, headers, keep = self._head
         length = _length(headers)
         if _chunked(headers):
-            body = self._dechunk()
-            if body is None:
+            found = self._dechunk()
+            if found is None:
                 return None
+            body, end = found
         elif length is not None:
-            if len(buffer) - self._body_start < length:
+            if len(buffer) < length:
                 return None
-            if len(buffer) - self._body_start > length:
-                raise _BadAnswer("more bytes than Content-Length")
-            body = bytes(buffer[self._body_start :])
-        elif status in (204, 304) or 100 <= status < 200:
-            body = b""
+            body, end = bytes(buffer[:length]), length
+        elif status in (204, 304):
+            body, end = b"", 0
         else:
-            return None  # until the connection ends
-        self.reusable = keep
+            return None  # until the connection ends (never reusable)
+        # Bytes past the answer's end answer nothing we sent: the connection is in doubt.
+        self.reusable = keep and len(buffer) == end
+        buffer.clear()
         return Response(status, headers, body)
 
-    def _dechunk(self) -> bytes | None:
-        """The body once the last chunk came; None while more is needed."""
-        buffer, at = self._buffer, self._body_start
+    def _dechunk(self) -> tuple[bytes, int] | None:
+        """The body and where the answer ends once the last chunk came; None while more is
+        needed. Raises _BadAnswer."""
+        buffer, at = self._buffer, self._at
         while True:
             line_end = buffer.find(b"\r\n", at)
             if line_end < 0:
@@ -156,16 +183,23 @@ class _Connection(asyncio.Protocol):
             except ValueError:
                 raise _BadAnswer(f"bad chunk size {size_text[:20]!r}") from None
             if size == 0:  # the last chunk: then trailers, if any, and a blank line
-                if buffer.find(b"\r\n\r\n", line_end) < 0:
-                    return None
+                if buffer.startswith(b"\r\n", line_end + 2):
+                    end = line_end + 4
+                else:
+                    blank = buffer.find(b"\r\n\r\n", line_end + 2)
+                    if blank < 0:
+                        return None
+                    end = blank + 4
                 body = b"".join(self._chunks)
                 self._chunks = []
-                return body
+                return body, end
             start, stop = line_end + 2, line_end + 2 + size
             if len(buffer) < stop + 2:
                 return None
+            if buffer[stop : stop + 2] != b"\r\n":
+                raise _BadAnswer("a chunk longer than its size")
             self._chunks.append(bytes(buffer[start:stop]))
-            at = self._body_start = stop + 2
+            at = self._at = stop + 2
 
 
 def _head(raw: bytes) -> tuple[int, dict[str, str], bool]:
@@ -227,15 +261,15 @@ class Http1:
             try:
                 response = await asyncio.wait_for(answer, self._read_timeout_s)
             except TimeoutError:
-                self._discard(conn)
-                raise Dropped("read timeout", timed_out=True) from None
+                self._discard(conn)  # mid-answer maybe: what comes later answers nothing
+                raise Dropped("read timeout", timed_out=True, status=conn.status) from None
             except asyncio.CancelledError:
                 self._discard(conn)
                 raise
             except Dropped:
                 self._discard(conn)
                 raise
-            if conn.reusable and not conn.lost:
+            if conn.reusable and not conn.lost:  # `_reuse` checks again when it is taken
                 self._idle.append(conn)
             else:
                 self._discard(conn)
@@ -249,8 +283,9 @@ class Http1:
     def _reuse(self) -> _Connection | None:
         while self._idle:
             conn = self._idle.pop()
-            if not conn.lost and conn.transport is not None and not conn.transport.is_closing():
+            if conn.idle():
                 return conn
+            self._discard(conn)
         return None
 
     async def _connect(self) -> _Connection:
