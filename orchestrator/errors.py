@@ -14,7 +14,8 @@ MgnCutoverError                  root; `exit_code` says what the CLI exits with
     │   └── ThrottledError
     ├── ConflictError            wrong lifecycle state (HTTP 409)
     ├── NotFoundError            the server does not exist (HTTP 404)
-    └── RequestRejectedError     ValidationException or any other 4xx: never retried
+    ├── RequestRejectedError     ValidationException or any other 4xx: never retried
+    └── MisattributedError       a 200 naming another server: may have gone through, never resent
 """
 
 from __future__ import annotations
@@ -162,3 +163,8 @@ class NotFoundError(MgnError):
 
 class RequestRejectedError(MgnError):
     """MGN rejected the request itself (validation or another 4xx): retrying cannot help."""
+
+
+class MisattributedError(MgnError):
+    """An answer that names another server than the call's: not this call's answer, so the call
+    may or may not have gone through; resolved by reading the server, never by sending again."""

@@ -23,6 +23,7 @@ from typing import Any
 import botocore.config
 import botocore.exceptions as bce
 import botocore.session
+import structlog
 from botocore.parsers import ResponseParserError
 
 from orchestrator import __version__
@@ -33,6 +34,7 @@ from orchestrator.errors import (
     ConflictError,
     MgnCutoverError,
     MgnError,
+    MisattributedError,
     NotFoundError,
     RequestRejectedError,
     RetryableError,
@@ -51,6 +53,8 @@ from orchestrator.views import (
     use_model,
 )
 from orchestrator.wire import AnswerError, Wire, WireError, sends_itself
+
+log = structlog.get_logger(__name__)
 
 MAX_IDS_PER_DESCRIBE = 200  # DescribeSourceServers filters.sourceServerIDs max
 MAX_IDS_PER_INSTANCE_STATUS = 100
@@ -309,8 +313,14 @@ class MgnClient:
             raise self._located(translate(exc)) from exc
         return response
 
-    async def _send(self, operation: str, params: dict[str, Any]) -> Any:
-        """One lean call (`wire`); errors translated exactly as `_call` translates them."""
+    async def _send(
+        self, operation: str, params: dict[str, Any], *, unreadable_2xx_is_none: bool = False
+    ) -> Any:
+        """One lean call (`wire`); errors translated exactly as `_call` translates them.
+
+        `unreadable_2xx_is_none`: a 2xx answer whose body is not JSON or was cut short returns
+        None (the status line is the answer) instead of raising an ambiguous RetryableError.
+        """
         assert self._wire is not None, "MgnClient used outside `async with`"
         try:
             return await self._wire.call(operation, params)
@@ -319,6 +329,9 @@ class MgnClient:
         except WireError as err:
             raise self._located(translate_response(err.response)) from None
         except AnswerError as err:
+            if unreadable_2xx_is_none:
+                log.warning("answer_body_unreadable", operation=operation, error=str(err))
+                return None
             # An answer we cannot read: for a mutating call it may still have taken effect.
             raise RetryableError("ResponseParserError", str(err), ambiguous=True) from None
         except Exception as exc:
@@ -442,10 +455,22 @@ class MgnClient:
 
     async def finalize(self, server_id: str) -> ServerView | None:
         """FinalizeCutover for one server. Irreversible. Returns MGN's answer as a view (None
-        when the answer had no readable server). Raises MgnError subclasses."""
+        when the answer had no readable server: a 200 status line is MGN's acceptance even
+        when its body is not JSON or was cut short).
+
+        Raises MisattributedError when the answer names another server (it is not this call's
+        answer: the call may or may not have gone through), other MgnError subclasses for the
+        failed call.
+        """
         answer = await self._send(
-            "FinalizeCutover", {"sourceServerID": server_id, **self._account()}
+            "FinalizeCutover",
+            {"sourceServerID": server_id, **self._account()},
+            unreadable_2xx_is_none=True,
         )
+        if isinstance(answer, dict) and answer.get("sourceServerID", server_id) != server_id:
+            named = _one_line(repr(answer.get("sourceServerID")))[:80]
+            why = f"FinalizeCutover for {server_id} was answered 200 for {named}: not its answer"
+            raise MisattributedError("MisattributedAnswer", why, 200)
         if not isinstance(answer, dict) or self._check_answer(answer) is not None:
             return None  # accepted, but off-model: the reconciler reads the server instead
         return parse_server(answer)
@@ -482,14 +507,17 @@ class MgnClient:
                 return jobs
             params["nextToken"] = page["nextToken"]
 
-    async def revert_to_ready(self, server_id: str) -> None:
-        """ChangeServerLifeCycleState to READY_FOR_CUTOVER: the console's "revert"."""
-        await self._call(
+    async def revert_to_ready(self, server_id: str) -> ServerView | None:
+        """ChangeServerLifeCycleState to READY_FOR_CUTOVER: the console's "revert". Returns
+        the server as MGN's answer shows it after the change (None if the answer had none)."""
+        answer = await self._call(
             "change_server_life_cycle_state",
             sourceServerID=server_id,
             lifeCycle={"state": "READY_FOR_CUTOVER"},
             **self._account(),
         )
+        view = parse_server(answer) if isinstance(answer, dict) else None
+        return view if view is not None and view.source_server_id == server_id else None
 
     async def terminate_instances(self, server_ids: Sequence[str]) -> None:
         """TerminateTargetInstances for at most 200 servers (refused before a revert)."""

@@ -30,6 +30,7 @@ from orchestrator.errors import (
     AccountError,
     ConflictError,
     MgnError,
+    MisattributedError,
     RetryableError,
     StateWriteError,
     ThrottledError,
@@ -289,6 +290,9 @@ class FinalizePool:
                 ledger.unconfirmed(server_id, err, why)
             else:
                 ledger.refused(server_id, err, None)
+        except MisattributedError as err:
+            # Not this server's answer: it may have gone through, so it is read, never resent.
+            ledger.unconfirmed(server_id, err, f"{err.message}; MGN is read to decide")
         except MgnError as err:
             ledger.refused(server_id, err, None)
         except Exception as err:  # one server's bug must not sink the wave

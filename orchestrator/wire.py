@@ -18,7 +18,9 @@ SourceServer record), more than the run's whole budget per call. `Wire` sends th
   then the client must be aiobotocore's). Failed connections raise the botocore exceptions the
   client raises, so they mean the same (sent or not);
 - answers: read as JSON; an error keeps botocore's wire rules (`x-amzn-ErrorType` first, then the
-  body's `code`) and becomes the same botocore-shaped error response the client would raise.
+  body's `code`) and becomes the same botocore-shaped error response the client would raise. A
+  2xx status line whose body is not JSON or never came whole is `AnswerError`, not a dropped
+  connection: MGN did answer 2xx (for FinalizeCutover, that is its acceptance).
 
 ListManagedAccounts goes lean too: a global-view run makes it once, before its first
 FinalizeCutover, and it would be the run's only call through botocore's client, whose first
@@ -69,7 +71,11 @@ class WireError(Exception):
 
 
 class AnswerError(Exception):
-    """MGN answered 2xx with a body that is not JSON."""
+    """MGN answered 2xx (`status`) with a body that is not JSON or was cut short."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
@@ -154,8 +160,9 @@ class Wire:
     async def call(self, operation: str, params: dict[str, Any]) -> Any:
         """One request; the answer's JSON, any JSON value (the caller checks its shape).
 
-        Raises WireError for an error answer, AnswerError for a 2xx answer that is not JSON,
-        botocore exceptions for connection failures and missing or unrefreshable credentials.
+        Raises WireError for an error answer, AnswerError for a 2xx answer whose body is not
+        JSON or was cut short (by the connection's end or a read timeout), botocore exceptions
+        for connection failures and missing or unrefreshable credentials.
         """
         method, route = self._routes[operation]
         path = self._prefix + route
@@ -185,19 +192,46 @@ class Wire:
         )
         headers["User-Agent"] = self._user_agent
         if self._lean is not None:
-            status, answer_headers, raw = await self._send_lean(method, path, headers, body)
+            status, answer_headers, raw = await self._send_lean(
+                operation, method, path, headers, body
+            )
         else:
-            request = AWSPreparedRequest(method, self._url + route, headers, body, False)
-            response = await self._http.send(request)
-            raw = await response.content
-            status, answer_headers = int(response.status_code), dict(response.headers)
+            status, answer_headers, raw = await self._send_session(
+                operation, method, route, headers, body
+            )
         if status >= 300:
             raise WireError(error_response(status, answer_headers, raw))
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError as exc:
-            raise AnswerError(f"{operation}: the answer is not JSON: {exc}") from None
+            raise AnswerError(
+                f"{operation}: the {status} answer is not JSON: {exc}", status
+            ) from None
         return answer
+
+    async def _send_session(
+        self, operation: str, method: str, route: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Through the client's own HTTP session (a proxy, a client certificate). The status
+        is taken before the body is read (`stream_output`), so a 2xx whose body is cut short
+        is told from a connection that broke before any answer."""
+        import aiohttp  # only here: the session is aiobotocore's, so aiohttp is loaded
+
+        request = AWSPreparedRequest(method, self._url + route, headers, body, True)
+        response = await self._http.send(request)
+        status, answer_headers = int(response.status_code), dict(response.headers)
+        try:
+            raw = await response.content
+        except asyncio.CancelledError:
+            raise
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:  # `send` maps no body errors
+            if 200 <= status < 300:
+                why = f"{operation}: the {status} answer was cut short: {type(exc).__name__}"
+                raise AnswerError(why, status) from None
+            if isinstance(exc, TimeoutError):
+                raise ReadTimeoutError(endpoint_url=self._url, error=str(exc)) from None
+            raise ConnectionClosedError(endpoint_url=self._url, error=str(exc)) from None
+        return status, answer_headers, raw
 
     async def _frozen(self) -> Any:
         """The credentials' keys now; a refresh of botocore's own (sync) credentials runs in a
@@ -216,7 +250,7 @@ class Wire:
         return credentials.get_frozen_credentials()
 
     async def _send_lean(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
+        self, operation: str, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         assert self._lean is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self._host}"]
@@ -229,6 +263,9 @@ class Wire:
                 raise ConnectTimeoutError(endpoint_url=self._url, error=str(err)) from None
             raise EndpointConnectionError(endpoint_url=self._url, error=str(err)) from None
         except Dropped as err:
+            if err.status is not None and 200 <= err.status < 300:
+                why = f"{operation}: the {err.status} answer was cut short: {err}"
+                raise AnswerError(why, err.status) from None
             if err.timed_out:
                 raise ReadTimeoutError(endpoint_url=self._url, error=str(err)) from None
             raise ConnectionClosedError(endpoint_url=self._url, error=str(err)) from None
