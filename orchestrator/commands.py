@@ -794,7 +794,9 @@ def cmd_export_plan(ns: argparse.Namespace) -> int:
         sys.stdout.write(text)
         return ExitCode.OK
     text = asyncio.run(
-        _with_gateway(config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, ns.wave))
+        _with_gateway(
+            config, None, lambda gw: export_plan(gw.client, ns.mgn_wave, gw.reads, ns.wave)
+        )
     )
     sys.stdout.write(text)
     return ExitCode.OK

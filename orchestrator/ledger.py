@@ -1038,14 +1038,24 @@ class Ledger:
     def exit_code(self, *, covered_only: bool) -> ExitCode:
         """0 only when every server (of the covered applications, or of the whole wave)
         converged and nothing stopped the run; the stop reason's code first, then 4 when an
-        account error that stopped one target left a server of it undone."""
+        account error that stopped one target left a server of it undone.
+
+        A dry run gives `plan`'s verdict (issue 21, on purpose): a server a real run would now
+        finalize (or, with `--launch`, launch) counts as done, so a wholly ready wave exits 0
+        and anything blocked, failed, unconfirmed or timed out exits 1."""
         if self._stop.exit_code is not None and self._stop.reason is not StopReason.WINDOW:
             return self._stop.exit_code
         rows: Iterable[_Row] = self._rows.values()
         if covered_only and self.covered is not None:
             covered = self.covered
             rows = [r for r in rows if self._result_application(r) in covered]
-        undone = [r for r in rows if self._result_outcome(r) not in CONVERGED_OUTCOMES]
+        # Only this run's own verdicts: a carried row (another run's) counts only if converged.
+        would = (F.WOULD_FINALIZE, F.WOULD_LAUNCH) if self.dry_run else ()
+        undone = [
+            r
+            for r in rows
+            if r.fate not in would and self._result_outcome(r) not in CONVERGED_OUTCOMES
+        ]
         if any(
             r.fate is not F.UNCOVERED
             and self._stop_of(r.server.source_server_id).failure is not None

@@ -37,7 +37,7 @@ EXIT_MEANINGS = {
     5: "local state (the journal) could not be written: nothing more was sent",
     6: "started outside its cutover window: nothing was sent",
 }
-DRY_RUN_EXIT_0 = "every server already converged (nothing to do)"
+DRY_RUN_EXIT_0 = "go: a real run now would finalize (or launch) every server not already converged"
 
 
 def exit_meaning(exit_code: int, dry_run: bool = False) -> str:

@@ -188,7 +188,7 @@ def test_markdown_dry_run_and_account_error() -> None:
     assert "**DRY RUN**" in text
     assert "Exit code: **4**: account or credential error" in text
     assert "Account error: AccessDenied: no" in text
-    assert "every server already converged" in render_markdown(
+    assert "go: a real run now would finalize" in render_markdown(
         make_record(dry_run=True, exit_code=0)
     )
 
