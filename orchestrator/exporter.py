@@ -1,4 +1,7 @@
-"""`export-plan`: turn a wave kept in MGN (waves -> applications -> servers) into a plan file."""
+"""`export-plan`: turn a wave kept in MGN (waves -> applications -> servers) into a plan file.
+
+Every read is retried under the run's policy (a `Retrier`): one 5xx does not end the export.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from orchestrator.config import Config
 from orchestrator.errors import InputError
 from orchestrator.mgn import MgnClient
 from orchestrator.planfile import dump_wave
+from orchestrator.retry import Retrier
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -22,19 +26,23 @@ def safe_wave_name(name: str) -> str:
     return cleaned if cleaned and cleaned[0].isalnum() else f"wave-{cleaned}".strip("-")[:64]
 
 
-async def export_plan(client: MgnClient, mgn_wave: str, name: str | None = None) -> str:
-    """The plan file text for MGN's wave `mgn_wave` (a name or a wave ID).
+async def export_plan(
+    client: MgnClient, mgn_wave: str, reads: Retrier, name: str | None = None
+) -> str:
+    """The plan file text for MGN's wave `mgn_wave` (a name or a wave ID), each read retried
+    under `reads`.
 
-    Raises InputError when no MGN wave has that name or ID, or when several share the name.
+    Raises InputError when no MGN wave has that name or ID, or when several share the name;
+    MgnError (RetryableError once retries are exhausted) or AccountError from the reads.
     """
-    waves = await client.list_waves()
+    waves = await reads.call(client.list_waves)
     matches = _matching(waves, mgn_wave)
     if not matches:
         known = ", ".join(sorted(f"{w.get('name')} ({w.get('waveID')})" for w in waves)) or "none"
         raise InputError(f"--mgn-wave: no MGN wave named {mgn_wave!r} (MGN has: {known})")
     wave = matches[0]
     wave_id = str(wave["waveID"])
-    applications = await _applications(client, wave_id)
+    applications = await _applications(client, wave_id, reads)
     if not applications:
         raise InputError(f"--mgn-wave: MGN wave {mgn_wave!r} has no applications with servers")
     return dump_wave(
@@ -60,22 +68,24 @@ async def export_all_accounts(
     open_client: Callable[[str, str | None], AbstractAsyncContextManager[MgnClient]],
     mgn_wave: str,
     regions: Sequence[str | None],
+    reads: Retrier,
     name: str | None = None,
 ) -> str:
     """One plan of MGN's wave `mgn_wave` as it is in every account ListManagedAccounts lists
     (through `manager`'s global view) and every region given, each application with its own
     accountID and region.
 
-    Raises InputError when no account has the wave, or one has several by that name.
+    Raises InputError when no account has the wave, or one has several by that name;
+    MgnError (RetryableError once `reads` gives up) or AccountError from the reads.
     """
-    accounts = sorted(await manager.managed_accounts())
+    accounts = sorted(await reads.call(manager.managed_accounts))
     found: list[tuple[str, str | None, dict[str, Any], list[tuple[Any, ...]]]] = []
     for account in accounts:
         for region in regions:
             async with open_client(account, region) as client:
-                matches = _matching(await client.list_waves(), mgn_wave)
+                matches = _matching(await reads.call(client.list_waves), mgn_wave)
                 if matches:
-                    apps = await _applications(client, str(matches[0]["waveID"]))
+                    apps = await _applications(client, str(matches[0]["waveID"]), reads)
                     found.append((account, region, matches[0], apps))
     applications = [(*app, account, region) for account, region, _, apps in found for app in apps]
     if not applications:
@@ -90,11 +100,11 @@ async def export_all_accounts(
     )
 
 
-async def _applications(client: MgnClient, wave_id: str) -> list[tuple[Any, ...]]:
+async def _applications(client: MgnClient, wave_id: str, reads: Retrier) -> list[tuple[Any, ...]]:
     """(applicationID, name, server IDs) of the wave's applications that have servers."""
-    apps = await client.list_applications([wave_id])
+    apps = await reads.call(lambda: client.list_applications([wave_id]))
     app_ids = [str(a["applicationID"]) for a in apps if a.get("applicationID")]
-    servers = await client.describe_applications(app_ids) if app_ids else []
+    servers = await reads.call(lambda: client.describe_applications(app_ids)) if app_ids else []
     members: dict[str, list[str]] = {a: [] for a in app_ids}
     for item in servers:
         app_id, server_id = item.get("applicationID"), item.get("sourceServerID")
@@ -114,6 +124,7 @@ async def export_everywhere(
     """`export-plan --all-accounts`: export_all_accounts with each account reached as
     `account_access` says, the manager being the caller's own account in the first region."""
     from orchestrator import access
+    from orchestrator.gateway import read_retrier
     from orchestrator.plan import Target
 
     where: list[str | None] = list(regions) or [config.region]
@@ -127,4 +138,5 @@ async def export_everywhere(
 
     manager_route = access.route(config, Target(None, where[0]), pool=10)
     async with MgnClient(manager_route.settings) as manager:
-        return await export_all_accounts(manager, open_client, mgn_wave, where, name)
+        reads = read_retrier(config)
+        return await export_all_accounts(manager, open_client, mgn_wave, where, reads, name)

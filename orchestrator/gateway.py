@@ -35,6 +35,15 @@ def client_settings(config: Config, account_id: str | None, region: str | None) 
     )
 
 
+def read_retrier(config: Config) -> Retrier:
+    """The retry setup of a command's MGN reads outside a run's gateway (`import`,
+    `export-plan --all-accounts`): the run's policy (full-jitter backoff, `max_attempts`,
+    `Retry-After` honoured) under the describe rate, so one 5xx does not end the command."""
+    limiter = RateLimiter(config.describe_rate, burst=max(1, int(config.describe_rate)))
+    policy = RetryPolicy(max_attempts=config.max_attempts, deadline_s=config.server_deadline_s)
+    return Retrier(policy, limiter)
+
+
 class Gateway:
     """MGN reads under the describe limiter with our retry policy; stoppable."""
 

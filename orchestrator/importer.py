@@ -4,7 +4,8 @@ The file is checked whole first (`importfile`); only a good file is looked up, o
 (account, region) at a time: DescribeSourceServers for the servers (a row matches by
 userProvidedID, then by hostname or FQDN), ListApplications for the applications (by name). A
 name that matches nothing, or more than one, is an error at the row's line and column. The plans
-hold IDs only, so nothing irreversible ever depends on a name lookup at run time.
+hold IDs only, so nothing irreversible ever depends on a name lookup at run time. Every read is
+retried as a run's reads are (`gateway.read_retrier`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from orchestrator import access
 from orchestrator.config import Config, flag_overrides, load_config
 from orchestrator.errors import AccountError, Diagnostic, ExitCode, InputError
 from orchestrator.exporter import safe_wave_name
+from orchestrator.gateway import read_retrier
 from orchestrator.importfile import APP, ImportFile, Row, read_import_file
 from orchestrator.mgn import MgnClient
 from orchestrator.plan import Target
 from orchestrator.planfile import dump_wave
+from orchestrator.retry import Retrier
 from orchestrator.validation import quote
 from orchestrator.views import ServerIdentity
 
@@ -69,17 +72,21 @@ def _host_names(server: ServerIdentity) -> set[str]:
     return {n.casefold() for n in names if n}
 
 
-async def take_inventory(client: MgnClient) -> Inventory:
-    """MGN's servers and applications in the client's (account, region).
+async def take_inventory(client: MgnClient, reads: Retrier) -> Inventory:
+    """MGN's servers and applications in the client's (account, region), each read retried
+    under `reads` (`gateway.read_retrier`): one 5xx does not end the import.
 
-    Raises MgnError subclasses or AccountError.
+    Raises MgnError subclasses (RetryableError once retries are exhausted) or AccountError.
     """
     account = client.settings.account_id
-    if account is not None and account not in await client.managed_accounts():  # global view
+    managed = await reads.call(client.managed_accounts) if account is not None else None
+    if managed is not None and account not in managed:  # global view
         raise AccountError(
             "NotManaged", f"account {account} is not among the accounts ListManagedAccounts lists"
         )
-    servers, apps = await asyncio.gather(client.identities(), client.all_applications())
+    servers, apps = await asyncio.gather(
+        reads.call(client.identities), reads.call(client.all_applications)
+    )
     named = tuple(
         (str(a["applicationID"]), str(a.get("name") or ""))
         for a in apps
@@ -118,10 +125,12 @@ async def resolve(
         rows_by_target.setdefault(target_of(row, config), []).append(row)
     targets = list(rows_by_target)
 
+    reads = read_retrier(config)  # one limiter and policy for every target's reads
+
     async def inventory(target: Target) -> Inventory | Diagnostic:
         try:
             async with connect(target) as client:
-                return await take_inventory(client)
+                return await take_inventory(client, reads)
         except AccountError as err:
             if err.code == "CredentialsError":
                 raise

@@ -22,7 +22,7 @@ import structlog
 
 from orchestrator import access
 from orchestrator.config import Config
-from orchestrator.errors import AccountError, Diagnostic
+from orchestrator.errors import AccountError, Diagnostic, RetryableError
 from orchestrator.gateway import Gateway
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import MgnClient
@@ -173,12 +173,15 @@ class Targets:
         viewed = [t for t, r in routes.items() if r.global_view and t in self.gateways]
         if not viewed:
             return
+        asker = self.gateways[viewed[0]]
         try:
-            managed = await self.gateways[viewed[0]].client.managed_accounts()
-        except AccountError as err:
-            # Not an organization's manager (or not allowed to list): each account's own reads
-            # then say whether it may be reached; a refusal blocks that account only.
-            log.warning("managed_accounts_unreadable", error=str(err))
+            # Retried as every read is: one 5xx at start must not refuse the night.
+            managed = await asker.stop.guard(asker.reads.call(asker.client.managed_accounts))
+        except (AccountError, RetryableError) as err:
+            # Not an organization's manager (or not allowed to list), or retries exhausted:
+            # each account's own reads then say whether it may be reached; a refusal blocks
+            # that account only.
+            log.warning("managed_accounts_unreadable", error_code=err.code, error=str(err))
             return
         for target in viewed:
             if target.account_id not in managed:

@@ -234,7 +234,7 @@ class Emulator:
                 quotaCode=f"emulator-{op}",
             )
         # fail_first before the dice: its calls fail whatever error_rate draws.
-        if inj.fails_first(op) or inj.inject_error(op):
+        if inj.fails_first(op, account_id) or inj.inject_error(op):
             err = ApiError(
                 "InternalServerException",
                 "Internal service error (injected by the emulator)",

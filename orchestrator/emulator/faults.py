@@ -72,7 +72,8 @@ class Faults:
     # (AccessDeniedException), as when that account's credentials expire mid-run.
     denied_after: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # operation -> how many of its first calls (since fail_first was set) answer 500
-    # InternalServerException: a transient error at start, e.g. {"ListManagedAccounts": 1}.
+    # InternalServerException: a transient error at start, e.g. {"ListManagedAccounts": 1};
+    # "OPERATION@ACCOUNTID" counts that account's calls of the operation only.
     fail_first: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     # The cutover night (jobs.py): emulated seconds per clock second, durations, outcomes.
     time_scale: float = 1.0
@@ -197,11 +198,16 @@ def _fail_first(value: Any) -> Mapping[str, int]:
     the emulator serves and each count a whole number >= 0."""
     if not isinstance(value, Mapping):
         raise FaultsError(f"faults: fail_first must map operation to a call count, got {value!r}")
-    for op, calls in value.items():
+    for key, calls in value.items():
+        op, _, account = str(key).partition("@")
         _check_operation(op, "fail_first")
+        if account and not (len(account) == 12 and account.isdigit()):
+            raise FaultsError(
+                f"faults: fail_first: {key!r}: {account!r} is not a 12-digit accountID"
+            )
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
             raise FaultsError(
-                f"faults: fail_first: {op} needs a whole number of calls >= 0, got {calls!r}"
+                f"faults: fail_first: {key} needs a whole number of calls >= 0, got {calls!r}"
             )
     return MappingProxyType(dict(value))
 
@@ -302,13 +308,16 @@ class FaultInjector:
         count = self._account_calls[account_id] = self._account_calls.get(account_id, 0) + 1
         return count > allowed
 
-    def fails_first(self, op: str) -> bool:
-        """Whether this call of `op` is one of the first `fail_first[op]` (answered 500)."""
-        allowed = self.faults.fail_first.get(op)
-        if not allowed:
-            return False
-        count = self._op_calls[op] = self._op_calls.get(op, 0) + 1
-        return count <= allowed
+    def fails_first(self, op: str, account_id: str | None = None) -> bool:
+        """Whether this call of `op` (in `account_id`) is one of the first `fail_first` names
+        for the operation, or for the operation in that account (answered 500)."""
+        fail = False
+        for key in (op, f"{op}@{account_id}" if account_id else None):
+            allowed = self.faults.fail_first.get(key) if key else None
+            if allowed:
+                count = self._op_calls[key] = self._op_calls.get(key, 0) + 1
+                fail = fail or count <= allowed
+        return fail
 
     def inject_error(self, op: str) -> bool:
         """Whether to answer this request with an injected InternalServerException."""
