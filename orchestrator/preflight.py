@@ -21,14 +21,6 @@ from orchestrator.mgn import MAX_IDS_PER_DESCRIBE, MAX_IDS_PER_INSTANCE_STATUS, 
 from orchestrator.plan import Server, Wave
 from orchestrator.views import CUTOVER, CUTTING_OVER, READY_FOR_CUTOVER, SUCCEEDED, ServerView
 
-# The pre-flight's first reads of a wave (or of one account's part of it), each whole
-# applications up to at least this many servers read in all: the first page is small, so every
-# account of a wave is read and finalizing within a round trip or two (the first pages of ten
-# accounts are answered and read one after the other); each next one is asked for as the one
-# before comes in, and lasts until the next is read (at 50 FinalizeCutover/s, 10 servers last
-# 0.2 s and 50 last 1 s, while the other accounts' pages are read too).
-FIRST_READS = (10, 50)
-
 
 class Decision(StrEnum):
     """What a run would do to a server."""
@@ -210,29 +202,18 @@ async def preflight_stream(
 ) -> AsyncIterator[list[Check]]:
     """The verdicts, application by application, as soon as each application is wholly read.
 
-    The first applications are read in small pages of growing size, one after the other
-    (`FIRST_READS`: ~10 servers, then up to 50), then one batch of 200 IDs, then the rest at
-    once (the describe limiter paces them): every account of a wave gets its first application
-    read, and finalizing, within a round trip or two, and each next page before the last one's
-    servers run out, instead of after every account's pages of 200 were answered and read.
-    Batches are consumed in plan order, so the run finalizes the first applications while later
-    ones are still being read. An application is never split: the ledger's gate sees all its
-    servers. Raises MgnError/AccountError from the reads; nothing more is yielded after one.
+    N servers are read in ceil(N/200) DescribeSourceServers calls, as MGN's paging allows
+    (issue 21: no smaller first pages): the first page of 200 IDs alone, then the rest at once
+    once it is in (the describe limiter paces them), so the first applications are finalizing
+    while later pages are still being read. Batches are consumed in plan order. An application
+    is never split: the ledger's gate sees all its servers. Raises MgnError/AccountError from
+    the reads; nothing more is yielded after one.
     """
     servers = wave.servers
     ids = [s.source_server_id for s in servers]
     app_ends = list(itertools.accumulate(len(a.servers) for a in wave.applications))
-    # The first reads: whole applications, up to FIRST_READS servers where the wave has them.
-    batches: list[list[str]] = []
-    start = 0
-    for at_least in FIRST_READS:
-        end = next((end for end in app_ends if end >= at_least), len(ids))
-        end = min(end, start + MAX_IDS_PER_DESCRIBE)
-        if end > start:
-            batches.append(ids[start:end])
-            start = end
-    staged = len(batches) + 1  # the first reads and one page of 200 are asked for one by one
-    batches += chunks(ids[start:], MAX_IDS_PER_DESCRIBE)
+    batches = chunks(ids, MAX_IDS_PER_DESCRIBE)
+    staged = 1  # the first page is asked for alone; the rest once it is in
     batch_ends = list(itertools.accumulate(len(batch) for batch in batches))
     reads = [asyncio.ensure_future(describe(batch)) for batch in batches[:1]]
     views: dict[str, ServerView] = {}

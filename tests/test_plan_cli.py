@@ -88,18 +88,17 @@ def test_table_output_and_exit_zero_when_nothing_is_blocked(emulator: Any, work_
 
 
 def test_reads_are_batched_200_ids_per_call(emulator: Any, work_dir: Path) -> None:
-    """1,000 servers are pre-flighted with 7 DescribeSourceServers calls: the first
-    application (10 servers) alone, for a quick first finalize, then up to 50, then 200 IDs per
-    call."""
+    """1,000 servers are pre-flighted with ceil(1000/200) = 5 DescribeSourceServers calls of
+    200 IDs each (issue 21: no smaller first pages)."""
     groups = {aid(a): [sid(a, n) for n in range(10)] for a in range(100)}
     emulator.seed({"servers": [server(s, a) for a, ids in groups.items() for s in ids]})
     plan = write_plan(work_dir, "big", groups)
     code, doc = _plan_json(plan, "big", cli_env(emulator.url), "--describe-rate", "100")
     assert code == 0
     assert doc["counts"]["finalize"] == 1000
-    assert emulator.calls("DescribeSourceServers") == 7
+    assert emulator.calls("DescribeSourceServers") == 5
     sizes = [len(e["servers"]) for e in emulator.request_log()]
-    assert sizes[:2] == [10, 40] and sorted(sizes[2:]) == [150] + [200] * 4
+    assert sizes == [200] * 5
 
 
 @pytest.mark.parametrize(

@@ -151,9 +151,9 @@ def _views(batch: Any) -> list[Any]:
     return [parse_server(_item(sid, applicationID=f"app-{int(sid[2:5]):017d}")) for sid in batch]
 
 
-async def test_the_first_reads_grow_one_at_a_time_then_the_rest_go_at_once() -> None:
-    """60 applications of 10: the first application alone, then up to 50 servers, then 200,
-    each asked for once the one before is in; then the rest together."""
+async def test_the_first_page_of_200_goes_alone_then_the_rest_at_once() -> None:
+    """60 applications of 10: ceil(600/200) = 3 reads of 200 IDs, the first asked for alone,
+    the other two together once it is in."""
     in_flight = 0
     asked: list[tuple[int, int]] = []  # (batch size, reads already in flight when asked)
 
@@ -168,13 +168,13 @@ async def test_the_first_reads_grow_one_at_a_time_then_the_rest_go_at_once() -> 
     wave = _wave(applications=60, servers_each=10)
     checks = [c async for part in preflight_stream(wave, Config(), describe) for c in part]
     assert len(checks) == 600
-    assert asked == [(10, 0), (40, 0), (200, 0), (200, 0), (150, 1)]
+    assert asked == [(200, 0), (200, 0), (200, 1)]
 
 
 async def test_stream_yields_each_application_once_wholly_read() -> None:
     """Applications come out as soon as all their servers are read, never split across parts."""
-    # 3 applications of 150 servers: app 0 is read alone, then 200 IDs (app 1 and a third of
-    # app 2), then the rest of app 2.
+    # 3 applications of 150 servers: 200 IDs first (app 0 and a third of app 1), then the other
+    # 250 in pages of 200 and 50 together.
     wave = _wave(applications=3, servers_each=150)
     apps = wave.applications
     release = asyncio.Event()
@@ -190,12 +190,12 @@ async def test_stream_yields_each_application_once_wholly_read() -> None:
     first = await anext(stream)
     assert {c.server.application_id for c in first} == {apps[0].application_id}
     assert len(first) == 150 and all(c.decision is Decision.FINALIZE for c in first)
-    assert reads == [150]  # the first application alone: a small first page
+    assert reads == [200]  # the first page alone
     for _ in range(3):
-        await asyncio.sleep(0)  # the next batch's read starts, and waits
-    assert reads == [150, 200]  # then the next 200 alone
+        await asyncio.sleep(0)  # the next batches' reads start, and wait
+    assert reads == [200, 200, 50]  # then the rest together
     release.set()
     rest = [c async for part in stream for c in part]
     assert [c.server.application_id for c in rest[:1]] == [apps[1].application_id]
     assert len(rest) == 300
-    assert reads == [150, 200, 100]  # and the rest
+    assert reads == [200, 200, 50]  # nothing more: ceil(450/200) reads
