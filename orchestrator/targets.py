@@ -329,8 +329,11 @@ class Targets:
             if where is not None:
                 mine_by_target.setdefault(where, set()).add(sid)
         parts = {target: _part(wave, mine_by_target.get(target, set())) for target in self.gateways}
+        alone = sum(1 for p in parts.values() if p.applications) == 1
         streams = [
-            self._stream(t, p, config, busy or {}) for t, p in parts.items() if p.applications
+            self._stream(t, p, config, busy or {}, alone=alone)
+            for t, p in parts.items()
+            if p.applications
         ]
         async for checks in _merged(streams):
             yield checks
@@ -339,11 +342,13 @@ class Targets:
             raise AccountError("NoTargetReachable", f"no account of the wave can run: {reasons}")
 
     async def _stream(
-        self, target: Target, part: Wave, config: Config, busy: dict[str, str]
+        self, target: Target, part: Wave, config: Config, busy: dict[str, str], *, alone: bool
     ) -> AsyncIterator[list[Check]]:
         """One target's pre-flight; an account-wide refusal blocks the rest of its servers
         (and the target: nothing more is sent there), not the other targets. Raises it when no
-        other target is left."""
+        other target is left. Reads whose retries ran out block the rest of this target's
+        servers only (what it already read goes on); `alone` (no other target streams), the
+        RetryableError is raised: the run's pre-flight failed."""
         seen: set[str] = set()
         try:
             async for checks in preflight_stream(
@@ -362,6 +367,20 @@ class Targets:
             if isinstance(err, AccountError) and not self.gateways:
                 raise  # no account left to run: the wave stops (exit 4)
             why = f"account_access: {target}: account error: {cause}"
+        except RetryableError as err:
+            if alone or self.stop.halted:
+                raise
+            log.warning(
+                "target_preflight_failed",
+                account_id=target.account_id,
+                region=target.region,
+                error_code=err.code,
+                error=err.message,
+            )
+            why = (
+                f"retries_exhausted: {target}: MGN could not be read ({err.code}: "
+                f"{err.message}); this (account, region) only, rerun the wave"
+            )
         else:
             return
         rest = [
