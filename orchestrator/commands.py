@@ -20,10 +20,18 @@ from structlog.contextvars import bound_contextvars
 
 from orchestrator import collector, endpoints, logs, notify, rowmemo
 from orchestrator.config import Config, flag_name, flag_overrides, load_config
-from orchestrator.errors import ConfigError, Diagnostic, ExitCode, InputError, WindowError
+from orchestrator.errors import (
+    ApprovalRefused,
+    ConfigError,
+    Diagnostic,
+    ExitCode,
+    InputError,
+    JournalError,
+    WindowError,
+)
 from orchestrator.files import wave_dir
 from orchestrator.gateway import Gateway, client_settings
-from orchestrator.journal import JOURNAL_FILE, JournalEntry
+from orchestrator.journal import JOURNAL_FILE, JournalEntry, StepEntry
 from orchestrator.ledger import Fate, Ledger, record_approval
 from orchestrator.mgn import MgnClient
 from orchestrator.outcome import Outcome, RunRecord, exit_meaning
@@ -37,7 +45,14 @@ from orchestrator.report import (
     write_report,
 )
 from orchestrator.runner import RunState, busy_servers, run_wave, utc_now_iso
-from orchestrator.state import open_journal, open_run_state
+from orchestrator.state import (
+    RunJournal,
+    mgn_scope,
+    open_journal,
+    open_run_state,
+    run_holding,
+    state_root,
+)
 from orchestrator.stop import Stop
 from orchestrator.targets import Targets, uncovered_accounts
 from orchestrator.tonight import load_tonight
@@ -59,10 +74,12 @@ def load_settings(ns: argparse.Namespace) -> Config:
     return load_config(getattr(ns, "config", None), os.environ, flag_overrides(vars(ns)))
 
 
-def log_state_dir(config: Config) -> None:
-    """Say once where the journal and lock live (state_dir is absolute by now)."""
+def log_state_dir(config: Config, journal: str | Path) -> None:
+    """Say once where the journal and lock live (state_dir is absolute by now), and which
+    MGN's journal this command uses (a rehearsal's is never the night's)."""
     source = config.origin("state_dir") or "default"
     log.info("state_dir", path=str(config.state_dir), source=source)
+    log.info("journal_opened", path=str(journal), mgn=mgn_scope(config))
 
 
 def wave_conflicts(config: Config, wave: Wave) -> list[Diagnostic]:
@@ -477,7 +494,7 @@ def _run_locked(
         config, wave.name, run_id=run_id, account_id=config.account_id, region=config.region
     ) as store:
         journal = store.journal
-        log_state_dir(config)
+        log_state_dir(config, journal.path)
         progress = Progress(
             state, len(wave.servers), enabled=terminal is not None, terminal=terminal, names=names
         )
@@ -575,20 +592,76 @@ def _app_name(wave: Wave, app_id: str) -> str | None:
 
 
 def cmd_approve(ns: argparse.Namespace) -> int:
-    """`approve`: record that an application may be finalized (the run waiting on it sees it
-    at its next poll). Works while the run holds the wave's lock."""
+    """`approve`: record that an application may be finalized by the run waiting for it (it
+    sees it at its next poll). An approval names that run and is never read by another.
+
+    Raises ApprovalRefused (exit 2, nothing recorded) when no live run is waiting for one of
+    the applications; JournalError for a damaged journal, StateWriteError if it cannot be kept.
+    """
     config = load_settings(ns)
     wave = select_wave(load_waves(ns.paths), ns.wave)
     chosen = _applications_named(wave, list(ns.applications))
     by = ns.by or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
     at = utc_now_iso()
-    with open_journal(config, wave.name, create=True) as journal:
-        for app in chosen:
-            record_approval(journal, app.application_id, by=by, at=at)
-            given = journal.approvals()[app.application_id]
-            label = f"{app.name} ({app.application_id})" if app.name else app.application_id
-            print(f"wave {wave.name}: {label} approved by {given[0]} at {given[1]}")
+    try:
+        with open_journal(config, wave.name) as journal:
+            steps = journal.steps()
+            holder = run_holding(config, wave.name, journal)
+            runs = [(app, _waiting_run(journal, steps, app, holder)) for app in chosen]
+            for app, run_id in runs:  # all checked first: a refusal records nothing
+                label = _app_label(app.application_id, app.name)
+                given = journal.approvals(run_id).get(app.application_id)
+                if given is None:
+                    record_approval(journal, app.application_id, run_id=run_id, by=by, at=at)
+                    given = journal.approvals(run_id)[app.application_id]
+                print(
+                    f"wave {wave.name}: {label} approved by {given[0]} at {given[1]} "
+                    f"for run {run_id}"
+                )
+    except JournalError as err:
+        if not str(err).startswith("no journal for wave"):  # from open_journal alone
+            raise
+        raise ApprovalRefused(
+            f"wave {wave.name}: no run is waiting for an approval ({err}): nothing recorded"
+        ) from err
     return ExitCode.OK
+
+
+def _waiting_run(
+    journal: RunJournal,
+    steps: dict[str, dict[str, StepEntry]],
+    app: Application,
+    holder: str | None,
+) -> str:
+    """The run waiting now for `app`'s approval: the latest run that journaled the approval
+    step of its servers, while it still waits (no step of it failed: approve_timeout_s) and
+    holds the wave's lock. Raises ApprovalRefused saying why there is none."""
+    label = _app_label(app.application_id, app.name)
+    mine = [
+        (entry.at, entry.run_id, entry.status)
+        for server in app.server_ids
+        if (entry := steps.get(server, {}).get("approval")) is not None and entry.run_id
+    ]
+    if not mine:
+        raise ApprovalRefused(
+            f"{label}: no run has waited for its approval (run --launch --require-approval "
+            "journals it once the application is verified): nothing recorded"
+        )
+    run_id = max(mine)[1] or ""
+    statuses = {status for _, rid, status in mine if rid == run_id}
+    if "failed" in statuses:
+        raise ApprovalRefused(
+            f"{label}: run {run_id} stopped waiting for its approval (approve_timeout_s "
+            "passed): nothing recorded; a later run asks again"
+        )
+    if holder != run_id or journal.run_record(run_id) is not None:
+        raise ApprovalRefused(
+            f"{label}: run {run_id}, which waited for its approval, is not running any more: "
+            "nothing recorded; a later run asks again"
+        )
+    if "intent" not in statuses and not journal.approvals(run_id).get(app.application_id):
+        raise ApprovalRefused(f"{label}: run {run_id} is not waiting for it: nothing recorded")
+    return run_id
 
 
 def _run_exit(record: RunRecord) -> int:
@@ -709,7 +782,8 @@ def cmd_report(ns: argparse.Namespace) -> int:
     if record is None:
         what = f"no finished run {run_id!r}" if run_id else "no finished run"
         raise ConfigError(f"wave {ns.wave}: the journal has {what} to report")
-    paths = write_report(record, config.report_dir)
+    # One run's report is rendered in its own folder alone: the wave's report stays the wave's.
+    paths = write_report(record, config.report_dir, wave_level=False if run_id else None)
     print((paths.wave if paths.wave and not run_id else paths.run) / "report.md")
     return _run_exit(record) if run_id else record.exit_code
 
@@ -737,25 +811,26 @@ def cmd_status(ns: argparse.Namespace) -> int:
     record: RunRecord | None = None
     waiting: list[str] = []
     stored = config.state_backend == "dynamodb"
-    if wave is None or stored or journal_path(config.state_dir, wave.name).exists():
+    if wave is None or stored or journal_path(state_root(config), wave.name).exists():
         with open_journal(config, ns.wave) as journal:
-            log_state_dir(config)
+            log_state_dir(config, journal.path)
             entries, record = journal.entries(), journal.last_run_record()
             names = {a.application_id: a.name for a in wave.applications} if wave else {}
-            waiting = status.approvals_waiting(journal.steps(), journal.approvals(), names)
+            waiting = status.approvals_waiting(journal.steps(), journal.approvals, names)
     last = {r.source_server_id: r for r in record.servers} if record else {}
     if wave is not None:
         server_targets = status.targets(wave)
     else:
         server_targets = status.journal_targets(config, entries, last, record)
     views = _read_views(config, server_targets)
-    running = status.run_in_progress(config.state_dir, ns.wave)
+    running = status.run_in_progress(state_root(config), ns.wave)
     print(status.render(ns.wave, server_targets, entries, last, views, running, waiting))
     return ExitCode.OK
 
 
 def journal_path(state_dir: Path, wave: str) -> Path:
-    """Where the wave's journal would be (it may not exist yet)."""
+    """Where the wave's journal would be (it may not exist yet), under the MGN's folder of
+    state_dir (`state.state_root`)."""
     return wave_dir(state_dir, wave) / JOURNAL_FILE
 
 

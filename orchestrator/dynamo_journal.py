@@ -368,13 +368,17 @@ class DynamoJournal:
             )  # fmt: skip
         return out
 
-    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
-        """Record that `by` approved finalizing an application; the first approval stands.
+    def record_approval(self, application_id: str, *, run_id: str, by: str, at: str) -> None:
+        """Record that `by` approved finalizing an application in run `run_id`; the first
+        approval of that run stands.
 
         Not fenced: `approve` is given from anywhere while the run holds the lease.
         Raises StateWriteError if it cannot be written.
         """
-        item = {"pk": self.scope, "sk": f"approval#{application_id}",
+        # One item per (application, run); items from before approvals named their run
+        # (`approval#<app>`, no run_id) approve no run.
+        item = {"pk": self.scope, "sk": f"approval#{application_id}#{run_id}",
+                "application_id": application_id, "run_id": run_id,
                 "approved_by": _truncate(by, 200), "approved_at": at}  # fmt: skip
         with suppress(ConditionFailed):  # approved before: that approval stands
             self.table.call(
@@ -384,11 +388,12 @@ class DynamoJournal:
                 ConditionExpression="attribute_not_exists(pk)",
             )
 
-    def approvals(self) -> dict[str, tuple[str, str]]:
-        """{application: (approved by, at)}."""
+    def approvals(self, run_id: str) -> dict[str, tuple[str, str]]:
+        """{application: (approved by, at)} of run `run_id` alone."""
         return {
-            str(i["sk"]).removeprefix("approval#"): (str(i["approved_by"]), str(i["approved_at"]))
+            str(i["application_id"]): (str(i["approved_by"]), str(i["approved_at"]))
             for i in self.table.query(self.scope, "approval#")
+            if i.get("run_id") == run_id and i.get("application_id") is not None
         }
 
     # -- runs -----------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 MgnCutoverError                  root; `exit_code` says what the CLI exits with
 ├── InputError (2)               bad plan, config or arguments; carries every diagnostic
 │   ├── PlanError
-│   └── ConfigError
+│   ├── ConfigError
+│   └── ApprovalRefused          `approve` for an application no live run is waiting for
 ├── JournalError (2)             journal corrupt or from a newer schema: never start afresh
 │   └── StateWriteError (5)      local state (journal, lock record) could not be written
 ├── LockedError (3)              another run holds the wave's lock
@@ -86,6 +87,10 @@ class PlanError(InputError):
 
 class ConfigError(InputError):
     """The config file, an environment variable or a flag is invalid."""
+
+
+class ApprovalRefused(InputError):
+    """An approval for an application no live run is waiting for: nothing was recorded."""
 
 
 class JournalError(MgnCutoverError):

@@ -2,7 +2,13 @@
 
 FinalizeCutover cannot be undone, so a run records its *intent* before each call and the outcome
 after it; a rerun reads it to know which servers may already be finalizing. The journal lives in
-`<state_dir>/<wave>/journal.sqlite3` (folder 0700, file 0600).
+`<root>/<wave>/journal.sqlite3` (folder 0700, file 0600), `<root>` being the MGN's folder of
+`state_dir` (`state.state_root`).
+
+A journal belongs to one MGN: its `meta` records the MGN scope (`aws`, or `rehearsal@host-port`
+for an emulator) and the account and region of the runs that wrote it; `Journal.open` refuses one
+written for another (JournalError, exit 2). A journal that records no MGN (written before it
+did) belongs to real AWS.
 
 Durability: WAL mode with `synchronous=NORMAL`. A committed record survives the process being
 killed (SIGKILL included): it is in the WAL, which the next open replays. It may not survive a
@@ -46,7 +52,10 @@ log = structlog.get_logger(__name__)
 
 WRITE_BEHIND_S = 0.05  # in a run, results are committed at most this long after they happen
 MAX_BEHIND = 500  # ... or as soon as this many wait
-SCHEMA_VERSION = 2  # 2: the night's steps (launch, revert, archive) and approvals
+SCHEMA_VERSION = (
+    3  # 2: the night's steps (launch, revert, archive) and approvals; 3: approvals name their run
+)
+AWS_SCOPE = "aws"  # the MGN of a journal that records none: real AWS
 JOURNAL_FILE = "journal.sqlite3"
 MAX_MESSAGE_CHARS = 500
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -93,10 +102,26 @@ CREATE TABLE IF NOT EXISTS steps (
     PRIMARY KEY (source_server_id, step)
 );
 CREATE TABLE IF NOT EXISTS approvals (
-    application_id TEXT PRIMARY KEY,
+    application_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
     approved_by TEXT NOT NULL,
-    approved_at TEXT NOT NULL
+    approved_at TEXT NOT NULL,
+    PRIMARY KEY (application_id, run_id)
 );
+"""
+# Version 3: an approval names the run it approves; a version 2 approval named none, so it is
+# kept with run_id '' (history) and approves no run.
+_APPROVALS_V3 = """
+ALTER TABLE approvals RENAME TO approvals_v2;
+CREATE TABLE approvals (
+    application_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at TEXT NOT NULL,
+    PRIMARY KEY (application_id, run_id)
+);
+INSERT INTO approvals SELECT application_id, '', approved_by, approved_at FROM approvals_v2;
+DROP TABLE approvals_v2;
 """
 _STEP_TABLES = frozenset({"steps", "approvals"})
 
@@ -120,6 +145,16 @@ class JournalEntry:
     error_code: str | None
     error_message: str | None
     run_id: str | None  # run that last touched it
+
+
+@dataclass(frozen=True)
+class JournalOwner:
+    """The MGN a journal describes: its scope (`aws`, `rehearsal@host-port`) and, for a run,
+    the wave's account and region (None: not checked, not recorded)."""
+
+    scope: str
+    account_id: str | None = None
+    region: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,12 +186,24 @@ class Journal:
         self.commits = 0  # write transactions committed (benchmarks count them)
 
     @classmethod
-    def open(cls, state_dir: Path, wave: str, *, create: bool = True) -> Journal:
+    def open(
+        cls,
+        state_dir: Path,
+        wave: str,
+        *,
+        create: bool = True,
+        owner: JournalOwner | None = None,
+    ) -> Journal:
         """Open the wave's journal, creating it (atomically, schema included) if allowed.
+
+        `owner` is the MGN the caller talks to (`state` always gives it): the journal must
+        belong to it, and records it (its account and region too, when given). Without one
+        nothing is checked, and a new journal belongs to real AWS.
 
         Raises JournalError if the wave folder would fall outside state_dir, the file is not a
         sound journal (not SQLite, damaged, tables missing), was written by a newer schema,
-        belongs to another wave, or does not exist and create is False.
+        belongs to another wave or another MGN (endpoint, account or region), or does not exist
+        and create is False.
         """
         try:
             folder = wave_dir(state_dir, wave)
@@ -169,7 +216,7 @@ class Journal:
             if create:
                 ensure_private_dir(folder)
                 if not path.exists():
-                    _create(path, wave)
+                    _create(path, wave, owner or JournalOwner(AWS_SCOPE))
             if path.stat().st_mode & 0o777 != 0o600:
                 path.chmod(0o600)
         except (OSError, sqlite3.Error) as exc:
@@ -181,9 +228,13 @@ class Journal:
             raise JournalError(f"cannot open journal {path}: {exc}") from exc
         try:
             version = _check_journal(conn, path, wave)
+            if owner is not None:
+                _check_owner(conn, path, owner)
             _configure(conn, path)
             if version < SCHEMA_VERSION:
-                _upgrade(conn)
+                _upgrade(conn, version)
+            if owner is not None:
+                _claim(conn, owner, create)
         except sqlite3.Error as exc:
             conn.close()
             raise _damaged(path, str(exc)) from exc
@@ -448,23 +499,26 @@ class Journal:
             out.setdefault(sid, {})[step] = StepEntry(status, job_id, detail, at, run_id)
         return out
 
-    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
-        """Record that `by` approved finalizing an application (the first approval stands).
+    def record_approval(self, application_id: str, *, run_id: str, by: str, at: str) -> None:
+        """Record that `by` approved finalizing an application in run `run_id` (the first
+        approval of that run stands).
 
         Raises StateWriteError if the write fails.
         """
         with self._tx() as cur:
             cur.execute(
-                "INSERT INTO approvals (application_id, approved_by, approved_at)"
-                " VALUES (?, ?, ?) ON CONFLICT (application_id) DO NOTHING",
-                (application_id, _truncate(by, 200), at),
+                "INSERT INTO approvals (application_id, run_id, approved_by, approved_at)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (application_id, run_id) DO NOTHING",
+                (application_id, run_id, _truncate(by, 200), at),
             )
 
-    def approvals(self) -> dict[str, tuple[str, str]]:
-        """{application: (approved by, at)}. Raises JournalError on a read failure."""
+    def approvals(self, run_id: str) -> dict[str, tuple[str, str]]:
+        """{application: (approved by, at)} of run `run_id` alone. Raises JournalError on a
+        read failure."""
         with self._tx(write=False) as cur:
             rows = cur.execute(
-                "SELECT application_id, approved_by, approved_at FROM approvals"
+                "SELECT application_id, approved_by, approved_at FROM approvals WHERE run_id = ?",
+                (run_id,),
             ).fetchall()
         return {app: (by, at) for app, by, at in rows}
 
@@ -573,7 +627,7 @@ def _intent(cur: sqlite3.Cursor, server_id: str, application_id: str, at: str, r
     )
 
 
-def _create(path: Path, wave: str) -> None:
+def _create(path: Path, wave: str, owner: JournalOwner) -> None:
     """Build a complete journal in a temp file, then link it into place: never a half journal."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -583,6 +637,7 @@ def _create(path: Path, wave: str) -> None:
         try:
             conn.executescript(_SCHEMA + _STEPS_SCHEMA)
             meta = [("schema_version", str(SCHEMA_VERSION)), ("wave", wave)]
+            meta.append(("mgn_scope", owner.scope))  # born belonging to its MGN
             conn.executemany("INSERT INTO meta VALUES (?, ?)", meta)
         finally:
             conn.close()
@@ -606,11 +661,13 @@ def _check_header(path: Path) -> None:
         raise _damaged(path, "the file is empty" if not head else "not an SQLite database")
 
 
-def _upgrade(conn: sqlite3.Connection) -> None:
-    """Version 1 -> 2: add the steps and approvals tables, in one transaction."""
+def _upgrade(conn: sqlite3.Connection, version: int) -> None:
+    """Version 1 -> 3: add the steps and approvals tables; 2 -> 3: approvals gain their run.
+    In one transaction."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in _STEPS_SCHEMA.split(";"):
+        script = _STEPS_SCHEMA if version < 2 else _APPROVALS_V3
+        for statement in script.split(";"):
             if statement.strip():
                 conn.execute(statement)
         conn.execute(
@@ -646,6 +703,37 @@ def _check_journal(conn: sqlite3.Connection, path: Path, wave: str) -> int:
     if missing:
         raise _damaged(path, f"missing tables: {', '.join(missing)}")
     return int(version)
+
+
+def _check_owner(conn: sqlite3.Connection, path: Path, owner: JournalOwner) -> None:
+    """Refuse a journal that records another MGN (endpoint scope, account or region)."""
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    recorded = {
+        "mgn_scope": meta.get("mgn_scope", AWS_SCOPE),  # none recorded: written for real AWS
+        "account_id": meta.get("account_id"),
+        "region": meta.get("region"),
+    }
+    wanted = {"mgn_scope": owner.scope, "account_id": owner.account_id, "region": owner.region}
+    labels = {"mgn_scope": "MGN", "account_id": "account", "region": "region"}
+    for name, value in wanted.items():
+        if value is not None and recorded[name] is not None and recorded[name] != value:
+            raise JournalError(
+                f"journal {path} was written for {labels[name]} {recorded[name]}, not {value}: "
+                "it is never trusted for another MGN; use another state_dir (or move the "
+                "folder aside if that MGN is gone)"
+            )
+
+
+def _claim(conn: sqlite3.Connection, owner: JournalOwner, create: bool) -> None:
+    """Record the journal's MGN where it records none yet (a run, or a journal created now);
+    a read-only open writes nothing."""
+    if not create:
+        return
+    rows = [("mgn_scope", owner.scope), ("account_id", owner.account_id), ("region", owner.region)]
+    conn.executemany(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+        [(k, v) for k, v in rows if v is not None],
+    )
 
 
 def _damaged(path: Path, why: str) -> JournalError:

@@ -1243,13 +1243,16 @@ def _unconfirmed_reason(row: _Row) -> str:
 class ApprovalBook(Protocol):
     """Where approvals are kept: the wave's journal (either backend)."""
 
-    def record_approval(self, application_id: str, *, by: str, at: str) -> None:
-        """Keep the first approval of an application."""
+    def record_approval(self, application_id: str, *, run_id: str, by: str, at: str) -> None:
+        """Keep the first approval of an application in one run."""
 
 
-def record_approval(book: ApprovalBook, application_id: str, *, by: str, at: str) -> None:
+def record_approval(
+    book: ApprovalBook, application_id: str, *, run_id: str, by: str, at: str
+) -> None:
     """The one way a person's approval enters the journal (`mgn-cutover approve`, from another
-    shell). It decides nothing: the running ledger reads it and moves the application's servers
+    shell). It names the run it approves (the one waiting for it), and only that run reads it.
+    It decides nothing: the running ledger reads it and moves the application's servers
     (APPROVE), writing their approval steps itself. Raises StateWriteError if it cannot be kept.
     """
-    book.record_approval(application_id, by=by, at=at)
+    book.record_approval(application_id, run_id=run_id, by=by, at=at)

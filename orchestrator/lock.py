@@ -40,6 +40,7 @@ class LockHolder:
     host: str
     started_at: str
     command: str
+    run_id: str | None = None  # None: written by a version that did not record it
 
 
 def _utc_now() -> str:
@@ -56,6 +57,7 @@ class WaveLock:
         *,
         command: str | None = None,
         clock: Callable[[], str] = _utc_now,
+        run_id: str | None = None,
     ) -> None:
         """Raises ValueError if the wave's folder would resolve outside state_dir."""
         self.wave = wave
@@ -63,6 +65,7 @@ class WaveLock:
         self.path = self.folder / LOCK_FILE
         self._command = command if command is not None else shlex.join(sys.argv)[:500]
         self._clock = clock
+        self._run_id = run_id
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -88,7 +91,9 @@ class WaveLock:
                 # A clean release empties the file: content means the last holder died.
                 log.warning("wave_lock_taken_over", wave=self.wave, **asdict(previous))
             os.fchmod(fd, 0o600)
-            me = LockHolder(os.getpid(), socket.gethostname(), self._clock(), self._command)
+            me = LockHolder(
+                os.getpid(), socket.gethostname(), self._clock(), self._command, self._run_id
+            )
             _write_holder(fd, me)
         except BaseException:
             os.close(fd)  # closing drops the flock too, if we got it
@@ -135,6 +140,26 @@ class WaveLock:
         return text
 
 
+def holder_of(state_dir: Path, wave: str) -> LockHolder | None:
+    """The holder a wave's lock file records, read without locking it (so as never to get in a
+    run's way); None if there is none (a clean release empties it) or it cannot be read."""
+    try:
+        path = wave_dir(state_dir, wave) / LOCK_FILE
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except (OSError, ValueError):
+        return None
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
+
+
+def holder_alive(holder: LockHolder) -> bool:
+    """Whether the holder may still be running: alive on this host, or on another host (which
+    cannot be checked from here)."""
+    return holder.host != socket.gethostname() or _alive(holder.pid)
+
+
 def _read_holder_soon(fd: int, wait_s: float = 1.0) -> LockHolder | None:
     """The holder record, allowing a holder that has just taken the lock time to write it."""
     deadline = time.monotonic() + wait_s
@@ -153,11 +178,13 @@ def _read_holder(fd: int) -> LockHolder | None:
             host=data["host"],
             started_at=data["started_at"],
             command=data["command"],
+            run_id=data.get("run_id"),
         )
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         return None
     types_ok = isinstance(holder.pid, int) and not isinstance(holder.pid, bool)
     strings_ok = all(isinstance(v, str) for v in (holder.host, holder.started_at, holder.command))
+    strings_ok = strings_ok and isinstance(holder.run_id, str | None)
     return holder if types_ok and strings_ok and holder.pid > 0 else None
 
 

@@ -463,11 +463,14 @@ def run_folder_name(record: RunRecord) -> str:
     return f"{started}-{record.run_id or 'unknown'}"
 
 
-def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
+def write_report(
+    record: RunRecord, report_dir: Path, *, wave_level: bool | None = None
+) -> ReportPaths:
     """Write the run's report (JSON, Markdown, CSV, HTML) to
     `<report_dir>/<wave>/runs/<started>-<run id>/`, and to `<report_dir>/<wave>/` when it is
     the wave's record: a real run always (a subset run's record is merged over the whole wave),
-    a dry run only while the wave has no real run's report there.
+    a dry run only while the wave has no real run's report there. `wave_level` False: the run's
+    folder alone (`report --run`: an old run never replaces the wave's report).
 
     Raises ValueError if the wave name would resolve outside report_dir; OSError if a file
     cannot be written (the previous report file then stays whole).
@@ -483,7 +486,8 @@ def write_report(record: RunRecord, report_dir: Path) -> ReportPaths:
         "report.html": lambda: html_parts(doc),
     }
     run = folder / "runs" / run_folder_name(record)
-    wave_level = not record.dry_run or not _has_real_report(folder)
+    if wave_level is None:
+        wave_level = not record.dry_run or not _has_real_report(folder)
     ensure_private_dir(folder)
     ensure_private_dir(run)
     write_all([(run / name, parts) for name, parts in rendered.items()])

@@ -169,7 +169,7 @@ async def run_wave(
                 state,
                 clock,
                 sleep,
-                approvals=journal.approvals,
+                approvals=lambda: journal.approvals(run_id),  # this run's alone: never another's
                 on_approval_awaited=on_approval_awaited or (lambda app: None),
             )
         except Exception as err:  # a bug must still leave a report of every server
@@ -183,6 +183,7 @@ async def run_wave(
         state.phase = "report"
         ledger.settle()
         record = _record(wave, config, ledger, state, run_id, started_at, now_iso(), incomplete)
+        record.config["journal"] = str(journal.path)  # which MGN's journal: said in the report
         try:
             journal.finish_run(run_id, record)
         except StateWriteError as err:

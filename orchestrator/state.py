@@ -2,14 +2,19 @@
 
 | state_backend | lock                                 | journal                             |
 |---------------|--------------------------------------|-------------------------------------|
-| sqlite        | flock on `state_dir/<wave>/run.lock` | `state_dir/<wave>/journal.sqlite3`  |
+| sqlite        | flock on `<root>/<wave>/run.lock`    | `<root>/<wave>/journal.sqlite3`     |
 | dynamodb      | a lease item in state_table (lease)  | items in state_table (dynamo_journal)|
 
+A journal belongs to one MGN. `<root>` is `state_dir` itself for real AWS (the layout journals
+always had) and `state_dir/rehearsal@<host>-<port>/` for any other endpoint (an emulator: a
+rehearsal), so a rehearsal never reads or writes the night's journal or lock; the SQLite journal
+also records its MGN (and the wave's account and region) and is refused for another. With
+DynamoDB, the journal and lease are scoped by (MGN, account, region, wave); a wave name's scopes
+are indexed so that `report` and `status`, which know only the wave, find it.
+
 `open_run_state` takes the lock and opens the journal for a run; `open_journal` opens a wave's
-journal to read (report, status). Both backends keep the same promises (tests/test_state.py runs
-one contract over both). With DynamoDB, the journal and lease are scoped by (account, region,
-wave); a wave name's scopes are indexed so that `report` and `status`, which know only the wave,
-find it.
+journal to read (report, status) or to approve in. Both backends keep the same promises
+(tests/test_state.py runs one contract over both).
 """
 
 from __future__ import annotations
@@ -17,18 +22,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import structlog
 
+from orchestrator import endpoints
 from orchestrator.config import Config, flag_overrides, load_config
 from orchestrator.errors import ConfigError, JournalError
-from orchestrator.journal import Journal, JournalEntry, StepEntry
+from orchestrator.journal import AWS_SCOPE, Journal, JournalEntry, JournalOwner, StepEntry
 from orchestrator.ledger import Writer
-from orchestrator.lock import WaveLock
+from orchestrator.lock import WaveLock, holder_alive, holder_of
 from orchestrator.outcome import RunRecord
 from orchestrator.stop import Stop, StopReason
 
@@ -40,6 +50,11 @@ log = structlog.get_logger(__name__)
 
 class RunJournal(Writer, Protocol):
     """What a run, `report` and `status` need of a journal (the ledger writes the Writer part)."""
+
+    @property
+    def path(self) -> Path | str:
+        """Where it is (a file, or a DynamoDB table and scope), for messages and the report."""
+        ...
 
     def entries(self) -> dict[str, JournalEntry]: ...
 
@@ -55,9 +70,9 @@ class RunJournal(Writer, Protocol):
 
     def steps(self) -> dict[str, dict[str, StepEntry]]: ...
 
-    def record_approval(self, application_id: str, *, by: str, at: str) -> None: ...
+    def record_approval(self, application_id: str, *, run_id: str, by: str, at: str) -> None: ...
 
-    def approvals(self) -> dict[str, tuple[str, str]]: ...
+    def approvals(self, run_id: str) -> dict[str, tuple[str, str]]: ...
 
 
 @dataclass
@@ -82,9 +97,37 @@ class RunStateStore:
             binder(lost)
 
 
-def scope_of(account_id: str | None, region: str | None, wave: str) -> str:
-    """The partition of one (account, region, wave): lease and journal items share it."""
-    return f"scope#{account_id or '-'}#{region or '-'}#{wave}"
+def mgn_scope(config: Config) -> str:
+    """The MGN a command's state belongs to: `aws` for real AWS (no endpoint, or an AWS host),
+    `rehearsal@<host>-<port>` for any other endpoint. Read the way boto3 chooses the endpoint
+    (`endpoints.mgn_endpoint`), so `run`, `status`, `approve` and `report` given the same settings
+    and environment find the same journal. Raises ConfigError for a malformed endpoint variable.
+    """
+    return endpoint_scope(endpoints.mgn_endpoint(config, os.environ).url)
+
+
+def endpoint_scope(url: str | None) -> str:
+    """`aws` for no endpoint (boto3 chooses real AWS) or an AWS host, else
+    `rehearsal@<host>-<port>` (see `mgn_scope`)."""
+    if url is None or endpoints.is_aws_url(url):
+        return AWS_SCOPE
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    # '@' is in no wave name (plan.WAVE_NAME_RE): this folder never collides with a wave's.
+    return "rehearsal@" + re.sub(r"[^A-Za-z0-9.-]", "_", f"{parts.hostname or '-'}-{port}")
+
+
+def state_root(config: Config) -> Path:
+    """The folder holding each wave's folder (journal and lock) for this MGN (module doc)."""
+    scope = mgn_scope(config)
+    return config.state_dir if scope == AWS_SCOPE else config.state_dir / scope
+
+
+def scope_of(account_id: str | None, region: str | None, wave: str, mgn: str = AWS_SCOPE) -> str:
+    """The partition of one (MGN, account, region, wave): lease and journal items share it.
+    Real AWS keeps the partition journals always had (`scope#...`)."""
+    head = "scope" if mgn == AWS_SCOPE else f"scope@{mgn}"
+    return f"{head}#{account_id or '-'}#{region or '-'}#{wave}"
 
 
 def table_settings(config: Config) -> TableSettings:
@@ -118,9 +161,13 @@ def open_run_state(
     Raises LockedError (exit 3) naming the holder; JournalError (exit 2) for a damaged journal;
     StateWriteError (exit 5) if the state cannot be reached or written; ConfigError.
     """
+    mgn = mgn_scope(config)
     if config.state_backend == "sqlite":
-        with WaveLock(config.state_dir, wave), Journal.open(config.state_dir, wave) as journal:
-            store = RunStateStore(journal, str(config.state_dir))
+        root = state_root(config)
+        owner = JournalOwner(mgn, account_id, region)
+        lock = WaveLock(root, wave, run_id=run_id)
+        with lock, Journal.open(root, wave, owner=owner) as journal:
+            store = RunStateStore(journal, str(journal.path))
 
             def bind_journal(failed: Callable[[str], None]) -> None:
                 journal.on_failure = failed  # from now on, commits are grouped
@@ -136,7 +183,7 @@ def open_run_state(
     try:
         lease = Lease(
             table,
-            scope_of(account_id, region, wave),
+            scope_of(account_id, region, wave, mgn),
             wave,
             run_id=run_id,
             lease_s=config.state_lease_s,
@@ -166,11 +213,14 @@ def open_journal(config: Config, wave: str, *, create: bool = False) -> Iterator
     """A wave's journal to read (report, status) or to approve in; created only when `create`
     (SQLite: `approve` before the wave's first run).
 
-    With DynamoDB, the wave's scope is the one its runs recorded; `account_id` and `region`
-    choose among several. Raises JournalError if there is none, or it is ambiguous.
+    Only this MGN's journal is opened (`mgn_scope`). With DynamoDB, the wave's scope is the one
+    its runs recorded against this MGN; `account_id` and `region` choose among several. Raises
+    JournalError if there is none, it is ambiguous, or it was written for another MGN.
     """
+    mgn = mgn_scope(config)
     if config.state_backend == "sqlite":
-        with Journal.open(config.state_dir, wave, create=create) as journal:
+        owner = JournalOwner(mgn)
+        with Journal.open(state_root(config), wave, create=create, owner=owner) as journal:
             yield journal
         return
     from orchestrator.dynamo import Table
@@ -178,8 +228,8 @@ def open_journal(config: Config, wave: str, *, create: bool = False) -> Iterator
 
     table = Table(table_settings(config))
     try:
-        scopes = [str(i["sk"]) for i in table.query(wave_index(wave), "scope#")]
-        wanted = scope_of(config.account_id, config.region, wave).split("#")
+        wanted = scope_of(config.account_id, config.region, wave, mgn).split("#")
+        scopes = [str(i["sk"]) for i in table.query(wave_index(wave), wanted[0] + "#")]
         chosen = [
             s
             for s in scopes
@@ -195,6 +245,23 @@ def open_journal(config: Config, wave: str, *, create: bool = False) -> Iterator
         yield DynamoJournal(table, chosen[0], wave, lease=None)
     finally:
         table.close()
+
+
+def run_holding(config: Config, wave: str, journal: RunJournal) -> str | None:
+    """The ID of the run that holds the wave's lock (SQLite: a live holder of the lock file;
+    DynamoDB: an unexpired lease) for this MGN, or None when no run does. Only reads: never
+    takes the lock. Raises StateWriteError if DynamoDB cannot be read."""
+    if config.state_backend == "sqlite":
+        holder = holder_of(state_root(config), wave)
+        return holder.run_id if holder is not None and holder_alive(holder) else None
+    from orchestrator.dynamo_journal import DynamoJournal
+    from orchestrator.lease import Lease
+
+    if not isinstance(journal, DynamoJournal):
+        return None
+    lease = Lease(journal.table, journal.scope, wave, run_id="-", lease_s=0, heartbeat_s=0)
+    found = lease.holder()
+    return found.run_id if found is not None and found.expires_at > time.time() else None
 
 
 def cmd_state(ns: argparse.Namespace) -> int:

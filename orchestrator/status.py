@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,8 @@ def since(entry: JournalEntry) -> str:
 
 def run_in_progress(state_dir: Path, wave: str) -> str | None:
     """`pid 123 on host, since T` when the wave's lock names a live holder on this host (or
-    one on another host, which cannot be checked from here); None otherwise.
+    one on another host, which cannot be checked from here); None otherwise. `state_dir` is
+    the MGN's folder of it (`state.state_root`).
 
     The lock file is only read, never locked: status must not get in a run's way.
     """
@@ -149,18 +150,22 @@ def pending(
 
 def approvals_waiting(
     steps: Mapping[str, Mapping[str, StepEntry]],
-    approvals: Mapping[str, tuple[str, str]],
+    approvals_of: Callable[[str], Mapping[str, tuple[str, str]]],
     names: Mapping[str, str | None],
 ) -> list[str]:
     """Applications a `run --launch --require-approval` waits on (their servers verified, the
-    approval step journaled, no approval yet), oldest first, with since when and the command."""
+    approval step journaled, no approval of that run yet: `approvals_of(run_id)`), oldest
+    first, with since when and the command."""
     since: dict[str, str] = {}
+    given: dict[str, Mapping[str, tuple[str, str]]] = {}
     for server_steps in steps.values():
         step = server_steps.get("approval")
-        if step is None or step.status != "intent":
+        if step is None or step.status != "intent" or step.run_id is None:
             continue
         app = step.detail or ""
-        if app and app not in approvals:
+        if step.run_id not in given:
+            given[step.run_id] = approvals_of(step.run_id)
+        if app and app not in given[step.run_id]:
             since[app] = min(since.get(app, step.at), step.at)
     lines = []
     for app, at in sorted(since.items(), key=lambda kv: kv[1]):

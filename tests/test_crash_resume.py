@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from orchestrator.journal import JOURNAL_FILE, Journal
+from orchestrator.state import endpoint_scope
 from tests.runhelp import (
     aid,
     cli_env,
@@ -250,7 +251,7 @@ def _finished_journal(emulator: Any, work: Path) -> tuple[Path, Path]:
     plan, _ = wave_of(emulator, work, "j", first_app=0)
     out = mgn_cutover(run_args(plan, "j", work), cli_env(emulator.url))
     assert out.returncode == 0, out.stderr[-3000:]
-    return plan, work / "state" / "j" / JOURNAL_FILE
+    return plan, work / "state" / endpoint_scope(emulator.url) / "j" / JOURNAL_FILE
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
@@ -282,7 +283,7 @@ def test_a_journal_from_a_newer_schema_is_refused_with_exit_2(
 ) -> None:
     """A journal written by a newer mgn-cutover stops the run with exit 2, naming the file."""
     plan, path = _finished_journal(emulator, work_dir)
-    with Journal.open(work_dir / "state", "j") as journal:
+    with Journal.open(path.parent.parent, "j") as journal:
         before = journal.entries()
     conn = sqlite3.connect(path)
     with conn:
@@ -310,5 +311,5 @@ def test_a_journal_from_a_newer_schema_is_refused_with_exit_2(
     with conn:
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
-    with Journal.open(work_dir / "state", "j") as journal:
+    with Journal.open(path.parent.parent, "j") as journal:
         assert journal.entries() == before  # what was finalized is still remembered

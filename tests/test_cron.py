@@ -24,6 +24,7 @@ import pytest
 
 from orchestrator.cli import build_parser
 from orchestrator.report import EXIT_MEANINGS
+from orchestrator.state import endpoint_scope
 from tests.runhelp import (
     aid,
     cli_env,
@@ -368,7 +369,7 @@ def test_cron_run_refused_before_it_starts_is_one_json_line(emulator: Any, work_
     plan = write_plan(work_dir, "w", {aid(0): [sid(0, 0)]})
     emulator.seed({"servers": [server(sid(0, 0), aid(0))]})
     env = cli_env(emulator.url)
-    with WaveLock(work_dir / "state", "w"):
+    with WaveLock(work_dir / "state" / endpoint_scope(emulator.url), "w"):
         locked = as_cron(cron_args(plan, "w", work_dir), env)
     assert locked.returncode == 3
     [event] = refused_events(locked.stderr)

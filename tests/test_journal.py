@@ -178,7 +178,7 @@ def test_a_newer_schema_is_refused_naming_both_versions(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     conn.close()
-    with pytest.raises(JournalError, match=r"schema version 7, newer than version 2.*upgrade"):
+    with pytest.raises(JournalError, match=r"schema version 7, newer than version 3.*upgrade"):
         Journal.open(tmp_path, WAVE)
 
 
@@ -296,7 +296,8 @@ def test_intent_survives_sigkill(tmp_path: Path) -> None:
 
 
 def test_a_version_1_journal_is_upgraded_in_place_keeping_its_entries(tmp_path: Path) -> None:
-    """A journal from before the night's steps opens as version 2 with its entries intact."""
+    """A journal from before the night's steps opens as the current version with its entries
+    intact."""
     path = make_journal(tmp_path)
     with Journal.open(tmp_path, WAVE) as j:
         j.record_intent("s-1", "app-1", at=T0, run_id="r1")
@@ -310,15 +311,15 @@ def test_a_version_1_journal_is_upgraded_in_place_keeping_its_entries(tmp_path: 
         j.record_step("s-1", "app-1", "launch", "intent", at=T1, run_id="r2")
         j.record_step("s-1", "app-1", "launch", "accepted", at=T2, run_id="r2", job_id="mgnjob-1")
         j.record_step("s-1", "app-1", "launch", "done", at=T3, run_id="r2")
-        j.record_approval("app-1", by="alice", at=T2)
-        j.record_approval("app-1", by="mallory", at=T3)
+        j.record_approval("app-1", run_id="r2", by="alice", at=T2)
+        j.record_approval("app-1", run_id="r2", by="mallory", at=T3)
         assert j.steps()["s-1"]["launch"].status == "done"
         assert j.steps()["s-1"]["launch"].job_id == "mgnjob-1"
-        assert j.approvals() == {"app-1": ("alice", T2)}
+        assert j.approvals("r2") == {"app-1": ("alice", T2)}
     with sqlite3.connect(path) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     conn.close()
-    assert version == ("2",)
+    assert version == ("3",)
 
 
 # -- grouped commits in a run ----------------------------------------------------------------------

@@ -179,9 +179,10 @@ def test_steps_are_fenced_and_approvals_are_not(table: Table) -> None:
     assert detail is not None and len(detail) <= 500
 
     approver = DynamoJournal(table, SCOPE, WAVE, lease=None)  # another process: no lease
-    approver.record_approval("app-1", by="alice", at="T4")
-    approver.record_approval("app-1", by="bob", at="T5")
-    assert journal.approvals() == {"app-1": ("alice", "T4")}
+    approver.record_approval("app-1", run_id="r", by="alice", at="T4")
+    approver.record_approval("app-1", run_id="r", by="bob", at="T5")
+    assert journal.approvals("r") == {"app-1": ("alice", "T4")}
+    assert journal.approvals("another-run") == {}
     with pytest.raises(StateWriteError, match="read-only"):
         approver.record_step("s-1", "app-1", "archive", "done", at="T6", run_id="r")
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from orchestrator.lock import WaveLock
+from orchestrator.state import endpoint_scope
 from tests.runhelp import (
     aid,
     cli_env,
@@ -107,6 +108,7 @@ def test_every_outcome_in_one_run(emulator: Any, work_dir: Path) -> None:
         "unconfirmed": 0,
         "would_launch": 0,
         "reverted": 0,
+        "accepted": 0,
     }
     assert rep["exit_code"] == 1
     # The summary line names this run's own report.
@@ -268,7 +270,7 @@ def test_rerun_after_success_sends_nothing_and_keeps_times(emulator: Any, work_d
 def test_a_second_run_of_a_locked_wave_exits_3(emulator: Any, work_dir: Path) -> None:
     """While another process holds the wave's lock, run exits 3 at once naming the holder."""
     plan = _ready_wave(emulator, work_dir, apps=1, per_app=2)
-    with WaveLock(work_dir / "state", "w"):
+    with WaveLock(work_dir / "state" / endpoint_scope(emulator.url), "w"):
         out = mgn_cutover(run_args(plan, "w", work_dir), cli_env(emulator.url))
     assert out.returncode == 3
     import os

@@ -27,6 +27,7 @@ from orchestrator.mgn import ClientSettings, MgnClient
 from orchestrator.outcome import Outcome
 from orchestrator.plan import load_waves
 from orchestrator.runner import RunState, run_wave
+from orchestrator.state import endpoint_scope
 from tests.runhelp import (
     aid,
     cli_env,
@@ -77,13 +78,14 @@ def test_a_dry_run_after_a_timed_out_run_reports_it_unconfirmed_and_exits_1(
     first = mgn_cutover(run_args(plan, "w", work_dir, "--timeout", "0.5"), env)
     assert first.returncode == 1, first.stderr[-3000:]
     assert outcomes(report(work_dir, "w")) == {sid(0, 0): "timed_out"}
-    journal = work_dir / "state" / "w" / "journal.sqlite3"
-    with Journal.open(work_dir / "state", "w") as j:
+    root = work_dir / "state" / endpoint_scope(emulator.url)  # a rehearsal's own folder
+    journal = root / "w" / "journal.sqlite3"
+    with Journal.open(root, "w") as j:
         before = j.entries()
     dry = mgn_cutover(run_args(plan, "w", work_dir, "--dry-run"), env)
     assert dry.returncode == 1, dry.stderr[-3000:]
     assert "timed_out=1" in dry.stdout and "finalized" not in dry.stdout
-    with Journal.open(work_dir / "state", "w") as j:
+    with Journal.open(root, "w") as j:
         assert j.entries() == before
         assert j.entries()[sid(0, 0)].status == "accepted"
     assert journal.exists()

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.state import endpoint_scope
 from tests.runhelp import (
     aid,
     cli_env,
@@ -195,7 +196,8 @@ def test_state_dir_is_per_user_by_default_and_absolute_when_relative(
         events = [json.loads(line) for line in out.stderr.splitlines()]
         logged = [e for e in events if e["event"] == "state_dir"]
         assert [(e["path"], e["source"]) for e in logged] == [(str(xdg / "mgn-cutover"), "default")]
-    assert (xdg / "mgn-cutover" / "w" / "journal.sqlite3").is_file()
+    rehearsal = endpoint_scope(emulator.url)  # an emulator's journal: never the night's folder
+    assert (xdg / "mgn-cutover" / rehearsal / "w" / "journal.sqlite3").is_file()
 
     ops = tmp_path / "ops"
     ops.mkdir()
@@ -206,7 +208,7 @@ def test_state_dir_is_per_user_by_default_and_absolute_when_relative(
     assert out.returncode == 1, out.stderr  # a dry run: nothing converged yet
     logged = [json.loads(line) for line in out.stderr.splitlines()]
     assert [e["path"] for e in logged if e["event"] == "state_dir"] == [str(ops / "state")]
-    assert (ops / "state" / "w" / "journal.sqlite3").is_file()
+    assert (ops / "state" / rehearsal / "w" / "journal.sqlite3").is_file()
 
 
 # --- the cutover window ------------------------------------------------------------------------
