@@ -504,7 +504,7 @@ def _run_locked(
             store.bind(state.stop)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, state.interrupt)
-            async with _notifier(config) as notifier, progress:
+            async with _notifier(config, state.stop) as notifier, progress:
                 tell = _teller(notifier, wave, ns.dry_run, rehearsal, state)
                 notifier.send(
                     notify.run_started(
@@ -529,6 +529,9 @@ def _run_locked(
                     on_approval_awaited=_awaited(notifier, wave),
                     run_id=run_id,
                 )
+                if state.stop.halted:
+                    # A signal's grace bounds the notifications too; the report names the lost.
+                    record.warnings += await notifier.flush()
                 paths, published = await _report_and_publish(record, config)
                 location = published or (str(paths.run / "report.md") if paths else None)
                 notifier.send(
@@ -688,11 +691,12 @@ def check_window(config: Config, now: datetime) -> None:
         )
 
 
-def _notifier(config: Config) -> notify.Notifier:
+def _notifier(config: Config, stop: Stop) -> notify.Notifier:
     return notify.Notifier.from_settings(
         sns_topic_arn=config.notify_sns_topic_arn,
         webhook_url=config.notify_webhook_url,
         profile=config.profile,
+        stop=stop,
     )
 
 

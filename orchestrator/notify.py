@@ -5,6 +5,9 @@ destination delivers in order, retrying transient failures (throttling, 5xx, tim
 connections) a bounded number of times with exponential backoff and full jitter; anything else
 is logged and dropped. `aclose(timeout_s)` flushes what is queued within a time limit, then stops.
 A full queue drops the new event (logged): a notification never blocks or fails the run.
+Once the run halts (a signal), a flush waits no longer than the stop's grace (`stop.GRACE_S`,
+counted from the stop): a destination that has not taken its events by then is abandoned, its
+events dropped, and `flush` says which, for the report.
 
 Webhook payload: `{"text": ..., "mgn_cutover": {...}}`. A top-level `text` is what Slack and
 Microsoft Teams incoming webhooks both display; the structured fields sit under one key so they
@@ -42,6 +45,7 @@ from orchestrator.config import redact_url
 from orchestrator.errors import MgnCutoverError, RetryableError
 from orchestrator.mgn import translate
 from orchestrator.outcome import exit_meaning
+from orchestrator.stop import Stop, first_of
 
 if TYPE_CHECKING:
     import aiohttp
@@ -56,6 +60,9 @@ _TOPIC_ARN = re.compile(
 )
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 _SUBJECT_MAX = 99  # SNS: under 100 printable ASCII characters, no line breaks
+# After a halting stop, an event queued once the grace is over (run_finished, after the report)
+# still gets this long: a destination that answers takes it, one that does not is not waited for.
+_LAST_WORD_S = 0.5
 
 
 class EventKind(StrEnum):
@@ -415,6 +422,11 @@ class NotifyStats:
     sent: int = 0
     failed: int = 0
     dropped: int = 0
+    dropped_events: list[str] = field(default_factory=list)  # their kinds, in order
+
+    def drop(self, event: Event) -> None:
+        self.dropped += 1
+        self.dropped_events.append(event.kind.value)
 
 
 @dataclass
@@ -423,7 +435,8 @@ class _Channel:
     queue: asyncio.Queue[Event]
     stats: NotifyStats
     task: asyncio.Task[None] | None = None
-    busy: bool = False
+    current: Event | None = None  # the event being delivered
+    abandoned: bool = False  # it did not take its events within a stop's grace
 
 
 class Notifier:
@@ -436,9 +449,12 @@ class Notifier:
         policy: NotifyPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        stop: Stop | None = None,
     ) -> None:
+        """`stop`: the run's stop; once it halts, flushing waits at most its grace."""
         self.policy = policy or NotifyPolicy()
         self._sleep = sleep
+        self._stop = stop
         self._rng = rng or random.Random()
         self._channels = [
             _Channel(s, asyncio.Queue(self.policy.queue_size), NotifyStats(s.name)) for s in sinks
@@ -455,6 +471,7 @@ class Notifier:
         sns_endpoint_url: str | None = None,
         policy: NotifyPolicy | None = None,
         sleep: Sleep = asyncio.sleep,
+        stop: Stop | None = None,
     ) -> Notifier:
         """A notifier for the configured destinations (none configured: sends nowhere).
 
@@ -473,7 +490,7 @@ class Notifier:
             )
         if webhook_url:
             sinks.append(WebhookSink(webhook_url, attempt_timeout_s=policy.attempt_timeout_s))
-        return cls(sinks, policy=policy, sleep=sleep)
+        return cls(sinks, policy=policy, sleep=sleep, stop=stop)
 
     @property
     def destinations(self) -> list[str]:
@@ -487,8 +504,8 @@ class Notifier:
         """
         accepted = True
         for channel in self._channels:
-            if self._closed:
-                reason = "closed"
+            if self._closed or channel.abandoned:
+                reason = "abandoned" if channel.abandoned else "closed"
             else:
                 if channel.task is None:
                     channel.task = asyncio.get_running_loop().create_task(self._work(channel))
@@ -497,7 +514,7 @@ class Notifier:
                     continue
                 except asyncio.QueueFull:
                     reason = "queue_full"
-            channel.stats.dropped += 1
+            channel.stats.drop(event)
             accepted = False
             log.warning(
                 "notify_dropped", sink=channel.sink.name, notify_event=event.kind, reason=reason
@@ -507,11 +524,11 @@ class Notifier:
     async def _work(self, channel: _Channel) -> None:
         while True:
             event = await channel.queue.get()
-            channel.busy = True
+            channel.current = event
             try:
                 await self._deliver(channel, event)
             finally:
-                channel.busy = False
+                channel.current = None
                 channel.queue.task_done()
 
     async def _deliver(self, channel: _Channel, event: Event) -> None:
@@ -550,29 +567,87 @@ class Notifier:
             "notify_failed", sink=name, notify_event=event.kind, attempts=attempt, reason=err.reason
         )
 
+    async def flush(self, timeout_s: float = 10.0) -> list[str]:
+        """Deliver what is queued within `timeout_s` (once the run halts: within what is left
+        of its grace, at least `_LAST_WORD_S`); then abandon every destination still holding
+        events, which drops them and anything sent to it later.
+
+        Returns one line per destination abandoned by this flush, naming what it dropped (for
+        the report). Raises only CancelledError, after abandoning what was not delivered.
+        """
+        live = [c for c in self._channels if c.task is not None and not c.task.done()]
+        stuck: list[_Channel] = []
+        try:
+            await first_of(
+                asyncio.gather(*(c.queue.join() for c in live)), self._flush_limit(timeout_s)
+            )
+        finally:
+            # Also when cancelled: nothing goes on delivering behind a flush that ended.
+            stuck = [c for c in live if c.queue.qsize() or c.current is not None]
+            dropped = {id(c): self._abandon(c) for c in stuck}
+        await asyncio.gather(*(c.task for c in stuck if c.task), return_exceptions=True)
+        lines = []
+        for channel in stuck:
+            kinds = ", ".join(dropped[id(channel)])
+            log.warning(
+                "notify_flush_timeout",
+                sink=channel.sink.name,
+                timeout_s=timeout_s,
+                halted=self._halted,
+                pending=len(dropped[id(channel)]),
+                dropped=dropped[id(channel)],
+            )
+            within = "the stop's grace" if self._halted else f"{timeout_s:g} s"
+            lines.append(
+                f"notifications not delivered: {channel.sink.name} did not take them within "
+                f"{within}; dropped: {kinds}; nothing more is sent to it by this run"
+            )
+        return lines
+
+    @property
+    def _halted(self) -> bool:
+        return self._stop is not None and self._stop.halted
+
+    async def _flush_limit(self, timeout_s: float) -> None:
+        """Sleep `timeout_s`, cut short to the stop's grace once the run halts (before or
+        while flushing)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        stop = self._stop
+        if stop is not None and not stop.halted:
+            await first_of(asyncio.sleep(timeout_s), stop.wait_halted())
+        left_s = stop.grace_left_s() if stop is not None else None
+        if left_s is not None:
+            end = min(end, loop.time() + max(left_s, _LAST_WORD_S))
+        await asyncio.sleep(max(0.0, end - loop.time()))
+
+    def _abandon(self, channel: _Channel) -> list[str]:
+        """Stop delivering to `channel` for good; the kinds of the events it drops."""
+        channel.abandoned = True
+        lost = [channel.current] if channel.current is not None else []
+        while not channel.queue.empty():
+            lost.append(channel.queue.get_nowait())
+            channel.queue.task_done()
+        for event in lost:
+            channel.stats.drop(event)
+        if channel.task is not None:
+            channel.task.cancel()
+        return [e.kind.value for e in lost]
+
     async def aclose(self, timeout_s: float = 10.0) -> list[NotifyStats]:
-        """Deliver what is queued within `timeout_s`, drop the rest, close; one stats per sink.
+        """Deliver what is queued within `timeout_s` (see `flush`), drop the rest, close; one
+        stats per sink.
 
         Safe to call again, e.g. after a cancelled aclose (which stops the delivery tasks but
         leaves the destinations to close).
         """
         self._closed = True
-        live = [c for c in self._channels if c.task is not None and not c.task.done()]
-        try:
-            async with asyncio.timeout(timeout_s):
-                await asyncio.gather(*(c.queue.join() for c in live))
-        except TimeoutError:
-            pending = sum(c.queue.qsize() + c.busy for c in live)
-            log.warning("notify_flush_timeout", timeout_s=timeout_s, pending=pending)
-        finally:
-            for channel in live:
-                channel.stats.dropped += channel.queue.qsize() + channel.busy
-                if channel.task is not None:
-                    channel.task.cancel()
-        await asyncio.gather(*(c.task for c in live if c.task), return_exceptions=True)
+        await self.flush(timeout_s)
+        # A halted run does not wait on a destination's goodbye longer than the last word.
+        close_s = _LAST_WORD_S if self._halted else max(timeout_s, 1.0)
         for channel in self._channels:
             try:
-                async with asyncio.timeout(max(timeout_s, 1.0)):
+                async with asyncio.timeout(close_s):
                     await channel.sink.aclose()
             except asyncio.CancelledError:
                 raise

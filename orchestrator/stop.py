@@ -11,6 +11,9 @@ only in the log. The pool and the reconciler only *check* it:
 | LOCAL_STATE  | none                | awaited `grace_s`, then ambiguous | stop at once  |
 | WINDOW       | none                | finish                   | go on until their deadline |
 
+Notifications still queued at a halting stop get the same grace, counted from the stop
+(`Stop.grace_left_s`), then are dropped and named in the report (`notify.Notifier.flush`).
+
 A run spanning many (account, region) targets gives each one a *part* (`Stop.part`): an account
 error requested on a part stops that part only (the table's ACCOUNT row, for that target's work),
 every other reason goes to the whole run, and every stop of the run reaches every part. When
@@ -20,6 +23,7 @@ every part has failed, the run itself stops for ACCOUNT.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Hashable
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -85,6 +89,7 @@ class Stop:
         self.reason: StopReason | None = None
         self.detail: str = ""
         self.failure: str | None = None  # a part's own account error, if one stopped it
+        self.halted_at: float | None = None  # time.monotonic() when a halting stop came
         self._parent, self._name = parent, name
         self._parts: dict[Hashable, Stop] = {}
         self._sends: asyncio.Event | None = None
@@ -171,6 +176,8 @@ class Stop:
                 if reason in HALTING:
                     self._halt.set()
         if reason in HALTING:
+            if self.halted_at is None:
+                self.halted_at = time.monotonic()
             self._halt_guarded()
         for part in self._parts.values():
             part._apply(reason, detail)
@@ -184,6 +191,12 @@ class Stop:
     def halted(self) -> bool:
         """Reads, polls and waits stop too."""
         return self.reason in HALTING
+
+    def grace_left_s(self, grace_s: float = GRACE_S) -> float | None:
+        """Seconds left of the grace that began when the run halted; None while it has not."""
+        if self.halted_at is None:
+            return None
+        return max(0.0, self.halted_at + grace_s - time.monotonic())
 
     @property
     def exit_code(self) -> ExitCode | None:
