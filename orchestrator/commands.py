@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -701,6 +702,14 @@ def _notifier(config: Config, stop: Stop) -> notify.Notifier:
 
 
 _CONVERGED_FATES = frozenset({Fate.FINALIZED, Fate.ALREADY_CUTOVER})
+# application_done's level by status: anything but a whole application finalized is a warning.
+_APPLICATION_LOG_LEVELS = {
+    "finalized": logging.INFO,
+    "blocked": logging.WARNING,
+    "failed": logging.WARNING,
+    "partially_cut_over": logging.WARNING,
+}
+_DRY_RUN_FINE = _CONVERGED_FATES | {Fate.WOULD_FINALIZE, Fate.WOULD_LAUNCH, Fate.UNCOVERED}
 
 
 def _teller(
@@ -724,7 +733,13 @@ def _teller(
     def tell(app_id: str, status: str, reason: str | None) -> None:
         name = names.get(app_id)
         size, done = len(servers.get(app_id, ())), converged(app_id)
-        log.info(
+        level = _APPLICATION_LOG_LEVELS.get(status, logging.WARNING)
+        if dry_run and state is not None and state.ledger is not None:
+            # A dry run settles an application it would finalize as "failed": not a warning.
+            fates = {state.ledger.fate(sid) for sid in servers.get(app_id, ())}
+            level = logging.INFO if fates <= _DRY_RUN_FINE else level
+        log.log(
+            level,
             "application_done",
             applicationID=app_id,
             application=_app_label(app_id, name),

@@ -46,6 +46,7 @@ Rules the table encodes:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
@@ -1137,7 +1138,8 @@ class Ledger:
             self._timeline(row, _TIMELINE[to], reason)
         if to is not before and to in FINAL:
             if to not in _CONVERGED:  # convergence has its own event (server_converged)
-                log.info(
+                log.log(
+                    _FINAL_LOG_LEVELS.get(to, logging.WARNING),
                     "server_" + to.value,
                     sourceServerID=row.server.source_server_id,
                     applicationID=row.server.application_id,
@@ -1223,6 +1225,27 @@ class Ledger:
             f"finalize accepted; MGN still shows {shown}; rerun later: "
             "it only polls, never finalizes again"
         )
+
+
+# The level of `server_<fate>` when a server reaches a final fate other than convergence: a
+# warning when someone must look at the server after the night, info when nothing went wrong
+# (a dry run's verdict, a server outside tonight's subset, one a stop left unsent: the stop has
+# its own warning). A final fate missing here is logged as a warning.
+_FINAL_LOG_LEVELS: dict[Fate, int] = {
+    F.UNCOVERED: logging.INFO,
+    F.WOULD_FINALIZE: logging.INFO,
+    F.WOULD_LAUNCH: logging.INFO,
+    F.NOT_ATTEMPTED: logging.INFO,
+    F.BLOCKED: logging.WARNING,
+    F.HELD: logging.WARNING,
+    F.UNCONFIRMED: logging.WARNING,
+    F.UNRESOLVED: logging.WARNING,
+    F.FAILED: logging.WARNING,
+    F.TIMED_OUT: logging.WARNING,
+    F.NOT_APPROVED: logging.WARNING,
+    F.LAUNCH_FAILED: logging.WARNING,
+    F.REVERTED: logging.WARNING,
+}
 
 
 def _refusal_reason(err: MgnError, attempts: int) -> str:

@@ -93,6 +93,14 @@ async def call_with_retries(
                 return result
         delay = policy.delay_s(attempt, last, rng)
         if attempt >= policy.max_attempts or clock() + delay - started > policy.deadline_s:
+            # A warning: what this call was for now fails (or stays unsure) on a transient error.
+            log.warning(
+                "call_retries_exhausted",
+                error_code=last.code,
+                error=last.message,
+                attempts=attempt,
+                max_attempts=policy.max_attempts,
+            )
             raise last
         # Seen as it happens: throttling, 5xx and connection problems are not silent waits.
         log.info(

@@ -23,6 +23,7 @@ every part has failed, the run itself stops for ACCOUNT.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Hashable
 from enum import StrEnum
@@ -74,6 +75,16 @@ _WHY = {
     StopReason.SIGNAL: "run interrupted",
     StopReason.LOCAL_STATE: "local state could not be written",
     StopReason.WINDOW: "window closed",
+}
+
+
+# An account error or a journal that cannot be written is an error (exit 4, 5); a signal or
+# the window closing is a warning: nothing went wrong, the night is cut short.
+_STOP_LOG_LEVELS = {
+    StopReason.SIGNAL: logging.WARNING,
+    StopReason.WINDOW: logging.WARNING,
+    StopReason.ACCOUNT: logging.ERROR,
+    StopReason.LOCAL_STATE: logging.ERROR,
 }
 
 
@@ -170,7 +181,7 @@ class Stop:
         else:
             self.reason, self.detail = reason, detail
             event = "part_stopping" if self._parent is not None else "run_stopping"
-            log.warning(event, reason=reason.value, detail=detail, **where)
+            log.log(_STOP_LOG_LEVELS[reason], event, reason=reason.value, detail=detail, **where)
             if self._sends is not None and self._halt is not None:
                 self._sends.set()
                 if reason in HALTING:
