@@ -970,7 +970,8 @@ def test_a_result_that_cannot_be_written_keeps_what_mgn_said_and_stops_the_run()
     [
         ((DONE, DONE, DONE), False, None, ExitCode.OK),
         ((DONE, DONE, DONE), True, None, ExitCode.OK),
-        ((READY, READY, READY), True, None, ExitCode.NOT_CONVERGED),
+        ((READY, READY, READY), True, None, ExitCode.OK),  # would_finalize: go, as `plan`
+        ((READY, READY, DONE), False, None, ExitCode.NOT_CONVERGED),
         ((DONE, DONE, DONE), False, StopReason.ACCOUNT, ExitCode.ACCOUNT),
         ((DONE, DONE, DONE), False, StopReason.LOCAL_STATE, ExitCode.LOCAL_STATE),
         ((DONE, DONE, DONE), False, StopReason.SIGNAL, ExitCode.NOT_CONVERGED),
@@ -979,8 +980,8 @@ def test_a_result_that_cannot_be_written_keeps_what_mgn_said_and_stops_the_run()
 def test_exit_codes(
     views: tuple[ServerView, ...], dry_run: bool, stop: StopReason | None, code: ExitCode
 ) -> None:
-    """0 only when every server converged and nothing stopped the run, in a dry run too; the
-    stop reason's own code otherwise."""
+    """0 only when every server converged and nothing stopped the run (a dry run: or would be
+    finalized, `plan`'s verdict); the stop reason's own code otherwise."""
     ledger, _, run_stop = make(dry_run=dry_run)
     first, second, third = (
         ServerView(

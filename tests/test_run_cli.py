@@ -136,11 +136,11 @@ def test_all_ready_converges_with_exit_zero(emulator: Any, work_dir: Path) -> No
 
 
 def test_dry_run_sends_no_mutating_call(emulator: Any, work_dir: Path) -> None:
-    """--dry-run reports would_finalize, exits 1 (nothing converged yet) and the emulator
-    counts zero mutating calls."""
+    """--dry-run reports would_finalize, exits 0 (a real run would finalize every server: go,
+    as `plan` says; issue 21) and the emulator counts zero mutating calls."""
     plan = _ready_wave(emulator, work_dir, apps=3, per_app=4)
     out = mgn_cutover(run_args(plan, "w", work_dir, "--dry-run"), cli_env(emulator.url))
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 0, out.stderr
     rep = report(work_dir, "w")
     assert rep["dry_run"] is True
     assert set(outcomes(rep).values()) == {"would_finalize"}

@@ -192,7 +192,7 @@ def test_state_dir_is_per_user_by_default_and_absolute_when_relative(
             [sys.executable, "-m", "orchestrator", *args],
             env=env, cwd=cwd, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert out.returncode == 1, out.stderr  # a dry run: nothing converged yet
+        assert out.returncode == 0, out.stderr  # a dry run of a ready wave: go (issue 21)
         events = [json.loads(line) for line in out.stderr.splitlines()]
         logged = [e for e in events if e["event"] == "state_dir"]
         assert [(e["path"], e["source"]) for e in logged] == [(str(xdg / "mgn-cutover"), "default")]
