@@ -743,7 +743,9 @@ def _teller(
             "application_done",
             applicationID=app_id,
             application=_app_label(app_id, name),
-            status="HALF CUT OVER" if done and done < size else status,
+            status="HALF CUT OVER"
+            if status == "partially_cut_over" or (done and done < size)
+            else status,
             servers=size,
             converged=size if done is None else done,
             reason=reason,
@@ -754,6 +756,10 @@ def _teller(
             event = notify.application_finalized(wave.name, app_id, name=name, servers=size)
         elif status == "blocked":
             event = notify.application_blocked(wave.name, app_id, name=name, reason=reason or "")
+        elif status == "partially_cut_over":
+            event = notify.application_partially_cut_over(
+                wave.name, app_id, name=name, servers=size, converged=done or 0, reason=reason or ""
+            )
         else:
             event = notify.application_failed(wave.name, app_id, name=name, reason=reason or "")
         notifier.send(event)

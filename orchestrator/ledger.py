@@ -83,6 +83,7 @@ class Fate(StrEnum):
     ALREADY_CUTOVER = "already_cutover"  # CUTOVER + DISCONNECTED without our call
     FAILED = "failed"  # definitively refused
     TIMED_OUT = "timed_out"  # accepted, not confirmed before the deadline
+    STOPPED_WAITING = "stopped_waiting"  # accepted, the run stopped before its deadline
     NOT_ATTEMPTED = "not_attempted"  # stopped before it was sent
     # The night before the finalize (`run --launch`):
     LAUNCH_READY = "launch_ready"  # READY_FOR_CUTOVER and healthy: will be launched
@@ -147,8 +148,8 @@ TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
     (F.UNCHECKED, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
     (F.READY, Event.SETTLED): frozenset({F.NOT_ATTEMPTED}),
     (F.SENDING, Event.SETTLED): frozenset({F.UNCONFIRMED, F.NOT_ATTEMPTED}),
-    (F.ACCEPTED, Event.SETTLED): frozenset({F.TIMED_OUT}),
-    (F.CUTOVER_PENDING, Event.SETTLED): frozenset({F.TIMED_OUT}),
+    (F.ACCEPTED, Event.SETTLED): frozenset({F.TIMED_OUT, F.STOPPED_WAITING}),
+    (F.CUTOVER_PENDING, Event.SETTLED): frozenset({F.TIMED_OUT, F.STOPPED_WAITING}),
     # The night before the finalize.
     (F.UNCHECKED, Event.CHECKED): frozenset(
         {
@@ -201,6 +202,7 @@ FINAL = frozenset(
         F.ALREADY_CUTOVER,
         F.FAILED,
         F.TIMED_OUT,
+        F.STOPPED_WAITING,
         F.NOT_ATTEMPTED,
         F.WOULD_LAUNCH,
         F.NOT_APPROVED,
@@ -225,6 +227,7 @@ OUTCOMES: dict[Fate, Outcome] = {
     F.ALREADY_CUTOVER: Outcome.ALREADY_CUTOVER,
     F.FAILED: Outcome.FAILED,
     F.TIMED_OUT: Outcome.TIMED_OUT,
+    F.STOPPED_WAITING: Outcome.ACCEPTED,
     F.NOT_ATTEMPTED: Outcome.NOT_ATTEMPTED,
     F.LAUNCH_READY: Outcome.NOT_ATTEMPTED,
     F.WOULD_LAUNCH: Outcome.WOULD_LAUNCH,
@@ -585,10 +588,16 @@ class Ledger:
             self._timeline(row, "finalize_sent", None)
 
     def answered(self, server_id: str, view: ServerView | None) -> None:
-        """MGN answered FinalizeCutover with 200: accepted. The answer's body is not taken as
-        MGN's view: only Describe confirms (a body can show CUTOVER while reads do not)."""
-        del view
+        """MGN answered FinalizeCutover with 200: accepted. The answer's body (`view`, None when
+        unreadable) is the server record: MGN's latest word on it until a later read says
+        otherwise. The server stays polled: only a run stopped before any read after the 200
+        ends on the body's columns (`settle`); a later read showing CUTTING_OVER replaces it."""
         row = self._rows[server_id]
+        # An answer naming another server is not this one's; one showing less than a view
+        # already seen (converged) is not newer.
+        older = row.view is not None and row.view.converged and not (view and view.converged)
+        if view is not None and view.source_server_id == server_id and not older:
+            row.view = view
         at = self._now()
         row.finalized_at = row.finalized_at or at
         row.error_code = row.error_message = None
@@ -990,6 +999,13 @@ class Ledger:
                     self._move(row, Event.SETTLED, F.UNCONFIRMED, why)
                 else:
                     self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, stopped_why)
+            elif row.fate in (F.ACCEPTED, F.TIMED_OUT) and row.view and row.view.converged:
+                # MGN's last word is the 200's own record, no read after it: the columns decide.
+                self._converged(row, Event.OBSERVED, row.ours or row.ambiguous, None)
+            elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING) and stop.halted:
+                # Polling stopped before the deadline (the reconciler expires rows itself).
+                why = _stopped_waiting_reason(row, stop)
+                self._move(row, Event.SETTLED, F.STOPPED_WAITING, why)
             elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
                 unread = stopped_why if failed else None  # no longer polled: MGN unreadable
                 self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row, unread))
@@ -1148,7 +1164,10 @@ class Ledger:
             self._application_settled(row.server.application_id)
 
     def _application_settled(self, app_id: str) -> None:
-        """Tell on_application once every server of `app_id` has a final state."""
+        """Tell on_application once every server of `app_id` has a final state: `finalized`,
+        `partially_cut_over` (a server cut over or its finalize accepted, another not
+        converged: half the application is past the point of no return), `blocked` or
+        `failed`."""
         if self._on_application is None or app_id in self._told:
             return
         rows = self._app_rows(app_id)
@@ -1158,8 +1177,12 @@ class Ledger:
         if all(r.fate in _CONVERGED for r in rows):
             status, reason = "finalized", None
         else:
+            cut = {id(r) for r in rows if _cut_over(r)}
             worst = next((r for r in rows if r.fate is F.BLOCKED), None)
             status = "blocked" if worst is not None else "failed"
+            if cut:  # a sibling not sent (or not confirmed) is the one to act on
+                status = "partially_cut_over"
+                worst = next((r for r in rows if id(r) not in cut), None)
             worst = worst or next(r for r in rows if r.fate not in _CONVERGED)
             reason = f"{worst.server.source_server_id}: {worst.reason}"
         try:
@@ -1261,6 +1284,29 @@ def _unconfirmed_reason(row: _Row) -> str:
     shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
     base = row.reason or "the call's outcome is unknown"
     return f"{base}; MGN last showed {shown}"
+
+
+def _cut_over(row: _Row) -> bool:
+    """Whether the server is past the point of no return: converged, its finalize accepted
+    (ours), or MGN shows it CUTOVER."""
+    view = row.view
+    shows_cutover = view is not None and view.lifecycle_state == CUTOVER
+    return row.fate in _CONVERGED or row.ours or shows_cutover
+
+
+def _stopped_waiting_reason(row: _Row, stop: Stop) -> str:
+    """Why an accepted (or cut over) server is not confirmed: the run stopped polling before
+    its --timeout (a signal, the journal, an account error), not MGN running late."""
+    view = row.view
+    shown = f"{view.lifecycle_state}/{view.replication_state}" if view else "nothing"
+    done = "finalize accepted" if row.ours or row.ambiguous else "cut over outside this run"
+    why = stop.why()
+    if stop.reason is StopReason.SIGNAL and stop.detail:
+        why = f"{why} by {stop.detail}"
+    return (
+        f"{done}; {why} before its --timeout, while MGN still showed {shown}; not timed out: "
+        "rerun to confirm (it only polls, never finalizes again)"
+    )
 
 
 class ApprovalBook(Protocol):

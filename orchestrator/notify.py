@@ -72,6 +72,7 @@ class EventKind(StrEnum):
     APPLICATION_FINALIZED = "application_finalized"
     APPLICATION_BLOCKED = "application_blocked"
     APPLICATION_FAILED = "application_failed"
+    APPLICATION_PARTIALLY_CUT_OVER = "application_partially_cut_over"
     APPROVAL_AWAITED = "approval_awaited"
     RUN_FINISHED = "run_finished"
 
@@ -155,6 +156,33 @@ def application_failed(
     text = f"application {_app(application_id, name)} FAILED: {_esc(reason)}"
     fields = {"applicationID": application_id, "name": name, "reason": reason}
     return _event(EventKind.APPLICATION_FAILED, wave, text, fields | extra)
+
+
+def application_partially_cut_over(
+    wave: str,
+    application_id: str,
+    *,
+    name: str | None = None,
+    servers: int,
+    converged: int,
+    reason: str,
+    **extra: Any,
+) -> Event:
+    """An application is HALF CUT OVER: a server of it is cut over (or its finalize accepted)
+    while another is not converged; someone must act now (finish it or roll the rest back)."""
+    text = (
+        f"application {_app(application_id, name)} HALF CUT OVER: {converged} of {servers} "
+        f"servers converged; act now: {_esc(reason)}"
+    )
+    fields = {
+        "applicationID": application_id,
+        "name": name,
+        "status": "partially_cut_over",
+        "servers": servers,
+        "converged": converged,
+        "reason": reason,
+    }
+    return _event(EventKind.APPLICATION_PARTIALLY_CUT_OVER, wave, text, fields | extra)
 
 
 def approval_awaited(

@@ -25,6 +25,9 @@ class Outcome(StrEnum):
     UNCONFIRMED = "unconfirmed"  # our call may have gone through; MGN has not shown it
     WOULD_LAUNCH = "would_launch"  # dry run of `run --launch`: a real run would launch it
     REVERTED = "reverted"  # launched, then reverted to READY_FOR_CUTOVER (--on-failure revert)
+    # MGN accepted the finalize (or shows CUTOVER), the run stopped before its --timeout and
+    # before MGN showed CUTOVER + DISCONNECTED: not timed out, not confirmed; a rerun only polls.
+    ACCEPTED = "accepted"
 
 
 EXIT_MEANINGS = {

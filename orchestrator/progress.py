@@ -36,6 +36,7 @@ BUCKETS: tuple[tuple[str, frozenset[Fate]], ...] = (
     ("blocked", frozenset({Fate.BLOCKED})),
     ("failed", frozenset({Fate.FAILED})),
     ("timed out", frozenset({Fate.TIMED_OUT})),
+    ("accepted, unconfirmed", frozenset({Fate.STOPPED_WAITING})),  # stopped before the deadline
     ("not sent", frozenset({Fate.HELD, Fate.NOT_ATTEMPTED})),
 )
 _ALWAYS = ("converged", "to do")  # shown even at zero: the line's shape stays put

@@ -49,6 +49,11 @@ NEXT_STEPS = {
         "the rerun only polls, it never finalizes these servers again."
     ),
     Outcome.NOT_ATTEMPTED: "rerun the wave.",
+    Outcome.ACCEPTED: (
+        "MGN accepted the finalize, then the run was stopped before its --timeout and before "
+        "MGN showed CUTOVER/DISCONNECTED; rerun: it only polls, it never finalizes these "
+        "servers again."
+    ),
     Outcome.UNCONFIRMED: (
         "MGN has not shown whether our FinalizeCutover went through; rerun: it is sent again "
         "only if MGN still shows CUTTING_OVER, otherwise only polled."
@@ -176,15 +181,15 @@ def report_document(record: RunRecord) -> dict[str, Any]:
 
 def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any]]:
     """One entry per application: its name, servers, how many converged, and a status:
-    `converged`, `partially_cut_over` (some converged, some not: needs attention now),
-    `blocked`, `would_finalize` (dry run) or `not_converged`."""
+    `converged`, `partially_cut_over` (a server cut over or its finalize accepted, another not
+    converged: needs attention now), `blocked`, `would_finalize` (dry run) or `not_converged`."""
     out = []
     for app_id, rows in _by_application(servers).items():
         converged = sum(_outcome(s) in CONVERGED_OUTCOMES for s in rows)
         outcomes = {_outcome(s) for s in rows}
         if converged == len(rows):
             status = "converged"
-        elif converged:
+        elif converged or any(_cut_over(s) for s in rows):
             status = "partially_cut_over"
         elif outcomes == {Outcome.BLOCKED}:
             status = "blocked"
@@ -203,6 +208,14 @@ def application_summaries(servers: Sequence[ServerResult]) -> list[dict[str, Any
             }
         )
     return out
+
+
+def _cut_over(s: ServerResult) -> bool:
+    """Whether MGN accepted a finalize of the server or shows it CUTOVER (past the point of no
+    return), converged or not."""
+    return s.lifecycle_state == "CUTOVER" or any(
+        e.get("event") == "finalize_accepted" for e in s.timeline
+    )
 
 
 def render_markdown(record: RunRecord) -> str:

@@ -208,8 +208,13 @@ def _counts(doc: Mapping[str, Any], servers: Sequence[Mapping[str, Any]]) -> dic
     return counts
 
 
+# What the first page calls an application's status, where the status word alone is too quiet.
+_STATUS_LABELS = {"partially_cut_over": "HALF CUT OVER: act now"}
+
+
 def _attention(lanes: Sequence[Lane], dry_run: bool) -> str:
     problems = [lane for lane in lanes if is_problem(lane)]
+    problems.sort(key=lambda lane: lane.status != "partially_cut_over")  # the urgent first
     if not problems:
         text = "every application is ready" if dry_run else "no application needs attention"
         return f'<section id="attention"><p class="all-good">✔ {_e(text)}.</p></section>'
@@ -217,7 +222,8 @@ def _attention(lanes: Sequence[Lane], dry_run: bool) -> str:
         f'<li><a href="#servers" class="app-link" data-filter="{_e(lane.app_id)}">'
         f"{_e(lane.name or lane.app_id)}</a> "
         f"{f'<code>{_e(lane.app_id)}</code> ' if lane.name else ''}"
-        f'<span class="status s-{_css_token(lane.status or "")}">{_e(lane.status)}</span>: '
+        f'<span class="status s-{_css_token(lane.status or "")}">'
+        f"{_e(_STATUS_LABELS.get(lane.status or '', lane.status))}</span>: "
         f"{_e(stop_reason(lane))}</li>"
         for lane in problems
     )
@@ -378,12 +384,13 @@ font-weight:700;padding:0 6px}.exit.good{background:var(--green)}.exit.bad{backg
 .o-finalized,.o-already_cutover{border-color:var(--green)}
 .chip.o-finalized,.chip.o-already_cutover{background:#e6f4ea}
 .chip.o-failed:not(.zero),.chip.o-blocked:not(.zero){background:#fdecea;border-color:var(--red)}
-.chip.o-timed_out:not(.zero),.chip.o-not_attempted:not(.zero){background:#fff4e0;
-border-color:var(--amber)}
+.chip.o-timed_out:not(.zero),.chip.o-not_attempted:not(.zero),.chip.o-accepted:not(.zero){
+background:#fff4e0;border-color:var(--amber)}
 .all-good{font-size:16px;color:var(--green);font-weight:600}
 #attention ul{margin:0;padding-left:20px}#attention li{margin:3px 0}
 .status{font-weight:600}.s-failed,.s-blocked{color:var(--red)}
 .s-timed_out,.s-not_attempted{color:var(--amber)}.s-converged{color:var(--green)}
+.s-partially_cut_over{color:var(--red);font-weight:700}
 .controls{display:flex;gap:10px;align-items:center;margin-bottom:8px;flex-wrap:wrap}
 #filter{font-size:14px;padding:6px 10px;width:340px;border:1px solid #aab4be;border-radius:5px}
 #outcome{font-size:14px;padding:5px}
@@ -403,7 +410,8 @@ overflow-wrap:break-word;min-width:70px}
 background:#eceff1;white-space:nowrap}
 .badge.o-finalized,.badge.o-already_cutover{background:#e6f4ea;color:var(--green)}
 .badge.o-failed,.badge.o-blocked{background:#fdecea;color:var(--red)}
-.badge.o-timed_out,.badge.o-not_attempted{background:#fff4e0;color:var(--amber)}
+.badge.o-timed_out,.badge.o-not_attempted,.badge.o-accepted{background:#fff4e0;
+color:var(--amber)}
 .badge.o-would_finalize{background:#e8f0fe;color:var(--blue)}
 footer{margin-top:28px;font-size:12px}footer table{font-size:12px;border-collapse:collapse}
 footer th{text-align:left;padding:1px 10px 1px 0;font-weight:500;color:var(--muted)}

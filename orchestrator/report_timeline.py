@@ -33,6 +33,7 @@ OUTCOME_ORDER = (
     "failed",
     "blocked",
     "timed_out",
+    "accepted",
     "not_attempted",
     "would_finalize",
     "finalized",
@@ -485,10 +486,11 @@ svg.axis text{fill:var(--muted);font-size:11px}svg.axis .axlabel{font-style:ital
 svg.servers{background:#fbfcfd;border-bottom:1px solid var(--line)}
 .sname{font-size:12px}.soutcome{font-size:11px;fill:var(--muted)!important}
 .o-failed .soutcome,.o-blocked .soutcome{fill:var(--red)!important}
-.o-timed_out .soutcome,.o-not_attempted .soutcome{fill:var(--amber)!important}
+.o-timed_out .soutcome,.o-not_attempted .soutcome,.o-accepted .soutcome{fill:var(--amber)!important}
 .o-finalized .soutcome,.o-already_cutover .soutcome{fill:var(--green)!important}
 .lname{font-weight:600;font-size:13px}.lstatus{font-size:11px}
 .lane.s-failed .lstatus,.lane.s-blocked .lstatus{fill:var(--red)!important;font-weight:600}
+.lane.s-partially_cut_over .lstatus{fill:var(--red)!important;font-weight:700}
 .lane.s-timed_out .lstatus,.lane.s-not_attempted .lstatus{fill:var(--amber)!important}
 .lane.s-converged .lstatus{fill:var(--green)!important}
 .span{fill:#9fb8d9}.s-converged .span,.o-finalized .span,.o-already_cutover .span{fill:#8fcf9f}

@@ -22,6 +22,7 @@ from orchestrator.notify import (
     application_blocked,
     application_failed,
     application_finalized,
+    application_partially_cut_over,
     approval_awaited,
     check_webhook_url,
     parse_topic_arn,
@@ -102,6 +103,9 @@ def _events() -> list[Event]:
             summary={"total": 10, "finalized": 8, "blocked": 2, "failed": 0},
             report_location="s3://reports/wave-01/",
         ),
+        application_partially_cut_over(
+            "wave-01", "app-5", servers=2, converged=0, reason="s-1: run interrupted"
+        ),
     ]
 
 
@@ -112,7 +116,7 @@ async def test_webhook_gets_slack_and_teams_json(receiver: Receiver) -> None:
         for event in _events():
             assert notifier.send(event)
         stats = await notifier.aclose(timeout_s=10)
-    assert stats[0].sent == 6 and stats[0].failed == stats[0].dropped == 0
+    assert stats[0].sent == 7 and stats[0].failed == stats[0].dropped == 0
     assert [b["mgn_cutover"]["event"] for b in receiver.bodies] == [
         "run_started",
         "application_finalized",
@@ -120,9 +124,13 @@ async def test_webhook_gets_slack_and_teams_json(receiver: Receiver) -> None:
         "application_failed",
         "approval_awaited",
         "run_finished",
+        "application_partially_cut_over",
     ]
     assert all(isinstance(b["text"], str) and b["text"] for b in receiver.bodies)
-    assert receiver.queries == [TOKEN] * 6
+    assert receiver.queries == [TOKEN] * 7
+    half = receiver.bodies[6]
+    assert "HALF CUT OVER: 0 of 2 servers converged" in half["text"]
+    assert half["mgn_cutover"]["status"] == "partially_cut_over"
     blocked = receiver.bodies[2]
     assert blocked["text"] == (
         "[wave-01] application &lt;!channel&gt; crm (app-2) BLOCKED: first boot WAITING"
@@ -136,7 +144,7 @@ async def test_webhook_gets_slack_and_teams_json(receiver: Receiver) -> None:
     )
     assert finished["mgn_cutover"]["summary"]["finalized"] == 8
     _no_secrets(logs)
-    assert [e["event"] for e in logs] == ["notify_sent"] * 6
+    assert [e["event"] for e in logs] == ["notify_sent"] * 7
 
 
 async def test_webhook_500_then_200_is_retried(receiver: Receiver) -> None:
@@ -307,7 +315,7 @@ async def test_sns_delivers_json_to_an_sqs_subscriber(aws: Callable[[str], Any])
         for event in _events():
             notifier.send(event)
         stats = await notifier.aclose(timeout_s=20)
-    assert stats[0].sent == 6, logs
+    assert stats[0].sent == 7, logs
     messages = aws("sqs").receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
     envelopes = [json.loads(m["Body"]) for m in messages]
     payloads = [json.loads(e["Message"]) for e in envelopes]

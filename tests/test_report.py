@@ -93,6 +93,7 @@ def test_summary_has_every_outcome_key() -> None:
         "unconfirmed": 0,
         "would_launch": 0,
         "reverted": 0,
+        "accepted": 0,
     }
     assert summarize([])["total"] == 0
 
