@@ -28,7 +28,8 @@ ledger moves the server between states and writes the journal entry that goes wi
 | TIMED_OUT                   |           |                                                  |
 | ACCEPTED, CUTOVER_PENDING   | EXPIRED   | TIMED_OUT (the reconciler's deadline passed)     |
 | UNCHECKED, READY, SENDING,  | SETTLED   | the run ended: NOT_ATTEMPTED, UNCONFIRMED,       |
-| ACCEPTED, CUTOVER_PENDING   |           | TIMED_OUT                                        |
+| ACCEPTED, CUTOVER_PENDING   |           | TIMED_OUT; STOPPED_WAITING when a stop ended the |
+|                             |           | polls before the deadline (never TIMED_OUT early)|
 
 `*`: journal entry `converged`. "or UNCONFIRMED": when an earlier attempt may have gone through.
 The intent is journaled before every attempt; without it nothing is sent.
@@ -40,7 +41,9 @@ Rules the table encodes:
   application is definitively refused, none of its siblings not yet sent is sent.
 - An ambiguous call that MGN then shows CUTOVER + DISCONNECTED was finalized by this run.
 - A row never contradicts its columns: CUTOVER + DISCONNECTED is always FINALIZED or
-  ALREADY_CUTOVER, and those states always show CUTOVER + DISCONNECTED.
+  ALREADY_CUTOVER, and those states always show CUTOVER + DISCONNECTED. The columns are MGN's
+  last word: a 200's body (the server record) until a later read; at the end, a view showing
+  CUTOVER + DISCONNECTED moves an ACCEPTED or TIMED_OUT row to FINALIZED (OBSERVED).
 - A dry run (no journal) writes nothing and reports nothing as converged that MGN does not show.
 """
 
