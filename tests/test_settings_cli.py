@@ -205,7 +205,7 @@ def test_state_dir_is_per_user_by_default_and_absolute_when_relative(
         [sys.executable, "-m", "orchestrator", *args, "--state-dir", "state"],
         env=env, cwd=ops, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    assert out.returncode == 1, out.stderr  # a dry run: nothing converged yet
+    assert out.returncode == 0, out.stderr  # a dry run of a ready wave: go (issue 21)
     logged = [json.loads(line) for line in out.stderr.splitlines()]
     assert [e["path"] for e in logged if e["event"] == "state_dir"] == [str(ops / "state")]
     assert (ops / "state" / rehearsal / "w" / "journal.sqlite3").is_file()
