@@ -312,8 +312,8 @@ class FaultInjector:
         """Whether this call of `op` (in `account_id`) is one of the first `fail_first` names
         for the operation, or for the operation in that account (answered 500)."""
         fail = False
-        for key in (op, f"{op}@{account_id}" if account_id else None):
-            allowed = self.faults.fail_first.get(key) if key else None
+        for key in (op, f"{op}@{account_id}") if account_id else (op,):
+            allowed = self.faults.fail_first.get(key)
             if allowed:
                 count = self._op_calls[key] = self._op_calls.get(key, 0) + 1
                 fail = fail or count <= allowed
