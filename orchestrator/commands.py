@@ -341,6 +341,7 @@ async def plan_rows(wave: Wave, config: Config, gw: Gateway | Targets) -> list[P
         stop=gw.stop,
         now_iso=utc_now_iso,
         application_gate=config.application_gate,
+        read_settle_s=config.read_settle_s,
     )
     views: dict[str, ServerView | None] = {}
     busy = await busy_servers(gw, gw.stop) if config.launch else {}

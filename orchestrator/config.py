@@ -111,6 +111,7 @@ class Config:
     max_replication_lag_s: float = 300.0
     launch_timeout_s: float = 3600.0
     approve_timeout_s: float = 3600.0
+    read_settle_s: float = 300.0
     account_access: AccountAccess = "global-view"
     role_arn: str | None = None
     external_id: str | None = field(default=None, repr=False)
@@ -701,6 +702,13 @@ SETTINGS: tuple[Setting, ...] = (
         cv.positive(),
         3600.0,
         "a verified application not approved within this many seconds is not finalized",
+    ),
+    Setting(
+        "read_settle_s",
+        cv.positive(),
+        300.0,
+        "how long MGN's reads may lag a call: a rerun only polls (never sends again) a "
+        "FinalizeCutover an earlier run sent this recently and never heard answered",
     ),
     Setting(
         "account_access",

@@ -33,6 +33,7 @@ from orchestrator.config import Config
 from orchestrator.errors import (
     AccountError,
     ConflictError,
+    JournalError,
     MgnError,
     RequestRejectedError,
     RetryableError,
@@ -44,7 +45,16 @@ from orchestrator.ledger import Ledger
 from orchestrator.limiter import Clock, Sleep
 from orchestrator.mgn import chunks
 from orchestrator.stop import Stop, Stopped, StopReason, first_of
-from orchestrator.views import CUTTING_OVER, SUCCEEDED, JobView, LaunchView, ServerView
+from orchestrator.views import (
+    CLOCK_SKEW_S,
+    CUTOVER,
+    CUTTING_OVER,
+    SUCCEEDED,
+    JobView,
+    LaunchView,
+    ServerView,
+    iso_time_s,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +62,8 @@ MAX_SERVERS_PER_JOB = 200
 MAX_SERVERS_IN_ACTIVE_JOBS = 200
 MAX_ACTIVE_JOBS = 20
 MAX_JOB_IDS_PER_CALL = 100
+# Consecutive failed reads of the approvals before the run stops (exit 5): one tick each.
+APPROVAL_READ_FAILURES = 3
 
 Approvals = Callable[[], dict[str, tuple[str, str]]]
 _DOWN = frozenset({"stopped", "terminated", "stopping", "shutting-down"})
@@ -73,38 +85,63 @@ class _Quota:
 
 @dataclass(frozen=True)
 class Verdict:
-    """What MGN shows of one launched server: verified, failed (why), or still going."""
+    """What MGN shows of one launched server: verified, failed (why), cut over, or still going."""
 
     verified: bool = False
     failed: str | None = None
     notes: tuple[tuple[str, str | None], ...] = ()
+    cutover: bool = False  # MGN shows CUTOVER: an earlier finalize went through
 
 
-def judge(launch: LaunchView | None, view: ServerView | None, *, job_done: bool = True) -> Verdict:
+def shows_launch(view: ServerView | None, job_id: str | None) -> bool:
+    """Whether a read of the server shows this launch (CUTTING_OVER, in this job as far as it
+    says): only then are its first boot and instance this launch's. A read that still shows
+    READY_FOR_CUTOVER after an accepted StartCutover is lag, not news."""
+    if view is None or view.lifecycle_state != CUTTING_OVER:
+        return False
+    return job_id is None or view.last_cutover_job_id in (None, job_id)
+
+
+def judge(
+    launch: LaunchView | None,
+    view: ServerView | None,
+    *,
+    job: JobView | None = None,
+    job_id: str | None = None,
+    job_done: bool = True,
+) -> Verdict:
     """The verdict on one launched server from its job's report and its source server record.
 
     Verified: launch LAUNCHED (or, with no job report, an instance), first boot SUCCEEDED,
     every post-launch action marked must-succeed SUCCESS, and the job COMPLETED (`job_done`): a
     job lists an action only once it has started, so until the job ends an action not yet
-    listed may still be one that must succeed. Failed: launch FAILED, first boot STOPPED, a
-    must-succeed action FAILED, or the server left CUTTING_OVER some other way.
+    listed may still be one that must succeed. Failed only on MGN's own word: launch FAILED or
+    TERMINATED, a job (`job`, as DescribeJobs shows it) that ended without launching it, first
+    boot STOPPED, a must-succeed action FAILED. A read that does not show this launch yet
+    (READY_FOR_CUTOVER while the job runs or lists it launched) is lag: still going, and
+    launch_timeout_s decides. CUTOVER is convergence (an earlier run's finalize), never failure.
     """
     notes: list[tuple[str, str | None]] = []
+    if view is not None and view.lifecycle_state == CUTOVER:
+        return Verdict(cutover=True)
+    status = launch.launch_status if launch is not None else None
+    if status in ("FAILED", "TERMINATED"):
+        return Verdict(failed=f"launch_failed: MGN's launch status is {status}")
+    if job is not None and not job.active and status != "LAUNCHED":
+        return Verdict(
+            failed=f"launch_failed: job {job.job_id} ended without launching it "
+            f"(launch status {status or 'not listed'})"
+        )
+    current = view if shows_launch(view, job_id) else None
     instance = (launch.ec2_instance_id if launch else None) or (
-        view.ec2_instance_id if view else None
+        current.ec2_instance_id if current else None
     )
-    launched = (launch is not None and launch.launch_status == "LAUNCHED") or (
-        launch is None and instance is not None
-    )
-    if launch is not None and launch.launch_status in ("FAILED", "TERMINATED"):
-        return Verdict(failed=f"launch_failed: MGN's launch status is {launch.launch_status}")
+    launched = status == "LAUNCHED" or (launch is None and instance is not None)
     if launched:
         notes.append(("launched", instance))
-    first_boot = view.first_boot if view else None
+    first_boot = current.first_boot if current else None
     if first_boot == "STOPPED":
         return Verdict(failed="first_boot: STOPPED", notes=tuple(notes))
-    if view is not None and view.lifecycle_state not in (CUTTING_OVER, None):
-        return Verdict(failed=f"wrong_state: MGN shows {view.lifecycle_state} after the launch")
     if first_boot == SUCCEEDED:
         notes.append(("first_boot", SUCCEEDED))
     pending_actions = False
@@ -142,6 +179,7 @@ class Launcher:
         submit: Callable[[list[str]], None],
         approvals: Approvals,
         on_approval_awaited: Callable[[str], None] = lambda app: None,
+        on_waiting: Callable[[str], None] = lambda server_id: None,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -153,6 +191,7 @@ class Launcher:
         self._submit = submit
         self._approvals = approvals
         self._on_approval_awaited = on_approval_awaited
+        self._on_waiting = on_waiting  # a server to poll until MGN shows DISCONNECTED
         self._clock = clock
         self._sleep = sleep
         self._wall = wall
@@ -165,6 +204,12 @@ class Launcher:
         self._refused_at: float | None = None  # when MGN last refused a job on a quota
         self._max_batch = MAX_SERVERS_PER_JOB  # smaller once MGN shows a lower quota
         self._failed_at: dict[str, float] = {}  # application -> when its revert was due
+        self._older_jobs: set[str] = set()  # jobs that existed before this run launched
+        self._mine: set[str] = set()  # the servers of this launcher's (account, region)
+        self._retry_at: float | None = None  # StartCutover backs off until then
+        self._unclear_attempts = 0  # StartCutover answers in a row that were unclear
+        self._reads_failing_since: float | None = None  # watch reads failing since then
+        self._approval_read_failures = 0
 
     def add(self, launch: Sequence[str], watch: Sequence[str]) -> None:
         """Queue servers to launch (whole applications) and servers already launched."""
@@ -172,11 +217,15 @@ class Launcher:
         for sid in launch:
             by_app.setdefault(self._ledger.application_of(sid), []).append(sid)
         self._queue.extend(by_app.values())
+        self._mine.update(launch)
+        self._mine.update(watch)
         self._wake.set()
 
     def busy(self, jobs: Sequence[JobView]) -> dict[str, str]:
         """Servers in jobs still running (found before the first launch): they count against
-        the quotas and are not launched."""
+        the quotas and are not launched. Every job seen here is older than any launch of this
+        run: none is ever taken for one (`_resolve`)."""
+        self._older_jobs.update(job.job_id for job in jobs)
         for job in jobs:
             if job.active:
                 self._quota.active[job.job_id] = {p.source_server_id for p in job.servers}
@@ -192,7 +241,8 @@ class Launcher:
         while not self._stop.sends_stopped:
             try:
                 await self._schedule()
-                await self._watch()
+                if not await self._watch_or_give_up():
+                    return
                 self._tend_approvals()
                 await self._revert_failed()
             except Stopped:
@@ -204,15 +254,53 @@ class Launcher:
                 return  # the ledger has stopped the run
             if self._closed and self._idle():
                 return
-            await self._nap(self._config.poll_interval_s)
+            await self._nap(self._next_nap_s())
+
+    def _next_nap_s(self) -> float:
+        delay = self._config.poll_interval_s
+        if self._retry_at is not None and self._queue:
+            delay = min(delay, max(0.0, self._retry_at - self._clock()))
+        return delay
+
+    async def _watch_or_give_up(self) -> bool:
+        """One watch tick. Reads that fail after their retries skip the tick (the servers are
+        judged on the next good read, never on a failed one); failing for longer than
+        `server_deadline_s` ends this (account, region)'s night, each server said why."""
+        try:
+            await self._watch()
+        except (RetryableError, ConflictError, RequestRejectedError) as err:
+            now = self._clock()
+            if self._reads_failing_since is None:
+                self._reads_failing_since = now
+            failing_s = now - self._reads_failing_since
+            if failing_s <= self._config.server_deadline_s:
+                log.warning("launch_watch_read_failed", error_code=err.code, error=err.message)
+                return True
+            why = (
+                f"MGN's reads kept failing for {failing_s:.0f}s ({err.code}): this account and "
+                "region's launches were left unwatched; rerun the wave (it watches, never "
+                "launches again)"
+            )
+            log.error("launch_watch_abandoned", error_code=err.code, error=err.message)
+            self._ledger.launch_abandoned(sorted(self._mine), why)
+            return False
+        self._reads_failing_since = None
+        return True
 
     def _idle(self) -> bool:
         return (
             not self._queue
-            and not self._ledger.watched()
-            and not self._ledger.awaiting_approval()
+            and not self._watched()
+            and not self._awaiting()
             and not self._pending_reverts()
         )
+
+    def _watched(self) -> list[tuple[str, str | None, float | None]]:
+        return [w for w in self._ledger.watched() if w[0] in self._mine]
+
+    def _awaiting(self) -> list[str]:
+        mine = {self._ledger.application_of(s) for s in self._mine}
+        return [a for a in self._ledger.awaiting_approval() if a in mine]
 
     async def _nap(self, delay_s: float) -> None:
         self._wake.clear()
@@ -226,11 +314,32 @@ class Launcher:
             if self._clock() - self._refused_at < 4 * self._config.poll_interval_s:
                 return
             self._refused_at = None
+        self._expire_queued()
+        if self._retry_at is not None:
+            if self._clock() < self._retry_at:
+                return  # backing off after an unclear StartCutover
+            self._retry_at = None
         while self._queue and not self._stop.sends_stopped and self._refused_at is None:
+            if self._retry_at is not None:
+                return
             batch = self._next_batch()
             if not batch:
                 return  # wait for a job to end
             await self._start(batch)
+
+    def _expire_queued(self) -> None:
+        """launch_timeout_s runs from a server's first StartCutover: an application re-queued
+        (quota, throttling, unclear answers) for longer than that is not launched."""
+        now, limit = self._clock(), self._config.launch_timeout_s
+        keep: list[list[str]] = []
+        for app in self._queue:
+            first = [t for t in (self._ledger.first_launch_at(s) for s in app) if t is not None]
+            if first and now - min(first) > limit:
+                why = f"launch_timeout: not launched within {limit:g}s of its first StartCutover"
+                self._ledger.launch_expired(app, why)
+            else:
+                keep.append(app)
+        self._queue = keep
 
     def _next_batch(self) -> list[str]:
         """Whole applications, in plan order, for one job: MGN frees a job's slots only when
@@ -255,15 +364,15 @@ class Launcher:
 
     async def _start(self, batch: list[str]) -> None:
         ledger = self._ledger
+        sent_at = self._wall()  # before the intent: a launch job of this attempt is newer
         ledger.launch_started(batch, self._clock())
-        sent_at = self._wall()
         try:
             await self._stop.guard(self._gw.reads.limiter.acquire())
             job = await self._stop.guard(self._gw.client.start_cutover(batch))
         except asyncio.CancelledError:
             raise
         except Stopped:
-            await self._resolve(batch, sent_at, "stopped while StartCutover was out")
+            await self._resolve(batch, sent_at, "stopped while StartCutover was out", None)
             raise
         except ThrottledError as err:
             self._gw.reads.limiter.on_throttle()
@@ -280,16 +389,21 @@ class Launcher:
                     self._refused_at = None
             else:
                 ledger.launch_refused(batch, err)
+        except AccountError as err:
+            # Refused before MGN did anything (403, uninitialized): not a possible launch.
+            self._requeue(batch, f"{err.code}: MGN refused StartCutover before launching")
+            raise
         except (RetryableError, ConflictError) as err:
             log.warning("start_cutover_unclear", error_code=err.code, servers=len(batch))
-            await self._resolve(batch, sent_at, f"{err.code} on StartCutover")
+            await self._resolve(batch, sent_at, f"{err.code} on StartCutover", err)
         except MgnError as err:
             ledger.launch_refused(batch, err)
         else:
             job_id = job.job_id if job is not None else None
             if job_id is None:
-                await self._resolve(batch, sent_at, "StartCutover answered without a job")
+                await self._resolve(batch, sent_at, "StartCutover answered without a job", None)
                 return
+            self._unclear_attempts = 0
             self._accepted(batch, job_id)
 
     def _accepted(self, batch: Sequence[str], job_id: str) -> None:
@@ -305,41 +419,68 @@ class Launcher:
         self._queue[:0] = list(by_app.values())
         log.info("launch_deferred", servers=len(batch), reason=why)
 
-    async def _resolve(self, batch: list[str], sent_at: datetime, why: str) -> None:
+    async def _resolve(
+        self, batch: list[str], sent_at: datetime, why: str, err: MgnError | None
+    ) -> None:
         """An answer we cannot trust: find out from MGN which servers did join a launch job
-        before anything is sent again. Never launches a server twice."""
+        before anything is sent again. Only this attempt's evidence counts: a LAUNCH job
+        initiated by StartCutover, created since the intent was journaled, that lists the
+        server, or the server's `lastCutover.initiated` since then (never an older job, a
+        revert's TERMINATE job, a test launch). Never launches a server twice; re-sends back
+        off and stop at `max_attempts` (then the servers are unconfirmed: a rerun reads first).
+        """
+        since = sent_at - timedelta(seconds=CLOCK_SKEW_S)
         try:
             jobs = await self._stop.guard(
-                self._gw.reads.call(
-                    lambda: self._gw.client.describe_jobs(
-                        from_date=_iso(sent_at - timedelta(minutes=5))
-                    )
-                )
+                self._gw.reads.call(lambda: self._gw.client.describe_jobs(from_date=_iso(since)))
             )
             views = await self._gw.read(batch)
-        except (Stopped, MgnError) as err:
-            log.warning("start_cutover_unresolved", error=str(err), servers=len(batch))
+        except (Stopped, MgnError) as read_err:
+            log.warning("start_cutover_unresolved", error=str(read_err), servers=len(batch))
             return  # they stay LAUNCHING: reported unconfirmed, a rerun checks MGN first
         found: dict[str, str] = {}
         for job in jobs:
+            if job.job_id in self._older_jobs or not _launched_by_start_cutover(job, since):
+                continue
             for part in job.servers:
                 if part.source_server_id in batch:
                     found[part.source_server_id] = job.job_id
         for sid in batch:
             view = views.get(sid)
-            launched = view is not None and view.lifecycle_state == CUTTING_OVER
-            if sid not in found and launched and view is not None and view.last_cutover_job_id:
-                found[sid] = view.last_cutover_job_id
+            job_id = view.last_cutover_job_id if view is not None else None
+            if sid in found or view is None or job_id is None or job_id in self._older_jobs:
+                continue
+            initiated = iso_time_s(view.last_cutover_initiated_at)
+            ours = initiated is not None and initiated >= since.timestamp()
+            if view.lifecycle_state == CUTTING_OVER and ours:
+                found[sid] = job_id
         for job_id in sorted(set(found.values())):
             self._accepted([s for s in batch if found.get(s) == job_id], job_id)
         rest = [s for s in batch if s not in found]
-        if rest:
+        if not rest:
+            self._unclear_attempts = 0
+            return
+        if err is None:  # stopped, or no job in a 2xx answer: nothing more is sent for them
             self._requeue(rest, f"{why}; MGN shows no launch job for them: queued again")
+            return
+        self._unclear_attempts += 1
+        attempts = max(self._ledger.launch_attempts(s) for s in rest)
+        if attempts >= self._config.max_attempts:
+            self._ledger.launch_unclear(
+                rest,
+                f"retries_exhausted: {why} after {attempts} attempts and MGN shows no launch "
+                "job for them; a rerun reads MGN before it launches anything",
+            )
+            return
+        policy, hint = self._gw.reads.policy, err if isinstance(err, RetryableError) else None
+        delay = policy.delay_s(self._unclear_attempts, hint, self._gw.reads.rng)
+        self._retry_at = self._clock() + delay
+        self._requeue(rest, f"{why}; MGN shows no launch job for them: sent again in {delay:.1f}s")
 
     # -- watch ---------------------------------------------------------------------------------
 
     async def _watch(self) -> None:
-        watched = self._ledger.watched()
+        watched = self._watched()
         job_ids = sorted({j for _, j, _ in watched if j} | set(self._quota.active))
         jobs: dict[str, JobView] = {}
         for batch in chunks(job_ids, MAX_JOB_IDS_PER_CALL):
@@ -367,7 +508,12 @@ class Launcher:
             launch = next((p for p in parts if p.source_server_id == sid), None)
             # A job we cannot see (none recorded) cannot hold back actions we know nothing of.
             job_done = known is None if in_job is None else known is not None and not known.active
-            verdict = judge(launch, views.get(sid), job_done=job_done)
+            view = views.get(sid)
+            verdict = judge(launch, view, job=known, job_id=in_job, job_done=job_done)
+            if verdict.cutover and view is not None:
+                if self._ledger.launch_observed(sid, view):
+                    self._on_waiting(sid)
+                continue
             for event, detail in verdict.notes:
                 self._ledger.note(sid, event, detail)
             since = self._ledger.watching_since(sid, now)
@@ -415,11 +561,22 @@ class Launcher:
     # -- approvals -----------------------------------------------------------------------------
 
     def _tend_approvals(self) -> None:
-        waiting = self._ledger.awaiting_approval()
+        waiting = self._awaiting()
         if not waiting:
             return
         now = self._clock()
-        given = self._approvals()
+        try:
+            given = self._approvals()
+        except JournalError as err:
+            # Retried on the next tick; a journal that stays unreadable stops the run (exit 5).
+            self._approval_read_failures += 1
+            log.warning(
+                "approvals_read_failed", error=str(err), failures=self._approval_read_failures
+            )
+            if self._approval_read_failures >= APPROVAL_READ_FAILURES:
+                self._stop.request(StopReason.LOCAL_STATE, f"the approvals cannot be read: {err}")
+            return
+        self._approval_read_failures = 0
         for app in waiting:
             if app not in self._awaiting_since:
                 self._awaiting_since[app] = now
@@ -452,11 +609,19 @@ class Launcher:
             await self._revert(servers)
 
     async def _revert(self, servers: list[str]) -> None:
+        """Revert the servers MGN shows CUTTING_OVER (read first: one it shows CUTOVER was
+        finalized and is never reverted); each row then shows MGN's record after the revert."""
+        before = await self._gw.read(servers)
+        after: dict[str, ServerView | None] = {}
         reverted: list[str] = []
         for sid in servers:
+            seen = before.get(sid)
+            if seen is not None and seen.lifecycle_state == CUTOVER:
+                self._ledger.note(sid, "revert_skipped", "MGN shows CUTOVER: never reverted")
+                continue
             self._ledger.revert_started(sid)
             try:
-                await self._stop.guard(
+                after[sid] = await self._stop.guard(
                     self._gw.reads.call(functools.partial(self._gw.client.revert_to_ready, sid))
                 )
             except (ConflictError, RequestRejectedError, RetryableError) as err:
@@ -475,7 +640,7 @@ class Launcher:
             except (ConflictError, RequestRejectedError, RetryableError) as err:
                 done = f"{detail}; TerminateTargetInstances refused: {err}"
             for sid in batch:
-                self._ledger.reverted(sid, done)
+                self._ledger.reverted(sid, done, after.get(sid))
 
 
 async def archive_converged(
@@ -512,3 +677,14 @@ def _shown(launch: LaunchView | None, view: ServerView | None) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _launched_by_start_cutover(job: JobView, since: datetime) -> bool:
+    """A LAUNCH job that StartCutover created at or after `since`."""
+    created = iso_time_s(job.created)
+    return (
+        job.type == "LAUNCH"
+        and job.initiated_by == "START_CUTOVER"
+        and created is not None
+        and created >= since.timestamp()
+    )

@@ -52,6 +52,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -63,7 +64,7 @@ from orchestrator.outcome import CONVERGED_OUTCOMES, Outcome, ServerResult
 from orchestrator.plan import Server, Wave
 from orchestrator.preflight import Check, Decision
 from orchestrator.stop import Stop, StopReason
-from orchestrator.views import CUTOVER, CUTTING_OVER, ServerView
+from orchestrator.views import CLOCK_SKEW_S, CUTOVER, CUTTING_OVER, ServerView, iso_time_s
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +167,7 @@ TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
             F.LAUNCH_READY,
             F.WOULD_LAUNCH,
             F.LAUNCHED,
+            F.UNCONFIRMED,
         }
     ),
     (F.LAUNCH_READY, Event.GATED): frozenset({F.BLOCKED}),
@@ -180,6 +182,17 @@ TRANSITIONS: dict[tuple[Fate, Event], frozenset[Fate]] = {
     (F.AWAITING_APPROVAL, Event.APPROVE): frozenset({F.READY}),
     (F.AWAITING_APPROVAL, Event.EXPIRED): frozenset({F.NOT_APPROVED}),
     (F.LAUNCHED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
+    (F.LAUNCH_READY, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
+    # StartCutover's answers stayed unclear and MGN shows no launch job: a rerun reads first.
+    (F.LAUNCHING, Event.AMBIGUOUS): frozenset({F.UNCONFIRMED}),
+    (F.LAUNCH_READY, Event.AMBIGUOUS): frozenset({F.UNCONFIRMED}),
+    # CUTOVER read while watching a launch is convergence (an earlier run's finalize), not failure.
+    **{
+        (f, Event.OBSERVED): frozenset(
+            {F.FINALIZED, F.ALREADY_CUTOVER, F.ACCEPTED, F.CUTOVER_PENDING}
+        )
+        for f in (F.LAUNCHED, F.VERIFIED)
+    },
     (F.VERIFIED, Event.LAUNCH_FAILURE): frozenset({F.LAUNCH_FAILED}),
     **{(f, Event.HELD): frozenset({F.HELD}) for f in (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)},
     (F.LAUNCH_FAILED, Event.REVERT): frozenset({F.REVERTED}),
@@ -328,7 +341,8 @@ class _Row:
     carried: ServerResult | None = None  # UNCOVERED: the row the wave's last report had
     timeline: list[dict[str, str | None]] = field(default_factory=list)
     launch_job_id: str | None = None  # the launch job it is (or was) in
-    launched_at: float | None = None  # clock time it joined a launch job (launch_timeout_s)
+    launched_at: float | None = None  # clock time of its first launch attempt (launch_timeout_s)
+    launch_attempts: int = 0  # StartCutover attempts in this run
     archived_at: str | None = None
     # Its report row as last built (`Ledger._result`), kept until the row changes: the rows of
     # servers done early are the same objects at the end (`rowmemo` knows them by identity).
@@ -387,6 +401,7 @@ class Ledger:
         require_approval: bool = False,
         where: Mapping[str, tuple[str | None, str | None]] | None = None,
         stop_of: Callable[[str], Stop] | None = None,
+        read_settle_s: float = 300.0,
     ) -> None:
         """`writer` None is a dry run: nothing is written and nothing will be sent.
 
@@ -398,6 +413,9 @@ class Ledger:
 
         `stop_of`: the stop that governs a server (its (account, region)'s part of `stop`, which
         an account error stops alone); `stop` itself by default.
+
+        `read_settle_s`: how long MGN's reads may lag a call; an earlier run's FinalizeCutover
+        with no recorded answer, younger than this, is only polled (never sent again).
         """
         self.wave = wave
         self.dry_run = writer is None
@@ -407,6 +425,7 @@ class Ledger:
         self._stop_of = stop_of or (lambda _server_id: stop)
         self._now = now_iso
         self._gate = application_gate
+        self._read_settle_s = read_settle_s
         self._entries = entries or {}
         self.covered = frozenset(covered) if covered is not None else None
         self._rows: dict[str, _Row] = {}
@@ -495,6 +514,8 @@ class Ledger:
             row.ours = True
             why = "an earlier run's FinalizeCutover went through; waiting for DISCONNECTED"
             self._move(row, Event.CHECKED, F.ACCEPTED, why)
+        elif self._unanswered_intent(row, entry, check):
+            pass  # decided there, from MGN's record: accepted, or only polled
         elif check.decision is Decision.FINALIZE:
             fate = F.WOULD_FINALIZE if self.dry_run else F.READY
             self._move(row, Event.CHECKED, fate, None)
@@ -509,6 +530,51 @@ class Ledger:
             self._move(row, Event.CHECKED, F.CUTOVER_PENDING, why)
         else:
             self._move(row, Event.CHECKED, F.BLOCKED, check.reason)
+
+    def _unanswered_intent(self, row: _Row, entry: JournalEntry | None, check: Check) -> bool:
+        """An earlier run sent FinalizeCutover and no answer was journaled (killed behind the
+        200, or the answer lost) while MGN still shows CUTTING_OVER: MGN may have taken it and
+        its reads lag. Decide by reading, never by sending: MGN's own record of a finalize since
+        the intent makes it accepted; an intent younger than `read_settle_s` is only polled.
+        Returns False (nothing decided) without such an intent, or when it is old enough that
+        MGN's reads have caught up: then the usual decision applies (a rerun sends it again)."""
+        view = check.view
+        if (
+            entry is None
+            or row.prior_attempts == 0
+            or view is None
+            or view.lifecycle_state != CUTTING_OVER
+            or check.decision not in (Decision.FINALIZE, Decision.WATCH)
+        ):
+            return False
+        intent = iso_time_s(entry.intent_at)
+        finalized = iso_time_s(view.last_cutover_finalized_at)
+        if finalized is not None and (intent is None or finalized >= intent - CLOCK_SKEW_S):
+            row.ours = True
+            row.finalized_at = view.last_cutover_finalized_at
+            why = (
+                f"MGN records a FinalizeCutover at {view.last_cutover_finalized_at} (an earlier "
+                "run's, its answer never journaled); never sent again, only polled"
+            )
+            self._move(row, Event.CHECKED, F.ACCEPTED, why)
+            return True
+        now = iso_time_s(self._now())
+        if intent is not None and now is not None and now - intent >= self._read_settle_s:
+            return False
+        until = (
+            datetime.fromtimestamp(intent + self._read_settle_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if intent is not None
+            else "read_settle_s has passed"
+        )
+        why = (
+            f"an earlier run's FinalizeCutover (intent at {entry.intent_at}, run "
+            f"{entry.run_id or 'unknown'}) has no recorded answer and MGN may not have caught up: "
+            f"polled, never sent again; if MGN still shows CUTTING_OVER after {until}, a rerun "
+            "sends it again"
+        )
+        row.ambiguous = True
+        self._move(row, Event.CHECKED, F.UNCONFIRMED, why)
+        return True
 
     def _gate_applications(self, application_ids: Iterable[str]) -> None:
         for app_id in dict.fromkeys(application_ids):
@@ -711,9 +777,12 @@ class Ledger:
             except StateWriteError as err:
                 self._stop.request(StopReason.LOCAL_STATE, str(err))
                 raise
+            first = row.launched_at is None
             self._move(row, Event.LAUNCH_SENT, F.LAUNCHING, None)
-            row.launched_at = clock_s
-            self._timeline(row, "launch_requested", None)
+            row.launch_attempts += 1
+            if first:  # launch_timeout_s runs from the first attempt, across re-sends
+                row.launched_at = clock_s
+                self._timeline(row, "launch_requested", None)
 
     def launch_accepted(self, server_ids: Sequence[str], job_id: str) -> None:
         """MGN took these servers into launch job `job_id` (202, or found after a lost answer)."""
@@ -736,7 +805,6 @@ class Ledger:
             row = self._rows[sid]
             if row.fate is F.LAUNCHING:
                 self._move(row, Event.LAUNCH_DEFERRED, F.LAUNCH_READY, why)
-                row.launched_at = None
 
     def launch_refused(self, server_ids: Sequence[str], err: MgnError) -> None:
         """MGN refused the StartCutover for good: these servers failed to launch."""
@@ -745,6 +813,62 @@ class Ledger:
             if row.fate is F.LAUNCHING:
                 self._error(row, err)
                 self._launch_failure(row, Event.LAUNCH_REFUSED, f"launch_refused: {err}")
+
+    def launch_unclear(self, server_ids: Sequence[str], why: str) -> None:
+        """StartCutover's answers stayed unclear (5xx, lost) until its retries ran out, and MGN
+        shows no launch job for these servers: none is sent again; a rerun reads MGN first."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate in (F.LAUNCHING, F.LAUNCH_READY):
+                self._move(row, Event.AMBIGUOUS, F.UNCONFIRMED, why)
+                self._hold_application(row, f"application_gate: {sid} {why}")
+
+    def launch_expired(self, server_ids: Sequence[str], why: str) -> None:
+        """Queued servers whose first launch attempt is older than launch_timeout_s."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate is F.LAUNCH_READY:
+                self._launch_failure(row, Event.LAUNCH_FAILURE, why)
+
+    def launch_observed(self, server_id: str, view: ServerView) -> bool:
+        """MGN shows CUTOVER while the launch is watched: the server was finalized (by an
+        earlier run of ours when the journal says so, else outside this run). Convergence, not
+        a failure; never reverted. Returns True when it must still be polled (replication
+        not yet DISCONNECTED)."""
+        row = self._rows[server_id]
+        if row.fate not in (F.LAUNCHED, F.VERIFIED) or view.lifecycle_state != CUTOVER:
+            return False
+        row.view = view
+        ours = row.ours or row.prior_attempts > 0
+        if view.converged:
+            self._converged(row, Event.OBSERVED, ours, "cut over outside this run")
+            return False
+        if ours:
+            row.ours = True
+            why = "an earlier run's FinalizeCutover went through; waiting for DISCONNECTED"
+            self._move(row, Event.OBSERVED, F.ACCEPTED, why)
+        else:
+            why = "cut over outside this run; waiting for DISCONNECTED"
+            self._move(row, Event.OBSERVED, F.CUTOVER_PENDING, why)
+        return True
+
+    def launch_abandoned(self, server_ids: Sequence[str], why: str) -> None:
+        """The launcher of these servers' (account, region) could no longer read MGN: those
+        not yet finalized end the run not attempted (an approval awaited: not approved)."""
+        for sid in server_ids:
+            row = self._rows[sid]
+            if row.fate in (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED):
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
+            elif row.fate is F.AWAITING_APPROVAL:
+                self._move(row, Event.SETTLED, F.NOT_APPROVED, why)
+
+    def first_launch_at(self, server_id: str) -> float | None:
+        """Clock time of the server's first launch attempt in this run (None: none yet)."""
+        return self._rows[server_id].launched_at
+
+    def launch_attempts(self, server_id: str) -> int:
+        """StartCutover attempts for this server in this run."""
+        return self._rows[server_id].launch_attempts
 
     def note(self, server_id: str, event: str, detail: str | None = None) -> None:
         """Put something MGN showed on the server's timeline (launched, first boot, ...);
@@ -833,12 +957,16 @@ class Ledger:
                 sid, app, "launch", "failed", at=self._now(), run_id=self._run_id, detail=reason
             )
         )
-        why = f"application_gate: {sid} {reason}"
+        self._hold_application(row, f"application_gate: {sid} {reason}")
+
+    def _hold_application(self, row: _Row, why: str) -> None:
+        """Nothing more of this server's application is launched or finalized."""
+        app = row.server.application_id
         self._held.setdefault(app, why)
         for sibling in self._app_rows(app):
             waiting = (F.LAUNCH_READY, F.LAUNCHED, F.VERIFIED)
             unsent = sibling.fate is F.READY and sibling.attempts == 0
-            if sibling.fate in waiting or unsent:
+            if sibling is not row and (sibling.fate in waiting or unsent):
                 self._move(sibling, Event.HELD, F.HELD, why)
 
     def to_revert(self, application_id: str) -> list[str]:
@@ -846,7 +974,11 @@ class Ledger:
         return [
             r.server.source_server_id
             for r in self._app_rows(application_id)
-            if r.launch_job_id is not None and r.fate in (F.LAUNCH_FAILED, F.HELD, F.NOT_APPROVED)
+            if r.launch_job_id is not None
+            and r.fate in (F.LAUNCH_FAILED, F.HELD, F.NOT_APPROVED)
+            and not r.ours
+            and r.prior_attempts == 0  # a FinalizeCutover of ours may have gone through
+            and not (r.view is not None and r.view.lifecycle_state == CUTOVER)
         ]
 
     def failed_applications(self) -> list[str]:
@@ -868,9 +1000,12 @@ class Ledger:
             self._stop.request(StopReason.LOCAL_STATE, str(err))
             raise
 
-    def reverted(self, server_id: str, detail: str) -> None:
-        """MGN took the revert (READY_FOR_CUTOVER, instance terminated as said in `detail`)."""
+    def reverted(self, server_id: str, detail: str, view: ServerView | None = None) -> None:
+        """MGN took the revert (READY_FOR_CUTOVER, instance terminated as said in `detail`);
+        `view`: MGN's record after the revert (its answer, or read back), which the row shows
+        from now on."""
         row = self._rows[server_id]
+        row.view = self._fresher(row.view, view)
         before = row.reason
         self._move(row, Event.REVERT, F.REVERTED, f"reverted after: {before}")
         self._timeline(row, "reverted", detail)
@@ -1012,6 +1147,9 @@ class Ledger:
             elif row.fate in (F.ACCEPTED, F.CUTOVER_PENDING):
                 unread = stopped_why if failed else None  # no longer polled: MGN unreadable
                 self._move(row, Event.SETTLED, F.TIMED_OUT, self._late_reason(row, unread))
+            elif row.fate is F.LAUNCH_READY and row.launch_attempts:
+                why = f"not launched ({row.reason}); {stopped_why}; rerun the wave"
+                self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)
             elif row.fate is F.LAUNCH_READY:
                 why = f"{stopped_why} before StartCutover was sent; rerun the wave"
                 self._move(row, Event.SETTLED, F.NOT_ATTEMPTED, why)

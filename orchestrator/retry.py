@@ -38,9 +38,10 @@ class RetryPolicy:
     max_delay_s: float = 20.0
     deadline_s: float = 600.0
 
-    def delay_s(self, attempt: int, err: RetryableError, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        if err.retry_after_s is not None:
+    def delay_s(self, attempt: int, err: RetryableError | None, rng: random.Random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based): MGN's Retry-After
+        when `err` carries one, else exponential backoff with full jitter."""
+        if err is not None and err.retry_after_s is not None:
             return min(err.retry_after_s, self.max_delay_s)
         cap = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         return rng.uniform(0, cap)

@@ -139,6 +139,7 @@ async def run_wave(
             covered=covered,
             carried=carried,
             application_gate=config.application_gate,
+            read_settle_s=config.read_settle_s,
             on_application=on_application,
             require_approval=config.require_approval,
             where={
@@ -317,6 +318,7 @@ async def _execute(
             submit=pool.submit,
             approvals=approvals,
             on_approval_awaited=on_approval_awaited,
+            on_waiting=reconciler.add,
             clock=clock,
             sleep=sleep,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import botocore.session
@@ -74,6 +75,9 @@ class ServerView:
     lag_s: float | None = None
     replication_error: str | None = None
     last_cutover_job_id: str | None = None
+    # lifeCycle.lastCutover: when MGN says the last StartCutover and FinalizeCutover were called.
+    last_cutover_initiated_at: str | None = None
+    last_cutover_finalized_at: str | None = None
 
     @property
     def converged(self) -> bool:
@@ -117,7 +121,9 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
     if archived is not None and not isinstance(archived, bool):
         problems.append(f"isArchived is not a boolean: {archived!r}")
     repl_error = mapping(repl.get("dataReplicationError"))
-    initiated = mapping(mapping(life.get("lastCutover")).get("initiated"))
+    last_cutover = mapping(life.get("lastCutover"))
+    initiated = mapping(last_cutover.get("initiated"))
+    finalized = mapping(last_cutover.get("finalized"))
     return ServerView(
         source_server_id=server_id,
         application_id=text(item.get("applicationID")),
@@ -131,7 +137,25 @@ def parse_server(item: dict[str, Any]) -> ServerView | None:
         lag_s=iso_duration_s(text(repl.get("lagDuration"))),
         replication_error=text(repl_error.get("error")),
         last_cutover_job_id=text(initiated.get("jobID")),
+        last_cutover_initiated_at=text(initiated.get("apiCallDateTime")),
+        last_cutover_finalized_at=text(finalized.get("apiCallDateTime")),
     )
+
+
+# When MGN's times are compared with ours, MGN's clock may differ from ours by this much.
+CLOCK_SKEW_S = 10.0
+
+
+def iso_time_s(moment: str | None) -> float | None:
+    """Epoch seconds of an ISO 8601 time (MGN's apiCallDateTime, a journal time); None if
+    absent or unreadable. A time without an offset is UTC."""
+    if not moment:
+        return None
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 _DURATION = re.compile(
@@ -185,6 +209,8 @@ class JobView:
     status: str | None  # PENDING | STARTED | COMPLETED
     servers: tuple[LaunchView, ...] = ()
     created: str | None = None
+    type: str | None = None  # LAUNCH | TERMINATE
+    initiated_by: str | None = None  # START_CUTOVER | START_TEST | TERMINATE | DIAGNOSTIC ...
 
     @property
     def active(self) -> bool:
@@ -224,7 +250,14 @@ def parse_job(item: dict[str, Any]) -> JobView | None:
             )
         )
     created = text(item.get("creationDateTime"))
-    return JobView(job_id, text(item.get("status")), tuple(servers), created)
+    return JobView(
+        job_id,
+        text(item.get("status")),
+        tuple(servers),
+        created,
+        type=text(item.get("type")),
+        initiated_by=text(item.get("initiatedBy")),
+    )
 
 
 @dataclass(frozen=True)

@@ -167,3 +167,57 @@ def test_thousands_of_servers_converge_for_several_seeds(tmp_path: Path, seed: i
     with running_emulator(seed=seed) as handle:
         figures = run_chaos(handle, tmp_path, apps=300, seed=seed)
     print(f"\nchaos: {figures}")
+
+
+# The night under its ordinary faults: reads lagging the launches, 5xx on every call (StartCutover
+# and DescribeJobs included), StartCutover answers lost after MGN acted; time-scaled jobs.
+NIGHT_CHAOS_FAULTS: dict[str, Any] = {
+    "time_scale": 2000.0,
+    "launch_s": (60.0, 120.0),
+    "boot_s": (30.0, 60.0),
+    "action_s": (10.0, 20.0),
+    "post_launch_actions": (),
+    "error_rate": 0.10,
+    "error_retry_after_s": 0,
+    "drop_rate": 0.05,
+    "drop_after_apply": 0.5,
+    "visibility_lag_s": 1.0,
+}
+
+
+def test_500_servers_launch_once_and_finalize_under_lag_5xx_and_lost_answers(
+    emulator: Any, work_dir: Path
+) -> None:
+    """`run --launch --on-failure revert` of 500 servers under read lag, 5xx and lost
+    StartCutover answers: every server launched exactly once, none reverted, every one
+    finalized, no FinalizeCutover after a 200."""
+    groups = {aid(a): [sid(a, n) for n in range(PER_APP)] for a in range(50)}
+    emulator.seed(
+        {
+            "servers": [
+                {"sourceServerID": s, "applicationID": a, "state": "READY_FOR_CUTOVER"}
+                | {"lagDuration": "PT5S"}
+                for a, ids in groups.items()
+                for s in ids
+            ]
+        }
+    )
+    emulator.set_faults(**NIGHT_CHAOS_FAULTS)
+    plan = write_plan(work_dir, "night", groups)
+    args = run_args(plan, "night", work_dir, *CLIENT_ARGS, "--launch", "--on-failure", "revert")
+    out = mgn_cutover([*args, "--poll-interval", "0.05"], cli_env(emulator.url), timeout_s=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert set(outcomes(report(work_dir, "night")).values()) == {"finalized"}
+    launches = emulator.launches()
+    assert len(launches) == 500
+    assert set(launches.values()) == {1}
+    assert emulator.calls("ChangeServerLifeCycleState") == 0
+    assert emulator.calls("TerminateTargetInstances") == 0
+    assert finalized_after_success(emulator.request_log()) == []
+    stats = emulator.stats()
+    # The faults really happened where this test says they did.
+    assert (
+        stats["injected_errors"].get("StartCutover", 0) + stats["dropped"].get("StartCutover", 0)
+        > 0
+    )
+    assert stats["injected_errors"].get("DescribeJobs", 0) > 0

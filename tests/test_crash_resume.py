@@ -174,7 +174,9 @@ def test_sigkill_anywhere_then_rerun_converges_without_a_second_finalize(
         wave = f"crash{chain}"
         plan, ids = wave_of(emulator, work_dir, wave, first_app=chain * APPS)
         args = run_args(plan, wave, work_dir, *FAST)
-        env = cli_env(emulator.url)
+        # This MGN's reads do not lag: half a second is its read_settle_s. A run killed between
+        # an intent and its send leaves an intent MGN never saw; a rerun that late sends it.
+        env = cli_env(emulator.url, {"MGN_CUTOVER_READ_SETTLE_S": "0.5"})
         for step, point in enumerate(CHAIN):
             delay_s = DELAYS_S[(chain + step) % len(DELAYS_S)]
             killed = run_and_kill(args, env, point, delay_s)
@@ -188,6 +190,7 @@ def test_sigkill_anywhere_then_rerun_converges_without_a_second_finalize(
             partial = work_dir / "reports" / wave / "report.json"
             if partial.exists():  # written atomically: whole or absent, never half
                 json.loads(partial.read_text())
+        time.sleep(0.5)  # past read_settle_s of the last killed run's intents
         final = mgn_cutover(args, env)
         assert final.returncode == 0, final.stdout + final.stderr[-3000:]
         assert_complete_and_converged(report(work_dir, wave), ids)
