@@ -541,6 +541,7 @@ class Ledger:
         view = check.view
         if (
             entry is None
+            or entry.status != "intent"  # an answer was journaled (a 409, say): it decides
             or row.prior_attempts == 0
             or view is None
             or view.lifecycle_state != CUTTING_OVER
