@@ -386,7 +386,12 @@ def test_an_account_whose_credentials_expire_mid_run_stops_alone(
     assert len(sent_b) == 2  # the one answered, the one denied; nothing after the denial
     cut_over = [s for s in b_ids if emulator.server(s, ACCT_B)["lifeCycle"]["state"] == "CUTOVER"]
     assert len(cut_over) == 1
+    # The one MGN answered 200 is finalized: that answer is the server record (CUTOVER +
+    # DISCONNECTED); every other server of B says the account error stopped it.
+    assert [rows[s]["outcome"] for s in cut_over] == ["finalized"]
     for s in b_ids:
+        if s in cut_over:
+            continue
         assert rows[s]["outcome"] != "finalized", rows[s]
         assert "account error" in str(rows[s]["reason"]), rows[s]
         assert "has expired (emulated)" in str(rows[s]["reason"]), rows[s]

@@ -142,7 +142,8 @@ def test_reports_and_state_are_private_even_under_umask_000(
                 break
         proc.communicate(timeout=60)
     state = work_dir / "state"
-    assert (state / "priv" / "journal.sqlite3-wal").exists()
+    # A rehearsal's state lives in its MGN's own folder (state_dir/rehearsal@host-port/).
+    assert list(state.glob("*/priv/journal.sqlite3-wal")), sorted(state.rglob("*"))
     assert private_violations(state) == []
 
     emulator.set_faults(latency_ms=0)
