@@ -522,6 +522,9 @@ class Ledger:
         elif check.decision is Decision.LAUNCH:
             fate = F.WOULD_LAUNCH if self.dry_run else F.LAUNCH_READY
             self._move(row, Event.CHECKED, fate, None)
+        elif check.decision is Decision.WATCH and self.dry_run:
+            # Already launched: a real run would watch it and finalize it once verified.
+            self._move(row, Event.CHECKED, F.WOULD_FINALIZE, check.reason)
         elif check.decision is Decision.WATCH:
             row.launch_job_id = view.last_cutover_job_id if view is not None else None
             self._move(row, Event.CHECKED, F.LAUNCHED, check.reason)

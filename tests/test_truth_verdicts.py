@@ -83,6 +83,19 @@ def test_a_launch_dry_run_of_a_ready_night_exits_0_as_plan_does(
     assert set(outcomes(report(work_dir, "w")).values()) == {"would_launch"}
 
 
+def test_a_launch_dry_run_of_servers_already_launched_exits_0_as_plan_does(
+    emulator: Any, work_dir: Path
+) -> None:
+    """`--launch` on servers already CUTTING_OVER (a rerun's night): `plan` watches them and
+    exits 0; the dry run agrees (each `would_finalize`, nothing sent) instead of exit 1."""
+    groups = {aid(0): [sid(0, 0), sid(0, 1)]}
+    emulator.seed({"servers": [server(s, aid(0)) for s in groups[aid(0)]]})
+    plan = plan_file(work_dir, "w", groups)
+    planned, dry, _ = _verdicts(emulator, work_dir, plan, "--launch")
+    assert (planned, dry) == (0, 0)
+    assert set(outcomes(report(work_dir, "w")).values()) == {"would_finalize"}
+
+
 def test_a_dry_run_of_a_converged_wave_exits_0_as_plan_does(emulator: Any, work_dir: Path) -> None:
     """Every server already CUTOVER + DISCONNECTED: both exit 0, as before issue 21."""
     groups = {aid(0): [sid(0, 0), sid(0, 1)]}
