@@ -26,29 +26,12 @@ from tests.runhelp import (
     write_plan,
 )
 from tests.test_accounts import seed_launchable, write_wave
+from tests.test_night import FAST, NIGHT, ready
 
 pytestmark = pytest.mark.usefixtures("fake_credentials")
 
-NIGHT: dict[str, Any] = {
-    "time_scale": 2000.0,
-    "launch_s": (60.0, 120.0),
-    "boot_s": (30.0, 60.0),
-    "action_s": (10.0, 20.0),
-    "post_launch_actions": (),
-}
-FAST = ("--launch", "--poll-interval", "0.05", "--timeout", "20")
 ACCT = "222222222222"
 REVERT_OPS = ("ChangeServerLifeCycleState", "TerminateTargetInstances")
-
-
-def ready(server_id: str, app_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "sourceServerID": server_id,
-        "applicationID": app_id,
-        "state": "READY_FOR_CUTOVER",
-        "lagDuration": "PT5S",
-        **extra,
-    }
 
 
 def night(emulator: Any, work: Path, apps: int, per_app: int, **faults: Any) -> Path:

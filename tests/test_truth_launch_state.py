@@ -18,7 +18,7 @@ from orchestrator.mgn import ClientSettings, MgnClient
 from orchestrator.plan import load_waves
 from orchestrator.runner import RunState, run_wave
 from tests.runhelp import aid, cli_env, mgn_cutover, report, run_args, sid, write_plan
-from tests.test_truth_launch import FAST, NIGHT, ready
+from tests.test_night import FAST, NIGHT, ready
 
 pytestmark = pytest.mark.usefixtures("fake_credentials")
 
